@@ -1,0 +1,50 @@
+# InfraScope developer entry points. GNU make.
+#   make demo   start the demo (for now: the Hetzner API simulator with the demo fleet)
+#   make test   install what is needed and run every test suite
+#   make lint / make bench / make clean   developer extras
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+
+PROJECTS = simulator exporter agent recommender
+SRC_DIRS = $(addsuffix /src,$(PROJECTS))
+STAMP = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help apt-deps venv test lint bench demo clean
+
+help:
+	@echo "make demo    start the Hetzner API simulator with the built-in demo fleet"
+	@echo "make test    install dependencies (apt + $(VENV)) and run all tests"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   run bench/*_bench.py"
+	@echo "make clean   remove $(VENV) and caches"
+
+apt-deps:
+	@scripts/ensure-apt-deps.sh
+
+$(STAMP): $(addsuffix /pyproject.toml,$(PROJECTS)) requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(addprefix -e ./,$(PROJECTS)) -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+test: apt-deps venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(SRC_DIRS)
+
+bench: venv
+	$(PY) bench/run.py
+
+demo: venv
+	$(VENV)/bin/infrascope-sim serve --fleet demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +

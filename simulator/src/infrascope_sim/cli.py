@@ -1,0 +1,128 @@
+"""``infrascope-sim``: serve the Hetzner API simulator, or describe a fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from . import __version__
+from .faults import FaultError, fault_from_dict, parse_fault_spec
+from .fleet import FleetError, load_fleet
+from .server import Endpoints, bound_port, make_server
+from .state import Settings, Simulator
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infrascope-sim",
+        description="Hetzner Cloud + Robot API simulator with simulated agents.")
+    parser.add_argument("--version", action="version", version=f"infrascope-sim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the simulated APIs")
+    serve.add_argument("--fleet", default="demo",
+                       help="'demo', 'generated:N[:PROJECTS]' or a fleet YAML file (default demo)")
+    serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 8480),
+                       help="HOST:PORT to listen on (default 127.0.0.1:8480; port 0 picks one)")
+    serve.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                       help="inject a fault, e.g. kind=latency,api=cloud,ms=20 (repeatable)")
+    serve.add_argument("--faults-file", help="YAML/JSON file with a list of faults")
+    serve.add_argument("--metrics-point-cap", type=int, default=500,
+                       help="most points per metrics response (default 500)")
+    serve.add_argument("--refill-per-second", type=float, default=None,
+                       help="Cloud bucket refill rate (default: limit/3600, i.e. 1/s)")
+    serve.add_argument("--robot-block-after", type=int, default=3,
+                       help="failed Robot logins before the client IP is blocked (0: never)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+
+    fleet = sub.add_parser("fleet", help="print a fleet's servers")
+    fleet.add_argument("--fleet", default="demo")
+    fleet.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _print_fleet(spec: str, fmt: str) -> int:
+    fleet = load_fleet(spec)
+    rows = []
+    for project in fleet.projects:
+        for s in project.servers:
+            rows.append({"source": "cloud", "id": s.id, "name": s.name, "project": project.name,
+                         "type": s.server_type.name, "location": s.location,
+                         "profile": s.workload.profile, "labels": s.labels})
+    if fleet.robot:
+        for d in fleet.robot.servers:
+            rows.append({"source": "dedicated", "id": d.number, "name": d.name, "project": "robot",
+                         "type": d.product, "location": d.location,
+                         "profile": d.workload.profile, "labels": d.labels})
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'source':<10} {'id':>9} {'name':<22} {'type':<15} {'loc':<5} profile")
+    for r in rows:
+        print(f"{r['source']:<10} {r['id']:>9} {r['name']:<22} {r['type']:<15} "
+              f"{r['location']:<5} {r['profile']}")
+    return 0
+
+
+async def _serve(sim: Simulator, host: str, port: int, access_log: bool) -> None:
+    server = make_server(sim, host, port, access_log)
+    serve_task = asyncio.create_task(server.serve())
+    while not server.started:
+        if serve_task.done():
+            await serve_task
+            raise SystemExit(f"infrascope-sim: could not listen on {host}:{port}")
+        await asyncio.sleep(0.02)
+    shown_host = f"[{host}]" if ":" in host else host
+    ep = Endpoints(f"http://{shown_host}:{bound_port(server)}")
+    summary = sim.fleet.summary()
+    print(f"infrascope-sim: fleet {summary['name']}: {summary['cloud_servers']} Cloud servers in "
+          f"{len(summary['projects'])} project(s), {summary['dedicated_servers']} dedicated")
+    print(f"  HCLOUD_ENDPOINT={ep.cloud}   (Bearer token per project, see the fleet file)")
+    print(f"  ROBOT_ENDPOINT={ep.robot}   (basic auth, see the fleet file)")
+    print(f"  simulated agents (Prometheus http_sd): {ep.agents_sd}")
+    print(f"  control: {ep.control}/stats  {ep.control}/faults  {ep.control}/metrics")
+    sys.stdout.flush()
+    await serve_task
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "fleet":
+            return _print_fleet(args.fleet, args.format)
+        fleet = load_fleet(args.fleet)
+        settings = Settings(metrics_point_cap=args.metrics_point_cap,
+                            refill_per_second=args.refill_per_second,
+                            robot_block_after_failures=args.robot_block_after)
+        sim = Simulator(fleet, settings)
+        for spec in args.fault:
+            sim.faults.add(parse_fault_spec(spec))
+        if args.faults_file:
+            with open(args.faults_file) as fh:
+                for entry in yaml.safe_load(fh) or []:
+                    sim.faults.add(fault_from_dict(entry))
+    except (FleetError, FaultError, OSError, yaml.YAMLError) as exc:
+        print(f"infrascope-sim: {exc}", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    try:
+        asyncio.run(_serve(sim, host, port, args.access_log))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
