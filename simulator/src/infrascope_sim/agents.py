@@ -119,20 +119,20 @@ def render_agent(server: Server, now: float) -> str:
     sent = w.outgoing_bytes(boot, now)
     received = w.ingoing_bytes(boot, now)
     p = w.params
-    for direction, value in (("receive", received), ("transmit", sent)):
+    for direction, nbytes in (("receive", received), ("transmit", sent)):
         out.family(f"node_network_{direction}_bytes_total", "counter",
                    f"Network device statistic {direction}_bytes.",
-                   [({"device": nic}, int(value)), ({"device": "lo"}, int(uptime * 1200))])
+                   [({"device": nic}, int(nbytes)), ({"device": "lo"}, int(uptime * 1200))])
         out.family(f"node_network_{direction}_packets_total", "counter",
                    f"Network device statistic {direction}_packets.",
-                   [({"device": nic}, int(value / p.packet_bytes)),
+                   [({"device": nic}, int(nbytes / p.packet_bytes)),
                     ({"device": "lo"}, int(uptime * 6))])
 
     io_seconds = p.disk_iops_base * uptime + p.disk_iops_at_full * busy
     disk_dev = "sda" if cloud else "nvme0n1"
     reads = io_seconds * p.disk_read_share
     writes = io_seconds - reads
-    for name, help_text, value in [
+    for name, help_text, count in [
         ("reads_completed_total", "The total number of reads completed successfully.", reads),
         ("writes_completed_total", "The total number of writes completed successfully.", writes),
         ("read_bytes_total", "The total number of bytes read successfully.",
@@ -140,7 +140,7 @@ def render_agent(server: Server, now: float) -> str:
         ("written_bytes_total", "The total number of bytes written successfully.",
          writes * p.disk_bytes_per_io),
     ]:
-        out.family(f"node_disk_{name}", "counter", help_text, [({"device": disk_dev}, int(value))])
+        out.family(f"node_disk_{name}", "counter", help_text, [({"device": disk_dev}, int(count))])
 
     for minutes in (1, 5, 15):
         load = cores * w.mean_cpu(now - 60 * minutes, now)
@@ -150,7 +150,7 @@ def render_agent(server: Server, now: float) -> str:
                [({}, int(boot))])
     out.family("node_time_seconds", "gauge", "System time in seconds since epoch (1970).",
                [({}, round(now, 3))])
-    arm = cloud and server.server_type.architecture == "arm"
+    arm = isinstance(server, CloudServer) and server.server_type.architecture == "arm"
     out.family("node_uname_info", "gauge",
                "Labeled system information as provided by the uname system call.",
                [({"domainname": "(none)", "machine": "aarch64" if arm else "x86_64",

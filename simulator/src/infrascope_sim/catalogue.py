@@ -10,6 +10,7 @@ and never from this module.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
@@ -126,6 +127,10 @@ class ServerType:
         }
 
     def to_api(self) -> dict[str, Any]:
+        """The API object; cached and shared, so callers must not mutate it."""
+        return _server_type_api(self)
+
+    def _build_api(self) -> dict[str, Any]:
         deprecation = LEGACY_DEPRECATION if self.legacy else None
         return {
             "id": self.id,
@@ -153,6 +158,11 @@ class ServerType:
                 for loc in self.locations
             ],
         }
+
+
+@functools.cache
+def _server_type_api(stype: ServerType) -> dict[str, Any]:
+    return stype._build_api()
 
 
 def _types() -> list[ServerType]:
@@ -294,7 +304,7 @@ def pricing_document() -> dict[str, Any]:
                 {"type": "ipv4", "prices": per_location(PRIMARY_IPV4_MONTHLY, with_hourly=True)},
                 {"type": "ipv6", "prices": per_location(PRIMARY_IPV6_MONTHLY, with_hourly=True)},
             ],
-            "server_backup": {"percentage": money(BACKUP_PERCENTAGE)},
+            "server_backup": {"percentage": str(BACKUP_PERCENTAGE)},
             "server_types": [
                 {"id": t.id, "name": t.name, "prices": [t.price_entry(loc) for loc in t.locations]}
                 for t in SERVER_TYPES.values()

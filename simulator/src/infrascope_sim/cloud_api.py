@@ -356,13 +356,15 @@ class CloudAPI:
             token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
             project = sim.fleet.project_by_token(token) if token else None
             pname = project.name if project else "-"
-            faults = sim.faults.matching("cloud", request.url.path, project and project.name)
+            faults = sim.faults.matching("cloud", request.url.path,
+                                         project.name if project else None)
             request.state.faults = faults
             pre = await apply_pre_faults(
                 faults,
                 lambda f: error_response(f.status, ERROR_CODES[f.status],
                                          f"injected {f.status} error"),
                 lambda f: self._storm(project, f),
+                sim.faults.active,
             )
             if pre is not None:
                 response = pre

@@ -99,7 +99,9 @@ def fault_from_dict(data: dict[str, Any]) -> Fault:
     if "kind" not in data:
         raise FaultError("a fault needs a 'kind'")
     try:
-        values = {k: (None if v is None else _FIELD_TYPES[k](v)) for k, v in data.items()}
+        values: dict[str, Any] = {
+            k: (None if v is None else _FIELD_TYPES[k](v)) for k, v in data.items()
+        }
     except (TypeError, ValueError) as exc:
         raise FaultError(f"bad fault field value: {exc}") from exc
     return Fault(**values).validate()
@@ -134,6 +136,9 @@ class FaultSet:
         before = len(self.faults)
         self.faults = [f for f in self.faults if f.id != fault_id]
         return len(self.faults) != before
+
+    def active(self, fault: Fault) -> bool:
+        return any(f is fault for f in self.faults)
 
     def clear(self) -> None:
         self.faults = []

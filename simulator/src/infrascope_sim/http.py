@@ -39,14 +39,22 @@ async def apply_pre_faults(
     faults: list[Fault],
     error_response: Callable[[Fault], Response],
     rate_limit_response: Callable[[Fault], Response],
+    still_active: Callable[[Fault], bool] = lambda f: True,
 ) -> Response | None:
-    """Run the faults that act before the handler; return a response to short-circuit."""
+    """Run the faults that act before the handler; return a response to short-circuit.
+
+    A hang lasts ``seconds`` or until the fault is removed, whichever is first,
+    so clearing a hang fault also releases requests already caught in it.
+    """
     for fault in faults:
         if fault.kind == "latency" and fault.ms > 0:
             await asyncio.sleep(fault.ms / 1000.0)
     for fault in faults:
         if fault.kind == "hang":
-            await asyncio.sleep(fault.seconds)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + fault.seconds
+            while loop.time() < until and still_active(fault):
+                await asyncio.sleep(min(0.05, max(0.0, until - loop.time())))
             return error_response(Fault(kind="error", status=504))
         if fault.kind == "error":
             return error_response(fault)

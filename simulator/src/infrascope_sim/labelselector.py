@@ -49,7 +49,9 @@ class Term:
 
 
 def _split_terms(selector: str) -> list[str]:
-    terms, depth, current = [], 0, []
+    terms: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in selector:
         if ch == "(":
             depth += 1

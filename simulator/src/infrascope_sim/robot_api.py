@@ -120,6 +120,7 @@ class RobotAPI:
                 lambda f: robot_error(f.status, _STATUS_CODES[f.status],
                                       f"injected {f.status} error"),
                 self._rate_limited,
+                sim.faults.active,
             )
             response: Response
             if pre is not None:

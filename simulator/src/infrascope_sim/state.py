@@ -91,11 +91,11 @@ class Simulator:
         whole = math.floor(now / TICK_SECONDS) * TICK_SECONDS
         cached = self._traffic_cache.get(server.id)
         if cached and cached[0] == start and cached[1] <= whole:
-            base_end, base = cached[1], cached[2]
+            base_end, base = float(cached[1]), cached[2]
         else:
             base_end, base = start, 0.0
         if whole > base_end:
             base += server.workload.outgoing_bytes(base_end, whole)
-            base_end = int(whole)
-            self._traffic_cache[server.id] = (start, base_end, base)
+            base_end = float(whole)
+            self._traffic_cache[server.id] = (start, int(whole), base)
         return int(base + server.workload.outgoing_bytes(max(base_end, start), now))
