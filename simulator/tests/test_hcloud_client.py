@@ -191,7 +191,7 @@ def test_server_fields_parse_into_domain_objects(served: Endpoints, sim: Simulat
         assert isinstance(server.ingoing_traffic, int)
         assert server.outgoing_traffic >= 0
         assert server.included_traffic == (
-            1_000_000_000_000 if model.location == "ash" else 20_000_000_000_000)
+            2**40 if model.location == "ash" else 20 * 2**40)
         assert server.backup_window == ("22-02" if model.backups else None)
 
         # The real API dropped `datacenter` from servers on 2026-07-01.
@@ -284,7 +284,7 @@ def test_server_types_parse_with_prices_and_locations(served: Endpoints) -> None
     assert fsn1["price_monthly"]["net"] == "5.9900000000"
     assert Decimal(fsn1["price_monthly"]["net"]) == Decimal("5.9900000000")
     assert Decimal(fsn1["price_monthly"]["gross"]) == Decimal("5.99") * Decimal("1.19")
-    assert fsn1["included_traffic"] == 20_000_000_000_000
+    assert fsn1["included_traffic"] == 21_990_232_555_520  # 20 TB as the real API reports it
 
     for stype in types.values():
         assert stype.prices, stype.name

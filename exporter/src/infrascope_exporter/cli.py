@@ -1,37 +1,93 @@
-"""Command-line entry point of the ``infrascope-exporter`` console script.
+"""``infrascope-exporter``: serve the exporter, check a configuration, or backfill.
 
-Only ``--version`` works so far; everything else reports that the component
-is not implemented yet and exits with status 2 (issue 3).
+    infrascope-exporter [FLAGS]                 serve /metrics, /sd, /healthz
+    infrascope-exporter check-config [FLAGS]    validate the configuration and exit
+    infrascope-exporter backfill --days 30 --output FILE [FLAGS]
+
+Exit codes: 0 success, 2 bad configuration or arguments, 1 runtime failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from infrascope_exporter import __version__
+from . import __version__, logs
+from .config import ConfigError, build_parser, load_config
 
 PROG = "infrascope-exporter"
-ISSUE = 3
-EXIT_NOT_IMPLEMENTED = 2
-DESCRIPTION = "InfraScope exporter: Prometheus exporter for the Hetzner Cloud and Robot APIs."
+log = logging.getLogger("infrascope_exporter")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    return parser
+def _split_listen(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def serve(argv: Sequence[str]) -> int:
+    from .exporter import Exporter
+    from .server import ExporterHTTPServer
+
+    config = load_config(argv)
+    secrets = [p.token.reveal() for p in config.projects]
+    if config.robot:
+        secrets.append(config.robot.password.reveal())
+    logs.setup(config.log_level, secrets)
+    exporter = Exporter(config)
+    host, port = _split_listen(config.listen_address)
+    try:
+        http = ExporterHTTPServer(exporter, host, port)
+    except OSError as exc:
+        print(f"{PROG}: cannot listen on {config.listen_address}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    exporter.start()
+    http.start()
+    log.info("listening", extra={"event": "start", "address": f"{host}:{http.port}",
+                                 **{k: str(v) for k, v in config.describe().items()}})
+    print(f"{PROG}: listening on http://{host}:{http.port}/metrics", flush=True)
+    stop.wait()
+    log.info("stopping", extra={"event": "stop"})
+    http.stop()
+    exporter.stop()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    print(f"{PROG}: not implemented yet (see issue {ISSUE})", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        print(f"{PROG} {__version__}")
+        return 0
+    try:
+        if args[:1] == ["check-config"]:
+            config = load_config(args[1:])
+            print(f"{PROG}: configuration OK: {config.describe()}")
+            return 0
+        if args[:1] == ["backfill"]:
+            from .backfill import main as backfill_main
+
+            return backfill_main(args[1:])
+        if args[:1] in (["-h"], ["--help"]):
+            parser = build_parser(PROG)
+            parser.description = __doc__
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+            parser.print_help()
+            return 0
+        return serve(args)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

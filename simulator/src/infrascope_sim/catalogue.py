@@ -19,7 +19,7 @@ TEN_PLACES = Decimal("0.0000000001")
 HOURS_PER_MONTH_PRICE_DIVISOR = Decimal(624)
 VAT_RATE = Decimal("19.00")
 
-TB = 1_000_000_000_000  # Hetzner counts traffic in decimal TB
+TB = 2**40  # Hetzner's "20 TB" is 21990232555520 bytes in the API
 INCLUDED_TRAFFIC_EU = 20 * TB
 INCLUDED_TRAFFIC_US = 1 * TB
 INCLUDED_TRAFFIC_SIN = TB // 2

@@ -1,0 +1,100 @@
+"""The exporter's HTTP endpoints, served from the last rendering only.
+
+``/metrics`` (pre-rendered, gzip when asked), ``/sd`` (and ``/sd/cloud``,
+``/sd/dedicated``), ``/healthz`` (the process answers), ``/readyz`` (503 until
+the first refresh completed), and ``/`` (a landing page). No request here
+ever calls a Hetzner API.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from .sd import sd_groups
+
+if TYPE_CHECKING:
+    from .exporter import Exporter
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LANDING = b"""<!doctype html><html><head><title>InfraScope exporter</title></head><body>
+<h1>InfraScope exporter</h1><p>Hetzner Cloud and Robot inventory, cost and metrics.</p>
+<ul><li><a href="/metrics">/metrics</a></li><li><a href="/sd">/sd</a> (Prometheus http_sd:
+agent targets)</li><li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
+</ul></body></html>
+"""
+
+
+def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "infrascope-exporter"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # scrapes are not events; errors are logged by the refreshers
+
+        def _send(self, status: int, body: bytes, ctype: str,
+                  extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                with exporter.lock:
+                    plain, gz = exporter.rendered, exporter.rendered_gzip
+                if "gzip" in self.headers.get("Accept-Encoding", ""):
+                    self._send(200, gz, CONTENT_TYPE, {"Content-Encoding": "gzip"})
+                else:
+                    self._send(200, plain, CONTENT_TYPE)
+            elif path == "/sd":
+                with exporter.lock:
+                    body = exporter.rendered_sd
+                self._send(200, body, "application/json")
+            elif path in ("/sd/cloud", "/sd/dedicated"):
+                groups = sd_groups(exporter, path.rsplit("/", 1)[1])
+                self._send(200, json.dumps(groups).encode(), "application/json")
+            elif path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                ready = any(p.inventory_at for p in exporter.projects.values()) or bool(
+                    exporter.robot and exporter.robot.servers_at)
+                self._send(200 if ready else 503, b"ready\n" if ready else
+                           b"waiting for the first refresh\n", "text/plain")
+            elif path == "/":
+                self._send(200, LANDING, "text/html; charset=utf-8")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+    return Handler
+
+
+class ExporterHTTPServer:
+    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
+        ThreadingHTTPServer.daemon_threads = True
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(exporter))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
