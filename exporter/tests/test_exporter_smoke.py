@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from exporter_testlib import demo_config_data, refresh_all, serving
 
+from exporter_testlib import demo_config_data, refresh_all, serving
 from infrascope_exporter.exporter import Exporter
 
 

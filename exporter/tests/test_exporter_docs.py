@@ -1,0 +1,42 @@
+"""The README documents every metric and every configuration key the exporter has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter_testlib import demo_config_data, refresh_all
+from infrascope_exporter.config import SCALARS
+from infrascope_exporter.exporter import Exporter
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def documented_names() -> set[str]:
+    names: set[str] = set()
+    for row in README.splitlines():
+        if not row.startswith("| `hetzner_"):
+            continue
+        names.update(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
+    return names
+
+
+def test_every_exposed_metric_is_documented(served, make_config) -> None:
+    exporter = Exporter(make_config(demo_config_data(served)))
+    refresh_all(exporter)
+    families = {f.name for f in text_string_to_metric_families(exporter.rendered.decode())}
+    exposed = {name + "_total" if name in ("hetzner_api_requests",
+                                           "hetzner_exporter_skipped_records") else name
+               for name in families}
+    documented = documented_names()
+    missing = sorted(n for n in exposed if n not in documented)
+    assert missing == [], f"add to exporter/README.md: {missing}"
+
+
+def test_every_setting_is_documented() -> None:
+    for path, flag, env, _ in SCALARS:
+        assert f"`{path}`" in README, path
+        assert flag in README or flag.replace("--", "--[no-]", 1) in README, flag
+        assert f"`{env}`" in README, env
