@@ -120,6 +120,7 @@ class CloudClient:
                  budget_share: float = 0.8, max_retries: int = 2, backoff_base: float = 1.0,
                  backoff_cap: float = 30.0, clock: Callable[[], float] = time.time,
                  stop: threading.Event | None = None,
+                 wait: Callable[[float], bool] | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.project = project
         self.health = health
@@ -129,10 +130,11 @@ class CloudClient:
         self.backoff_cap = backoff_cap
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.wait = wait or self.stop.wait
         self.limit = 3600
         self.remaining: int | None = None
         self.paused_until = 0.0
-        self.pacer = Pacer(self.limit * budget_share, self.limit * budget_share)
+        self.pacer = Pacer(self.limit * budget_share, self._burst(self.limit), clock=clock)
         self.client = httpx.Client(
             base_url=project.endpoint, timeout=timeout, transport=transport,
             headers={"Authorization": f"Bearer {project.token.reveal()}",
@@ -141,12 +143,16 @@ class CloudClient:
     def close(self) -> None:
         self.client.close()
 
+    def _burst(self, limit: int) -> float:
+        """A quarter of the hourly budget may go at once (a first listing of a big fleet)."""
+        return max(50.0, limit * self.budget_share / 4)
+
     @property
     def budget_per_hour(self) -> float:
         return self.limit * self.budget_share
 
     def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.stop.wait(seconds):
+        if seconds > 0 and self.wait(seconds):
             raise Stopped()
 
     def _pace(self) -> None:
@@ -168,7 +174,7 @@ class CloudClient:
         reset = _int_header(response.headers, "ratelimit-reset")
         if limit and limit != self.limit:
             self.limit = limit
-            self.pacer.set_rate(limit * self.budget_share, limit * self.budget_share)
+            self.pacer.set_rate(limit * self.budget_share, self._burst(limit))
         if remaining is not None:
             self.remaining = remaining
         self.health.rate_limit("cloud", self.project.name, limit, remaining,

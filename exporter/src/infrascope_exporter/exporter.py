@@ -137,17 +137,22 @@ class Exporter:
     """Holds configuration, clients, the last good data and the rendered exposition."""
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
-                 backoff_base: float = 1.0) -> None:
+                 backoff_base: float = 1.0,
+                 wait: Callable[[float], bool] | None = None) -> None:
+        """``clock`` and ``wait`` (sleep up to N seconds, True when stopping) are
+        injectable so that a benchmark can run an hour of refreshes in virtual time."""
         self.config = config
         self.clock = clock
         self.health = Health()
         self.stop_event = threading.Event()
+        self.wait = wait or self.stop_event.wait
         self.lock = threading.RLock()
         self.projects: dict[str, ProjectState] = {p.name: ProjectState() for p in config.projects}
         self.clients: dict[str, CloudClient] = {
             p.name: CloudClient(p, self.health, timeout=config.http_timeout,
                                 budget_share=config.request_budget, clock=clock,
-                                stop=self.stop_event, backoff_base=backoff_base)
+                                stop=self.stop_event, backoff_base=backoff_base,
+                                wait=self.wait)
             for p in config.projects
         }
         self.robot = RobotState() if config.robot else None
@@ -385,7 +390,8 @@ class Exporter:
                                 break
                 wake = min(next_inventory, next_pricing, *(
                     state.next_poll.values() if self.config.cloud_metrics else [next_inventory]))
-                self.stop_event.wait(max(0.05, min(5.0, wake - self.clock())))
+                if self.wait(max(0.05, min(5.0, wake - self.clock()))):
+                    return
             except Stopped:
                 return
 
@@ -409,7 +415,8 @@ class Exporter:
                 else:
                     assert self.robot_client is not None
                     next_servers = now + max(60.0, self.robot_client.paused_until - now)
-            self.stop_event.wait(max(0.05, min(5.0, min(next_servers, next_products) - now)))
+            if self.wait(max(0.05, min(5.0, min(next_servers, next_products) - now))):
+                return
 
     def run_renderer(self) -> None:
         while not self.stop_event.is_set():
