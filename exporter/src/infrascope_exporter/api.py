@@ -27,10 +27,12 @@ import httpx
 
 from .config import CloudProject, RobotAccount
 from .health import Health
+from .model import RecordError
 
 log = logging.getLogger("infrascope_exporter.api")
 
 USER_AGENT = "infrascope-exporter/0.1"
+AUTH_FAILURE_PAUSE = 3600.0  # Robot: no new login for this long after a rejected one
 
 
 class ApiError(Exception):
@@ -180,12 +182,17 @@ class CloudClient:
         self.health.rate_limit("cloud", self.project.name, limit, remaining,
                                float(reset) if reset is not None else None)
 
-    def get(self, path: str, endpoint: str, params: Mapping[str, Any] | None = None) -> Any:
-        """GET with pacing and retries; returns the parsed JSON body or raises ApiError."""
+    def get(self, path: str, endpoint: str, params: Mapping[str, Any] | None = None,
+            parse: Callable[[Any], Any] | None = None) -> Any:
+        """GET with pacing and retries; returns ``parse(body)`` (or the body) or raises ApiError.
+
+        ``parse`` decides whether a 200 answer is usable: if it raises RecordError
+        or ApiError the request is counted once, as ``malformed``, not as a success.
+        """
         attempt = 0
         while True:
             try:
-                return self._get_once(path, endpoint, params)
+                return self._get_once(path, endpoint, params, parse)
             except ApiError as exc:
                 retryable = exc.kind in ("server_error", "timeout", "unavailable")
                 if not retryable or attempt >= self.max_retries:
@@ -197,7 +204,8 @@ class CloudClient:
                 self._sleep(delay)
                 attempt += 1
 
-    def _get_once(self, path: str, endpoint: str, params: Mapping[str, Any] | None) -> Any:
+    def _get_once(self, path: str, endpoint: str, params: Mapping[str, Any] | None,
+                  parse: Callable[[Any], Any] | None = None) -> Any:
         self._pace()
         what = f"Cloud project {self.project.name}: GET {endpoint}"
         try:
@@ -238,6 +246,11 @@ class CloudClient:
             raise ApiError("client_error", f"{what}: HTTP {status} {text}")
         try:
             body = _json(response, what)
+            if parse is not None:
+                body = parse(body)
+        except RecordError as exc:
+            self.health.request("cloud", self.project.name, endpoint, "malformed")
+            raise ApiError("malformed", f"{what}: {exc}") from exc
         except ApiError:
             self.health.request("cloud", self.project.name, endpoint, "malformed")
             raise
@@ -249,29 +262,36 @@ class CloudClient:
         """Every entry of a paginated list; any broken page fails the whole listing."""
         items: list[Any] = []
         page: int | None = 1
-        total: int | None = None
         pages = 0
         while page:
-            body = self.get(path, endpoint, {**(params or {}), "page": page, "per_page": per_page})
             what = f"Cloud project {self.project.name}: GET {endpoint} page {page}"
-            if not isinstance(body, Mapping) or not isinstance(body.get(key), list):
-                raise ApiError("malformed", f"{what}: no {key!r} list in the response")
-            items.extend(body[key])
-            pagination = (body.get("meta") or {}).get("pagination") or {}
-            if not isinstance(pagination, Mapping):
-                raise ApiError("malformed", f"{what}: meta.pagination is not an object")
-            if isinstance(pagination.get("total_entries"), int):
-                total = pagination["total_entries"]
-            nxt = pagination.get("next_page")
-            if nxt is not None and (not isinstance(nxt, int) or nxt <= page):
-                raise ApiError("malformed", f"{what}: next_page {nxt!r} does not advance")
-            page = nxt
+
+            def check(body: Any, page: int = page,
+                      what: str = what) -> tuple[list[Any], int | None]:
+                """A usable page: its entries and the next page; else malformed."""
+                if not isinstance(body, Mapping) or not isinstance(body.get(key), list):
+                    raise ApiError("malformed", f"{what}: no {key!r} list in the response")
+                meta = body.get("meta")
+                pagination = meta.get("pagination") if isinstance(meta, Mapping) else None
+                if not isinstance(pagination, Mapping):
+                    raise ApiError("malformed", f"{what}: meta.pagination is not an object")
+                nxt = pagination.get("next_page")
+                if nxt is not None and (not isinstance(nxt, int) or nxt <= page):
+                    raise ApiError("malformed", f"{what}: next_page {nxt!r} does not advance")
+                total = pagination.get("total_entries")
+                seen = len(items) + len(body[key])
+                if nxt is None and isinstance(total, int) and seen < total:
+                    raise ApiError("malformed", f"{what}: the listing ended after {seen} of "
+                                                f"{total} entries (pagination broke)")
+                return body[key], nxt
+
+            entries, page = self.get(path, endpoint,
+                                     {**(params or {}), "page": page, "per_page": per_page},
+                                     parse=check)
+            items.extend(entries)
             pages += 1
             if pages > 100_000:
                 raise ApiError("malformed", f"{what}: pagination does not end")
-        if total is not None and len(items) < total:
-            raise ApiError("malformed", f"Cloud project {self.project.name}: GET {endpoint} "
-                           f"ended after {len(items)} of {total} entries (pagination broke)")
         return items
 
 
@@ -293,7 +313,7 @@ class RobotClient:
     def close(self) -> None:
         self.client.close()
 
-    def get(self, path: str, endpoint: str) -> Any:
+    def get(self, path: str, endpoint: str, parse: Callable[[Any], Any] | None = None) -> Any:
         now = self.clock()
         what = f"Robot: GET {endpoint}"
         if self.paused_until > now:
@@ -317,6 +337,9 @@ class RobotClient:
         code = body.get("error", {}).get("code") if isinstance(body, Mapping) and isinstance(
             body.get("error"), Mapping) else None
         if status == 401:
+            # Pause every endpoint: another login with the same password would only
+            # bring the IP closer to Robot's block (the loop may shorten or extend this).
+            self.paused_until = now + AUTH_FAILURE_PAUSE
             self.health.request("robot", "robot", endpoint, "unauthorized")
             raise ApiError("unauthorized", f"{what}: 401 — the Robot credentials were rejected "
                            "(not retried: Robot blocks the IP after three failures)")
@@ -336,6 +359,11 @@ class RobotClient:
             raise ApiError("client_error", f"{what}: HTTP {status} {code or ''}".rstrip())
         try:
             parsed = _json(response, what)
+            if parse is not None:
+                parsed = parse(parsed)
+        except RecordError as exc:
+            self.health.request("robot", "robot", endpoint, "malformed")
+            raise ApiError("malformed", f"{what}: {exc}") from exc
         except ApiError:
             self.health.request("robot", "robot", endpoint, "malformed")
             raise

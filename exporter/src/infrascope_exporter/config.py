@@ -264,7 +264,20 @@ def _convert(kind: str, value: Any, key: str) -> Any:
     raise AssertionError(kind)
 
 
-_KNOWN_TOP = {"cloud", "robot", "prices", "refresh", "budget", "http", "web", "sd", "log"}
+_SECTION_KEYS: dict[str, set[str]] = {
+    "cloud": {"endpoint", "project_name", "token_file", "projects", "metrics"},
+    "robot": {"endpoint", "user", "password", "password_file", "labels"},
+    "prices": {"mode", "vat_rate_percent", "dedicated_default_from_catalogue",
+               "dedicated_products", "dedicated_servers", "cloud_servers"},
+    "refresh": {"inventory_interval", "pricing_interval", "metrics_interval", "robot_interval",
+                "render_interval"},
+    "budget": {"share"},
+    "http": {"timeout"},
+    "web": {"listen_address"},
+    "sd": {"address", "agent_port"},
+    "log": {"level"},
+}
+_KNOWN_TOP = set(_SECTION_KEYS)
 
 
 def load_config(argv: Sequence[str] | None = None,
@@ -280,7 +293,12 @@ def load_config(argv: Sequence[str] | None = None,
         except OSError as exc:
             raise ConfigError(f"config.file: cannot read {config_file}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config.file: {config_file} is not valid YAML: {exc}") from exc
+            # str(exc) quotes the offending line, which may hold a token: position only.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"config.file: {config_file} is not valid YAML{where}: "
+                              f"{problem}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -289,6 +307,16 @@ def load_config(argv: Sequence[str] | None = None,
         if unknown:
             raise ConfigError(f"{sorted(unknown)[0]}: unknown configuration section "
                               f"(known: {', '.join(sorted(_KNOWN_TOP))})")
+        for section, value in loaded.items():
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{section}: must be a mapping")
+            allowed = _SECTION_KEYS[section]
+            for key in value:
+                if key not in allowed:
+                    raise ConfigError(f"{section}.{key}: unknown key "
+                                      f"(known in {section}: {', '.join(sorted(allowed))})")
         data = loaded
 
     values: dict[str, Any] = {}

@@ -217,12 +217,8 @@ class Exporter:
         state = self.projects[project.name]
         started = time.monotonic()
         before = self._requests_made(project.name)
-        body = client.get("/pricing", "/pricing")
-        try:
-            pricing = parse_pricing(body, self.config.price_mode)
-        except RecordError as exc:
-            self.health.request("cloud", project.name, "/pricing", "malformed")
-            raise ApiError("malformed", f"Cloud project {project.name}: /pricing: {exc}") from exc
+        pricing = client.get("/pricing", "/pricing",
+                             parse=lambda body: parse_pricing(body, self.config.price_mode))
         types: list[ServerType] = []
         for raw in client.list_all("/server_types", "server_types", "/server_types"):
             try:
@@ -277,14 +273,10 @@ class Exporter:
         start = max(start, now - budget.MAX_METRICS_WINDOW + 60)
         if now - start < 1:
             return
-        body = client.get(f"/servers/{server.id}/metrics", "/servers/{id}/metrics", {
+        sample = client.get(f"/servers/{server.id}/metrics", "/servers/{id}/metrics", {
             "type": "cpu,disk,network", "start": iso(start), "end": iso(now),
-            "step": budget.window_step(now - start)})
-        try:
-            sample = parse_metrics(body, server.id)
-        except RecordError as exc:
-            self.health.request("cloud", project.name, "/servers/{id}/metrics", "malformed")
-            raise ApiError("malformed", str(exc)) from exc
+            "step": budget.window_step(now - start)},
+            parse=lambda body: parse_metrics(body, server.id))
         with self.lock:
             if sample is not None:
                 state.metrics[server.id] = sample
@@ -305,16 +297,18 @@ class Exporter:
     def refresh_robot(self) -> None:
         assert self.robot is not None and self.robot_client is not None
         started = time.monotonic()
+        def expect_list(body: Any) -> list[Any]:
+            if not isinstance(body, list):
+                raise RecordError("expected a list of servers")
+            return body
+
         try:
-            body = self.robot_client.get("/server", "/server")
+            body = self.robot_client.get("/server", "/server", parse=expect_list)
         except ApiError as exc:
             if exc.kind == "client_error" and "SERVER_NOT_FOUND" in str(exc):
                 body = []  # Robot answers an empty list with 404 SERVER_NOT_FOUND
             else:
                 raise
-        if not isinstance(body, list):
-            self.health.request("robot", "robot", "/server", "malformed")
-            raise ApiError("malformed", "Robot: GET /server: expected a list")
         servers = []
         for raw in body:
             try:
@@ -333,15 +327,14 @@ class Exporter:
 
     def refresh_robot_products(self) -> None:
         assert self.robot is not None and self.robot_client is not None
-        body = self.robot_client.get("/order/server/product", "/order/server/product")
-        try:
-            products = parse_products(body, self.config.price_mode)
-        except RecordError as exc:
-            self.health.request("robot", "robot", "/order/server/product", "malformed")
-            raise ApiError("malformed", f"Robot: product catalogue: {exc}") from exc
+        products = self.robot_client.get(
+            "/order/server/product", "/order/server/product",
+            parse=lambda body: parse_products(body, self.config.price_mode))
+        now = self.clock()
         with self.lock:
             self.robot.products = products
-            self.robot.products_at = self.clock()
+            self.robot.products_at = now
+        self.health.success("robot", "robot", now)
         self.dirty.set()
 
     # ------------------------------------------------------------------

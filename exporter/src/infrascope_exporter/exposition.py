@@ -123,7 +123,7 @@ def render_exposition(exporter: Exporter) -> tuple[str, int]:
                 except PriceMissing:
                     exporter.health.skip("cloud", project, "price")
                     f.add("hetzner_server_price_known", "gauge",
-                          "1 if the server's price is known (else no cost series).",
+                          "1 if the server's price is known (else no cost series)." + CACHED,
                           _ids("cloud", s.id), 0)
             sample = metrics.get(s.id)
             if sample is not None:
@@ -176,10 +176,10 @@ def render_exposition(exporter: Exporter) -> tuple[str, int]:
                   "End of the period the dedicated server is paid for." + CACHED, ids,
                   d.paid_until)
         monthly = exporter.dedicated_monthly_price(d)
-        f.add("hetzner_server_price_known", "gauge",
-              "1 if the server's price is known (else no cost series).", ids,
-              int(monthly is not None))
-        if monthly is not None:
+        if monthly is None:
+            f.add("hetzner_server_price_known", "gauge",
+                  "1 if the server's price is known (else no cost series)." + CACHED, ids, 0)
+        else:  # _server_cost adds price_known 1 (adding it here too duplicated the series)
             _server_cost(f, "dedicated", d.number, monthly, monthly / month_hours(now),
                          {"server": monthly})
     for pid, product in sorted(products.items()):
@@ -232,7 +232,7 @@ def _server_cost(f: Families, source: str, server_id: int, monthly: Decimal, hou
                  components: dict[str, Decimal]) -> None:
     ids = _ids(source, server_id)
     f.add("hetzner_server_price_known", "gauge",
-          "1 if the server's price is known (else no cost series).", ids, 1)
+          "1 if the server's price is known (else no cost series)." + CACHED, ids, 1)
     f.add("hetzner_server_monthly_cost_euros", "gauge",
           "This month's projected bill of the server: its hourly price capped at the monthly "
           "price, plus backups and its primary IPs." + CACHED, ids, monthly)
