@@ -1,5 +1,5 @@
 # InfraScope developer entry points. GNU make.
-#   make demo   start the demo (for now: the Hetzner API simulator with the demo fleet)
+#   make demo   run the stack so far (simulator + exporter) on the demo fleet
 #   make test   install what is needed and run every test suite
 #   make lint / make bench / make clean   developer extras
 
@@ -15,7 +15,7 @@ STAMP = $(VENV)/.installed
 .PHONY: help apt-deps venv test lint bench demo clean
 
 help:
-	@echo "make demo    start the Hetzner API simulator with the built-in demo fleet"
+	@echo "make demo    run the stack so far (simulator + exporter) on the demo fleet"
 	@echo "make test    install dependencies (apt + $(VENV)) and run all tests"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run bench/*_bench.py"
@@ -43,7 +43,7 @@ bench: venv
 	$(PY) bench/run.py
 
 demo: venv
-	$(VENV)/bin/infrascope-sim serve --fleet demo
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -50,7 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser("fleet", help="print a fleet's servers")
     fleet.add_argument("--fleet", default="demo")
     fleet.add_argument("--format", choices=("table", "json"), default="table")
+
+    exp = sub.add_parser("exporter-config",
+                         help="print an infrascope-exporter YAML configuration for a fleet")
+    exp.add_argument("--fleet", default="demo")
+    exp.add_argument("--base-url", default="http://127.0.0.1:8480",
+                     help="where the simulator is served")
     return parser
+
+
+def exporter_config(spec: str, base_url: str) -> dict:
+    """What an operator would write for this account: projects, Robot, dedicated prices."""
+    fleet = load_fleet(spec)
+    base = base_url.rstrip("/")
+    data: dict = {"cloud": {"endpoint": base + "/v1", "projects": [
+        {"name": p.name, "token": p.token} for p in fleet.projects]}}
+    if fleet.robot:
+        data["robot"] = {
+            "endpoint": base + "/robot", "user": fleet.robot.user,
+            "password": fleet.robot.password,
+            "labels": {d.number: dict(d.labels) for d in fleet.robot.servers if d.labels}}
+        data["prices"] = {"dedicated_servers": {
+            d.number: str(d.monthly_price_net) for d in fleet.robot.servers
+            if d.monthly_price_net is not None}}
+    return data
 
 
 def _print_fleet(spec: str, fmt: str) -> int:
@@ -102,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fleet":
             return _print_fleet(args.fleet, args.format)
+        if args.command == "exporter-config":
+            print(yaml.safe_dump(exporter_config(args.fleet, args.base_url), sort_keys=False),
+                  end="")
+            return 0
         fleet = load_fleet(args.fleet)
         settings = Settings(metrics_point_cap=args.metrics_point_cap,
                             refill_per_second=args.refill_per_second,
