@@ -31,3 +31,12 @@ def test_unknown_key_error_does_not_echo_the_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(["--config.file", str(path)], environ={})
     assert "s3cr3t-token-value" not in str(err.value)
+
+
+def test_robot_interval_must_stay_within_robots_hourly_limit(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"robot": {"user": "u", "password": "p"},
+                                    "refresh": {"robot_interval": "10s"}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(["--config.file", str(path)], environ={})
+    assert "refresh.robot_interval" in str(err.value)

@@ -347,6 +347,10 @@ def load_config(argv: Sequence[str] | None = None,
     listen = values.get("web.listen_address", DEFAULT_LISTEN)
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d+$", listen):
         raise ConfigError(f"web.listen_address: {listen!r} is not HOST:PORT")
+    robot_interval = values.get("refresh.robot_interval", 600.0)
+    if robot_interval < 18.0:
+        raise ConfigError("refresh.robot_interval: must be at least 18s (Robot allows 200 "
+                          "GET /server requests an hour)")
     level = values.get("log.level", "info")
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError("log.level: must be debug, info, warning or error")
@@ -372,7 +376,7 @@ def load_config(argv: Sequence[str] | None = None,
         inventory_interval=values.get("refresh.inventory_interval", 300.0),
         pricing_interval=values.get("refresh.pricing_interval", 6 * 3600.0),
         metrics_interval=values.get("refresh.metrics_interval", 300.0),
-        robot_interval=values.get("refresh.robot_interval", 600.0),
+        robot_interval=robot_interval,
         render_interval=values.get("refresh.render_interval", 10.0),
         request_budget=share,
         cloud_metrics=values.get("cloud.metrics", True),
