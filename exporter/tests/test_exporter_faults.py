@@ -24,6 +24,7 @@ change between two renderings because an hour boundary went by.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import io
 import logging
@@ -528,8 +529,10 @@ def test_robot_loop_never_retries_a_401(served: Endpoints, sim: Simulator,
                                         make_config: Callable[..., Any]) -> None:
     """run_robot with a wrong password: one failed login, then silence (no IP block)."""
     data = demo_config_data(served, robot={"password": "wrong-robot-password"},
-                            refresh={"robot_interval": "0.2s", "pricing_interval": "0.2s"})
-    exporter = Exporter(make_config(data), backoff_base=0.01)
+                            refresh={"pricing_interval": "0.2s"})
+    # Below the 18 s the configuration accepts, to give the loop many chances to retry.
+    config = dataclasses.replace(make_config(data), robot_interval=0.2)
+    exporter = Exporter(config, backoff_base=0.01)
     thread = threading.Thread(target=exporter.run_robot, daemon=True)
     thread.start()
     try:
@@ -608,9 +611,9 @@ def test_a_broken_page_shape_fails_the_listing_cleanly(body: dict[str, Any]) -> 
 def test_loops_never_empty_metrics_during_a_503_storm(served: Endpoints,
                                                       make_config: Callable[..., Any]) -> None:
     data = demo_config_data(served, http={"timeout": "0.5s"}, refresh={
-        "inventory_interval": "1s", "metrics_interval": "1s", "render_interval": "0.1s",
-        "robot_interval": "1s"})
-    exporter = Exporter(make_config(data), backoff_base=0.01)
+        "inventory_interval": "1s", "metrics_interval": "1s", "render_interval": "0.1s"})
+    config = dataclasses.replace(make_config(data), robot_interval=1.0)  # below the 18 s floor
+    exporter = Exporter(config, backoff_base=0.01)
     apis = [("cloud", "webshop"), ("cloud", "analytics"), ("robot", "robot")]
 
     def scrape(base: str) -> str:

@@ -136,7 +136,7 @@ class CloudClient:
         self.limit = 3600
         self.remaining: int | None = None
         self.paused_until = 0.0
-        self.pacer = Pacer(self.limit * budget_share, self._burst(self.limit), clock=clock)
+        self.pacer = Pacer(self._sustainable(self.limit), self._burst(self.limit), clock=clock)
         self.client = httpx.Client(
             base_url=project.endpoint, timeout=timeout, transport=transport,
             headers={"Authorization": f"Bearer {project.token.reveal()}",
@@ -145,9 +145,22 @@ class CloudClient:
     def close(self) -> None:
         self.client.close()
 
+    # A token bucket with burst B and rate r allows at most B + r·T requests in any
+    # window T. With B = a quarter of the budget and r = the other three quarters per
+    # hour, no hour ever exceeds the budget, bursts (a first listing) stay fast, and
+    # planning uses r as the sustainable rate.
+    BURST_SHARE = 0.25
+
     def _burst(self, limit: int) -> float:
-        """A quarter of the hourly budget may go at once (a first listing of a big fleet)."""
-        return max(50.0, limit * self.budget_share / 4)
+        return max(1.0, limit * self.budget_share * self.BURST_SHARE)
+
+    def _sustainable(self, limit: int) -> float:
+        return limit * self.budget_share - self._burst(limit)
+
+    @property
+    def sustainable_per_hour(self) -> float:
+        """Requests per hour the refresh plan may count on (the pacer's refill rate)."""
+        return self._sustainable(self.limit)
 
     @property
     def budget_per_hour(self) -> float:
@@ -176,7 +189,7 @@ class CloudClient:
         reset = _int_header(response.headers, "ratelimit-reset")
         if limit and limit != self.limit:
             self.limit = limit
-            self.pacer.set_rate(limit * self.budget_share, self._burst(limit))
+            self.pacer.set_rate(self._sustainable(limit), self._burst(limit))
         if remaining is not None:
             self.remaining = remaining
         self.health.rate_limit("cloud", self.project.name, limit, remaining,

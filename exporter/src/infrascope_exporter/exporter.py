@@ -245,7 +245,7 @@ class Exporter:
         """Recompute intervals from the budget; schedule new servers evenly."""
         state = self.projects[project]
         client = self.clients[project]
-        per_hour = client.budget_per_hour
+        per_hour = client.sustainable_per_hour
         state.inventory_interval = budget.inventory_interval(
             state.inventory_pages, per_hour, self.config.inventory_interval)
         inventory_per_hour = state.inventory_pages * 3600.0 / state.inventory_interval
@@ -254,7 +254,7 @@ class Exporter:
         state.metrics_interval = budget.metrics_interval(
             n, per_hour, inventory_per_hour, pricing_per_hour, self.config.metrics_interval)
         self.health.poll_interval[project] = state.metrics_interval
-        self.health.budget_per_hour[project] = per_hour
+        self.health.budget_per_hour[project] = client.budget_per_hour
         now = self.clock()
         known = {s.id for s in state.servers}
         state.next_poll = {k: v for k, v in state.next_poll.items() if k in known}
