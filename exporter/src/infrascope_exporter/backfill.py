@@ -1,0 +1,914 @@
+"""``infrascope-exporter backfill``: Hetzner's kept Cloud metrics as OpenMetrics for promtool.
+
+    infrascope-exporter backfill --days 30 --output FILE [--step 300] [--end-offset 3h]
+        [--job hetzner] [--instance HOST:PORT] [--label NAME=VALUE ...] [EXPORTER FLAGS]
+    infrascope-exporter backfill split-rules --output-dir DIR [--start/--end/--url] RULE_FILES
+
+The exporter's own configuration (``--config.file``, environment, every flag of
+``infrascope-exporter``) says which projects and Robot account to read; the
+requests go through the same paced :class:`~.api.CloudClient`, inside the
+same request budget (``--request-budget``), and are counted the same way.
+
+What is written, for ``promtool tsdb create-blocks-from openmetrics``:
+
+- The Cloud metrics series exactly as the live exposition names and labels
+  them (``hetzner_server_cpu_cores_used``, ``hetzner_server_disk_iops``, ...).
+  The range ``(start, end]`` is cut into buckets ``[ts, ts+step)``; each
+  bucket's average is written at ``ts+step`` — as the live gauge at time ``t``
+  shows the average of the window that ended before ``t`` — so
+  ``avg_over_time`` over the backfilled range is the exact workload mean.
+- At every sample timestamp, the inventory series recording rules join
+  against (``hetzner_server_info``, ``_labels``, ``_cpu_cores``,
+  ``_memory_bytes``, ``_monthly_cost_euros``, ``_hourly_cost_euros``) for
+  Cloud and dedicated servers, taken verbatim from one rendering of the live
+  exposition: identical names, labels and values.
+- ``job``/``instance`` (and ``--label`` pairs): Prometheus attaches the
+  target's labels when it scrapes the exporter, so they are part of the live
+  series' identity; the backfilled series carry the same ones.
+
+The names, labels and scale of the Cloud metrics series are not repeated
+here: they are read off the live exposition code by rendering a probe
+exporter holding one server with one series set, so both can never drift.
+
+``split-rules`` orders recording rules for ``promtool tsdb create-blocks-from
+rules``: one rule file per dependency level, since a rule reading recorded
+series needs the blocks of the pass that recorded them loaded first.
+
+The file is streamed (one part file per family, concatenated at the end, one
+server in memory at a time), written as ``FILE.tmp`` and renamed only when
+complete. Exit codes: 0 done, 2 bad configuration or options, 1 API or I/O
+failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import logs
+from .api import ApiError, Stopped
+from .config import CloudProject, Config, ConfigError, build_parser, load_config, parse_duration
+from .exporter import METRIC_SERIES, Exporter, MetricsSample
+from .model import CloudServer
+
+PROG = "infrascope-exporter backfill"
+log = logging.getLogger("infrascope_exporter.backfill")
+
+RETENTION_SECONDS = 30 * 86_400  # Hetzner keeps 30 days of metrics
+RETENTION_MARGIN = 60.0  # ask for a minute less than that
+MAX_STEP = 300  # Prometheus' 5-minute lookback must always find a sample
+MIN_END_OFFSET = 3 * 3600.0  # stay out of Prometheus' head block
+DEFAULT_POINTS_PER_REQUEST = 500  # Hetzner's point cap per metrics response
+METRICS_ENDPOINT = "/servers/{id}/metrics"
+RATE_LIMIT_RETRIES = 3
+
+INVENTORY_FAMILIES = (
+    "hetzner_server_info",
+    "hetzner_server_labels",
+    "hetzner_server_cpu_cores",
+    "hetzner_server_memory_bytes",
+    "hetzner_server_monthly_cost_euros",
+    "hetzner_server_hourly_cost_euros",
+)
+
+
+class BackfillError(Exception):
+    """A runtime failure of the backfill (exit code 1)."""
+
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (family, label pairs)
+Points = list[tuple[float, float]]  # (timestamp seconds, value), increasing
+
+
+# ----------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    output: Path
+    days: float = 30.0
+    step: int = 300
+    end_offset: float = MIN_END_OFFSET
+    points_per_request: int = DEFAULT_POINTS_PER_REQUEST
+    target_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def build_backfill_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, add_help=False, allow_abbrev=False,
+        description="Write the Cloud metrics Hetzner keeps (30 days) and the inventory series "
+                    "as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`. "
+                    "Every exporter flag (--config.file, ...) is accepted too. Recording "
+                    "rules: `infrascope-exporter backfill split-rules --help`.")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("--output", "-o", default=None,
+                        help="file to write (written as FILE.tmp, renamed when complete)")
+    parser.add_argument("--days", default="30",
+                        help="days back from the end (Hetzner keeps 30; default 30)")
+    parser.add_argument("--step", default="300",
+                        help="sample interval, at most 300s so Prometheus' 5-minute lookback "
+                             "never sees a gap (default 300s)")
+    parser.add_argument("--end-offset", default="3h",
+                        help="end this long before now, at least 3h: Prometheus' head block "
+                             "must not be overlapped (default 3h)")
+    parser.add_argument("--points-per-request", default=str(DEFAULT_POINTS_PER_REQUEST),
+                        help="buckets per metrics request (Hetzner's point cap, default 500)")
+    parser.add_argument("--job", default="hetzner",
+                        help="job label Prometheus gives the exporter's series (the scrape "
+                             "job_name; default hetzner; empty: none)")
+    parser.add_argument("--instance", default=None,
+                        help="instance label Prometheus gives the exporter's series (the "
+                             "target, e.g. exporter:8790)")
+    parser.add_argument("--label", action="append", default=[], metavar="NAME=VALUE",
+                        help="another target label to add to every series (repeatable)")
+    return parser
+
+
+def parse_options(args: argparse.Namespace) -> Options:
+    if not args.output:
+        raise ConfigError("--output: required (the OpenMetrics file to write)")
+    try:
+        days = float(args.days)
+    except ValueError as exc:
+        raise ConfigError(f"--days: {args.days!r} is not a number") from exc
+    if not days > 0 or not math.isfinite(days):
+        raise ConfigError("--days: must be positive")
+    step_f = parse_duration(args.step, "--step")
+    if step_f != int(step_f):
+        raise ConfigError("--step: must be a whole number of seconds")
+    step = int(step_f)
+    if step > MAX_STEP:
+        raise ConfigError(f"--step: {step}s is more than {MAX_STEP}s — Prometheus' 5-minute "
+                          "lookback would see gaps between samples")
+    end_offset = parse_duration(args.end_offset, "--end-offset")
+    if end_offset < MIN_END_OFFSET:
+        raise ConfigError("--end-offset: must be at least 3h (Prometheus' head block holds the "
+                          "last ~3 hours; backfilled blocks must not overlap it)")
+    try:
+        ppr = int(args.points_per_request)
+    except ValueError as exc:
+        raise ConfigError(f"--points-per-request: {args.points_per_request!r} is not an "
+                          "integer") from exc
+    if ppr < 1:
+        raise ConfigError("--points-per-request: must be at least 1")
+    labels: dict[str, str] = {}
+    if args.job:
+        labels["job"] = args.job
+    if args.instance:
+        labels["instance"] = args.instance
+    for pair in args.label:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.replace("_", "a").isalnum() or name[0].isdigit() \
+                or name.startswith("__"):
+            raise ConfigError(f"--label: {pair!r} is not NAME=VALUE with a valid label name")
+        labels[name] = value
+    return Options(output=Path(args.output), days=days, step=step, end_offset=end_offset,
+                   points_per_request=ppr, target_labels=labels)
+
+
+# ----------------------------------------------------------------------------
+# OpenMetrics text
+# ----------------------------------------------------------------------------
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def format_timestamp(ts: float) -> str:
+    """Seconds, as OpenMetrics wants them (integers without a fraction)."""
+    return str(int(ts)) if float(ts).is_integer() else repr(float(ts))
+
+
+class OpenMetricsWriter:
+    """Families streamed to one part file each; :meth:`finish` concatenates them.
+
+    Each call writes one whole series (all its samples, increasing timestamps),
+    so series are contiguous and families are not interleaved in the result.
+    """
+
+    def __init__(self, parts_dir: Path) -> None:
+        self.parts_dir = parts_dir
+        self.lock = threading.Lock()
+        self.help: dict[str, str] = {}
+        self.parts: dict[str, IO[str]] = {}
+        self.samples: dict[str, int] = {}
+        self.series_count = 0
+        self.min_ts: float | None = None
+        self.max_ts: float | None = None
+
+    def declare(self, name: str, help_text: str) -> None:
+        with self.lock:
+            if name not in self.help:
+                self.help[name] = help_text
+
+    def _part(self, name: str) -> IO[str]:
+        part = self.parts.get(name)
+        if part is None:
+            if name not in self.help:
+                raise AssertionError(f"family {name} was not declared")
+            part = open(self.parts_dir / f"{len(self.parts):03d}.om", "w",  # noqa: SIM115
+                        encoding="utf-8", buffering=1 << 20)
+            self.parts[name] = part
+            self.samples[name] = 0
+        return part
+
+    def series(self, name: str, labels: Mapping[str, str],
+               points: Sequence[tuple[float, float]]) -> None:
+        """One series: ``points`` are (timestamp seconds, value), strictly increasing."""
+        if not points:
+            return
+        prefix = name + format_labels(labels) + " "
+        text = "".join(f"{prefix}{format_value(v)} {format_timestamp(t)}\n" for t, v in points)
+        self._write(name, text, len(points), points[0][0], points[-1][0])
+
+    def constant_series(self, name: str, labels: Mapping[str, str], value: float,
+                        timestamps: Sequence[int]) -> None:
+        """One series with the same value at every timestamp (inventory)."""
+        if not timestamps:
+            return
+        prefix = f"{name}{format_labels(labels)} {format_value(value)} "
+        text = "".join(f"{prefix}{t}\n" for t in timestamps)
+        self._write(name, text, len(timestamps), timestamps[0], timestamps[-1])
+
+    def _write(self, name: str, text: str, n: int, first: float, last: float) -> None:
+        with self.lock:
+            self._part(name).write(text)
+            self.samples[name] += n
+            self.series_count += 1
+            self.min_ts = first if self.min_ts is None else min(self.min_ts, first)
+            self.max_ts = last if self.max_ts is None else max(self.max_ts, last)
+
+    @property
+    def sample_count(self) -> int:
+        return sum(self.samples.values())
+
+    def close(self) -> None:
+        for part in self.parts.values():
+            part.close()
+
+    def finish(self, target: Path) -> None:
+        """Write the complete file to ``target``: families in declaration order, ``# EOF``."""
+        with open(target, "w", encoding="utf-8", buffering=1 << 20) as out:
+            for name, help_text in self.help.items():
+                part = self.parts.get(name)
+                if part is None:
+                    continue  # a family without samples is left out
+                part.close()
+                out.write(f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} gauge\n")
+                with open(part.name, encoding="utf-8") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                os.unlink(part.name)  # keep the disk peak near one copy of the data
+            out.write("# EOF\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+# ----------------------------------------------------------------------------
+# Series templates from the live exposition
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricTemplate:
+    """Where one Hetzner metrics series goes: family, labels (with the probe's id), scale."""
+
+    family: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    divisor: float | None
+    factor: float
+
+    def value(self, raw: float) -> float:
+        return raw / self.divisor if self.divisor is not None else raw * self.factor
+
+    def labels_for(self, server_id: int) -> dict[str, str]:
+        return {k: (str(server_id) if k == "server_id" else v) for k, v in self.labels}
+
+
+def _server_samples(text: str, server_id: int) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                      tuple[str, float]]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("source") == "cloud" and \
+                    sample.labels.get("server_id") == str(server_id):
+                out[(sample.name, tuple(sample.labels.items()))] = (family.documentation,
+                                                                     sample.value)
+    return out
+
+
+def probe_metric_templates(config: Config, project: CloudProject,
+                           server: CloudServer) -> dict[str, list[MetricTemplate]]:
+    """Render a throwaway exporter holding ``server`` with one metrics series at a time.
+
+    The series that appear, compared with a rendering without metrics, are the
+    ones the live exposition makes of that Hetzner series; their value for an
+    input of 1 is the scale (``cpu`` percent / 100 = vCPUs).
+    """
+    probe = Exporter(config)
+
+    def render(values: dict[str, float]) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                 tuple[str, float]]:
+        state.metrics = {server.id: MetricsSample(0.0, 300.0, values)}
+        probe.render()
+        return _server_samples(probe.rendered.decode(), server.id)
+
+    try:
+        state = probe.projects[project.name]
+        state.servers = [server]
+        # Series about the window itself (length, end) appear with any sample: not ours.
+        baseline = render({})
+        templates: dict[str, list[MetricTemplate]] = {}
+        for name in METRIC_SERIES:
+            found, doubled = render({name: 1.0}), render({name: 2.0})
+            for (sample_name, labels), (doc, scale) in found.items():
+                if (sample_name, labels) in baseline:
+                    continue
+                if scale == 0 or not math.isfinite(scale) or \
+                        doubled.get((sample_name, labels), (doc, 0.0))[1] != 2 * scale:
+                    raise AssertionError(f"{sample_name}: the live exposition is not a "
+                                         f"multiple of Hetzner's {name} series")
+                inverse = 1.0 / scale
+                divisor = inverse if inverse == round(inverse) and scale != 1.0 else None
+                templates.setdefault(name, []).append(
+                    MetricTemplate(sample_name, doc, labels, divisor, scale))
+        return templates
+    finally:
+        probe.stop()
+
+
+@dataclass(frozen=True)
+class InventorySeries:
+    family: str
+    labels: dict[str, str]
+    value: float
+
+
+def inventory_from_exposition(text: str) -> tuple[dict[str, str],
+                                                  dict[tuple[str, str], list[InventorySeries]]]:
+    """HELP per inventory family, and every inventory sample keyed by (source, server_id)."""
+    helps: dict[str, str] = {}
+    by_server: dict[tuple[str, str], list[InventorySeries]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in INVENTORY_FAMILIES:
+            continue
+        helps[family.name] = family.documentation
+        for sample in family.samples:
+            key = (sample.labels.get("source", ""), sample.labels.get("server_id", ""))
+            by_server.setdefault(key, []).append(
+                InventorySeries(sample.name, dict(sample.labels), sample.value))
+    return helps, by_server
+
+
+# ----------------------------------------------------------------------------
+# Time grid and metrics chunks
+# ----------------------------------------------------------------------------
+def floor_to(ts: float, step: int) -> int:
+    return int(math.floor(ts / step)) * step
+
+
+def ceil_to(ts: float, step: int) -> int:
+    return int(math.ceil(ts / step)) * step
+
+
+def retention_floor(now: float, step: int) -> int:
+    """The earliest bucket start Hetzner still has, on the step grid."""
+    return ceil_to(now - RETENTION_SECONDS + RETENTION_MARGIN, step)
+
+
+def plan_range(now: float, options: Options) -> tuple[int, int]:
+    """(start, end) on the step grid: buckets [start, end) → samples at (start, end]."""
+    step = options.step
+    end = floor_to(now - options.end_offset, step)
+    start = max(ceil_to(end - options.days * 86_400, step), retention_floor(now, step))
+    if start >= end:
+        raise ConfigError("--days: the range before --end-offset is empty")
+    return start, end
+
+
+def server_first_bucket(start: int, server: CloudServer, step: int) -> int:
+    """No request for the time before the server existed."""
+    return max(start, floor_to(server.created, step))
+
+
+def chunks(first: int, end: int, step: int, points: int) -> list[tuple[int, int]]:
+    out = []
+    c = first
+    while c < end:
+        out.append((c, min(c + points * step, end)))
+        c = out[-1][1]
+    return out
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_metrics_chunk(body: Any, server_id: int, step: int, chunk_end: int,
+                        points_per_request: int) -> dict[str, list[tuple[float, float]]]:
+    """Points of one response as (sample time = bucket start + step, value)."""
+    what = f"Cloud metrics of server {server_id}"
+    m = body.get("metrics") if isinstance(body, Mapping) else None
+    if not isinstance(m, Mapping) or not isinstance(m.get("time_series"), Mapping):
+        raise ApiError("malformed", f"{what}: no metrics.time_series in the response")
+    got: Any = m.get("step")
+    try:
+        got_f = float(got)
+    except (TypeError, ValueError) as exc:
+        raise ApiError("malformed", f"{what}: response step {got!r} is not a number") from exc
+    if got_f != step:
+        raise BackfillError(
+            f"{what}: asked for step={step}s with {points_per_request} points per request, "
+            f"the API answered step={got}s — its point cap is lower than "
+            f"{points_per_request}; rerun with a smaller --points-per-request")
+    out: dict[str, list[tuple[float, float]]] = {}
+    for name, series in m["time_series"].items():
+        values = series.get("values") if isinstance(series, Mapping) else None
+        if not isinstance(values, list):
+            raise ApiError("malformed", f"{what}: series {name} has no values list")
+        points: list[tuple[float, float]] = []
+        for point in values:
+            if not isinstance(point, (list, tuple)) or len(point) != 2:
+                raise ApiError("malformed", f"{what}: series {name} has a malformed point")
+            try:
+                ts, value = float(point[0]), float(point[1])
+            except (TypeError, ValueError) as exc:
+                raise ApiError("malformed", f"{what}: series {name} has a non-numeric "
+                                            "point") from exc
+            if math.isfinite(value):
+                points.append((min(ts + step, float(chunk_end)), value))
+        points.sort()
+        out[str(name)] = points
+    return out
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+@dataclass
+class Result:
+    output: Path
+    start: int
+    end: int
+    step: int
+    servers_cloud: int
+    servers_dedicated: int
+    series: int
+    samples: int
+    metric_requests: int
+    requests: int
+    seconds: float
+    exporter: Exporter | None = None
+
+
+class Progress:
+    def __init__(self, exporter: Exporter, total_servers: int, planned_requests: int,
+                 interval: float = 10.0) -> None:
+        self.exporter = exporter
+        self.total = total_servers
+        self.planned = planned_requests
+        self.interval = interval
+        self.done = 0
+        self.metric_requests = 0
+        self.lock = threading.Lock()
+        self.last_log = time.monotonic()
+        self.started = time.monotonic()
+
+    def requests(self) -> int:
+        with self.exporter.health.lock:
+            return sum(n for (api, _, _, _), n in self.exporter.health.requests.items()
+                       if api == "cloud")
+
+    def server_done(self, requests: int) -> None:
+        with self.lock:
+            self.done += 1
+            self.metric_requests += requests
+            now = time.monotonic()
+            if self.done < self.total and now - self.last_log < self.interval:
+                return
+            self.last_log = now
+            elapsed = now - self.started
+            left = self.planned - self.metric_requests
+            rate = self.metric_requests / elapsed if elapsed > 0 else 0.0
+            log.info("backfill progress", extra={
+                "event": "backfill_progress", "servers_done": self.done,
+                "servers_total": self.total, "metric_requests": self.metric_requests,
+                "metric_requests_planned": self.planned, "requests_used": self.requests(),
+                "eta_s": round(left / rate) if rate > 0 else "unknown"})
+
+
+def _fetch_server(exporter: Exporter, project: CloudProject, server: CloudServer,
+                  start: int, end: int, options: Options,
+                  templates: Mapping[str, list[MetricTemplate]],
+                  clock: Callable[[], float]) -> tuple[int, int, dict[SeriesKey, Points]]:
+    """Every chunk of one server, in time order; retried from scratch after a 429 pause.
+
+    Returns (first bucket start, requests made, points per series).
+    """
+    client = exporter.clients[project.name]
+    step = options.step
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+        # Hetzner's 30 days move on while a long backfill runs: clip per server.
+        first = max(server_first_bucket(start, server, step), retention_floor(clock(), step))
+        series: dict[SeriesKey, Points] = {}
+        requests = 0
+        try:
+            for c0, c1 in chunks(first, end, step, options.points_per_request):
+                body = client.get(f"/servers/{server.id}/metrics", METRICS_ENDPOINT, {
+                    "type": "cpu,disk,network", "start": iso(c0), "end": iso(c1),
+                    "step": step})
+                requests += 1
+                parsed = parse_metrics_chunk(body, server.id, step, c1,
+                                             options.points_per_request)
+                for name, points in parsed.items():
+                    for template in templates.get(name, ()):
+                        labels = template.labels_for(server.id)
+                        key = (template.family, tuple(labels.items()))
+                        out = series.setdefault(key, [])
+                        for t, raw in points:
+                            if out and t <= out[-1][0]:
+                                continue  # keep timestamps strictly increasing per series
+                            out.append((t, template.value(raw)))
+            return first, requests, series
+        except ApiError as exc:
+            if exc.kind != "rate_limited" or attempt == RATE_LIMIT_RETRIES:
+                raise
+            wait = min(3600.0, max(1.0, (exc.retry_at or clock() + 60.0) - clock() + 1.0))
+            log.warning("rate limited, waiting for RateLimit-Reset", extra={
+                "event": "backfill_rate_limited", "project": project.name,
+                "server_id": server.id, "wait_s": round(wait)})
+            if exporter.stop_event.wait(wait):
+                raise Stopped() from exc
+    raise AssertionError("unreachable")
+
+
+def run(config: Config, options: Options, *, clock: Callable[[], float] = time.time,
+        keep_exporter: bool = False) -> Result:
+    """Refresh the inventory, fetch every Cloud server's metrics, write ``options.output``."""
+    started = time.monotonic()
+    output = options.output
+    if output.is_dir():
+        raise ConfigError(f"--output: {output} is a directory")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output: directory {output.parent} does not exist")
+    tmp = output.with_name(output.name + ".tmp")
+    # Parts next to the output: same file system, and /tmp may be too small.
+    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent))
+    writer = OpenMetricsWriter(parts_dir)
+    exporter = Exporter(config, clock=clock)
+    try:
+        # 1. Inventory, pricing and Robot, exactly as the live exporter gets them.
+        for project in config.projects:
+            exporter.refresh_pricing(project)
+            exporter.refresh_inventory(project)
+        if exporter.robot is not None:
+            if config.dedicated_prices.default_from_catalogue:
+                exporter.refresh_robot_products()
+            exporter.refresh_robot()
+        exporter.render()
+        helps, inventory = inventory_from_exposition(exporter.rendered.decode())
+
+        # 2. The time grid and the plan.
+        step = options.step
+        start, end = plan_range(clock(), options)
+        if start > end - options.days * 86_400 + step:
+            log.info("range clipped to the 30 days Hetzner keeps", extra={
+                "event": "backfill_clipped", "days_asked": options.days,
+                "days": round((end - start) / 86_400, 3)})
+        servers = [(p, s) for p in config.projects
+                   for s in sorted(exporter.projects[p.name].servers, key=lambda s: s.id)]
+        per_project = {p.name: 0 for p in config.projects}
+        for p, s in servers:
+            per_project[p.name] += len(chunks(server_first_bucket(start, s, step), end, step,
+                                              options.points_per_request))
+        planned = sum(per_project.values())
+        budget = sum(exporter.clients[p.name].budget_per_hour for p in config.projects)
+        # Projects run in parallel; each pacer lets a burst go at once, then its refill rate.
+        estimate_h = max((max(0.0, n - (c.budget_per_hour - c.sustainable_per_hour))
+                          / c.sustainable_per_hour
+                          for name, n in per_project.items()
+                          for c in [exporter.clients[name]] if c.sustainable_per_hour > 0),
+                         default=0.0)
+        dedicated_keys = sorted((k for k in inventory if k[0] == "dedicated"),
+                                key=lambda k: int(k[1]) if k[1].isdigit() else 0)
+        log.info("backfill plan", extra={
+            "event": "backfill_plan", "start": iso(start), "end": iso(end), "step_s": step,
+            "cloud_servers": len(servers), "dedicated_servers": len(dedicated_keys),
+            "metric_requests": planned, "budget_per_hour": round(budget),
+            "estimated_minutes": round(estimate_h * 60, 1)})
+        if "instance" not in options.target_labels:
+            log.warning("no --instance given: Prometheus gives scraped series an instance "
+                        "label, so backfilled series without it are different series; pass "
+                        "--instance as Prometheus sees the exporter target",
+                        extra={"event": "backfill_no_instance"})
+
+        # 3. Family order: metrics families, then inventory families.
+        templates: dict[str, list[MetricTemplate]] = {}
+        if servers:
+            project0, server0 = servers[0]
+            templates = probe_metric_templates(config, project0, server0)
+            missing = [n for n in METRIC_SERIES if n not in templates]
+            if missing:
+                raise AssertionError(f"the live exposition has no series for {missing}")
+        for name in METRIC_SERIES:
+            for t in templates.get(name, ()):
+                writer.declare(t.family, t.help)
+        for family in INVENTORY_FAMILIES:
+            if family in helps:
+                writer.declare(family, helps[family])
+        extra = dict(options.target_labels)
+
+        def write_inventory(key: tuple[str, str], timestamps: Sequence[int]) -> None:
+            for inv in sorted(inventory.get(key, ()),
+                              key=lambda i: INVENTORY_FAMILIES.index(i.family)):
+                writer.constant_series(inv.family, {**inv.labels, **extra}, inv.value,
+                                       timestamps)
+
+        progress = Progress(exporter, len(servers) + len(dedicated_keys), planned)
+
+        # 4. Cloud servers: one worker per project (each has its own budget).
+        def do_project(project: CloudProject) -> None:
+            for p, server in servers:
+                if p.name != project.name:
+                    continue
+                if exporter.stop_event.is_set():
+                    raise Stopped()
+                first, requests, series = _fetch_server(exporter, project, server, start, end,
+                                                        options, templates, clock)
+                for (family, labels), points in series.items():
+                    writer.series(family, {**dict(labels), **extra}, points)
+                # Inventory at every bucket end from the first bucket the server existed in.
+                write_inventory(("cloud", str(server.id)), range(first + step, end + 1, step))
+                progress.server_done(requests)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(config.projects)),
+                                thread_name_prefix="backfill") as pool:
+            futures = [pool.submit(do_project, p) for p in config.projects]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                if not all(f.done() for f in futures):  # a failure or an interrupt:
+                    exporter.stop_event.set()  # the other projects stop at their next server
+            errors = [e for e in (f.exception() for f in futures) if e is not None]
+            if errors:
+                real = [e for e in errors if not isinstance(e, Stopped)]
+                raise (real or errors)[0]
+
+        # 5. Dedicated servers: inventory only (Robot has no metrics), on the whole grid.
+        grid = range(start + step, end + 1, step)
+        for key in dedicated_keys:
+            write_inventory(key, grid)
+            progress.server_done(0)
+
+        # 6. The complete file, atomically.
+        writer.close()
+        writer.finish(tmp)
+        os.replace(tmp, output)
+        requests = progress.requests()
+        return Result(output=output, start=start, end=end, step=step,
+                      servers_cloud=len(servers), servers_dedicated=len(dedicated_keys),
+                      series=writer.series_count, samples=writer.sample_count,
+                      metric_requests=progress.metric_requests, requests=requests,
+                      seconds=time.monotonic() - started,
+                      exporter=exporter if keep_exporter else None)
+    finally:
+        writer.close()
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        if tmp.exists():
+            tmp.unlink()
+        exporter.stop()
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+def next_steps(result: Result) -> str:
+    q = shlex.quote
+    out = str(result.output)
+    start, end = iso(result.start), iso(result.end)
+    return "\n".join([
+        f"{PROG}: wrote {out}: {result.series} series, {result.samples} samples, "
+        f"{start} .. {end}, step {result.step}s ({result.servers_cloud} Cloud and "
+        f"{result.servers_dedicated} dedicated servers, {result.requests} Cloud API requests, "
+        f"{result.seconds:.1f}s)",
+        "",
+        "Load it into Prometheus (details: exporter/docs/backfill.md):",
+        "",
+        "  # 1. OpenMetrics -> TSDB blocks (--max-block-duration=24h: fewer passes on long spans)",
+        f"  promtool tsdb create-blocks-from openmetrics {q(out)} ./hetzner-blocks",
+        "",
+        "  # 2. Move the blocks into Prometheus' data dir (its --storage.tsdb.path), owned by",
+        "  #    the Prometheus user; run Prometheus with --storage.tsdb.retention.time=35d or",
+        "  #    more (else it deletes them), then restart it (or wait a minute: it loads new",
+        "  #    blocks on its own)",
+        "  mv ./hetzner-blocks/* DATA_DIR/",
+        "  chown -R prometheus:prometheus DATA_DIR",
+        "  systemctl restart prometheus",
+        "",
+        "  # 3. Recording rules over the same range, evaluated by promtool against the running",
+        "  #    Prometheus, in dependency order: split-rules writes one rule file per pass",
+        "  #    (rules reading recorded series come after the pass recording them) and prints",
+        "  #    every pass's commands; load each pass's blocks before running the next",
+        f"  infrascope-exporter backfill split-rules --start {start} --end {end} "
+        "--url http://prometheus:9090 --data-dir DATA_DIR --output-dir ./rule-passes "
+        "RULE_FILES",
+        f"  promtool tsdb create-blocks-from rules --start {start} --end {end} "
+        "--url http://prometheus:9090 --output-dir ./rule-passes/rule-blocks-1 "
+        "./rule-passes/pass-1.yml",
+        "  mv ./rule-passes/rule-blocks-1/* DATA_DIR/ && systemctl restart prometheus",
+        "  # ... pass-2.yml the same way, and so on",
+    ])
+
+
+def _secrets(config: Config) -> list[str]:
+    secrets = [p.token.reveal() for p in config.projects]
+    if config.robot:
+        secrets.append(config.robot.password.reveal())
+    return [s for s in secrets if s]
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# ----------------------------------------------------------------------------
+# Recording rules in dependency order
+# ----------------------------------------------------------------------------
+_IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def split_rules(documents: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Recording rules of rule files, split into passes by dependency level.
+
+    A rule reading only scraped (or backfilled) series is in pass 1; a rule
+    reading series recorded by pass-N rules is in pass N+1 — promtool evaluates
+    rules against Prometheus, so those need the earlier passes' blocks loaded.
+    Alerting rules are left out (promtool does not backfill them). Returns one
+    rule-file document per pass, groups keeping their name and settings.
+    """
+    rules: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []  # file, group, ...
+    for name, doc in documents:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("groups"), list):
+            raise ConfigError(f"{name}: not a Prometheus rule file (no groups list)")
+        for gi, group in enumerate(doc["groups"]):
+            if not isinstance(group, Mapping) or not isinstance(group.get("rules"), list):
+                raise ConfigError(f"{name}: groups[{gi}] has no rules list")
+            for rule in group["rules"]:
+                if isinstance(rule, Mapping) and "record" in rule:
+                    if not isinstance(rule.get("expr"), (str, int, float)):
+                        raise ConfigError(f"{name}: rule {rule['record']} has no expr")
+                    rules.append((name, gi, dict(group), dict(rule)))
+    recorded = {str(r["record"]) for *_, r in rules}
+    reads: dict[str, set[str]] = {}  # recorded name -> recorded names its rules read
+    for *_, r in rules:
+        reads.setdefault(str(r["record"]), set()).update(
+            t for t in _IDENT.findall(str(r["expr"])) if t in recorded)
+    level: dict[str, int] = {}
+
+    def level_of(name: str, path: tuple[str, ...]) -> int:
+        if name in path:
+            raise ConfigError("recording rules read each other in a cycle: "
+                              + " -> ".join((*path[path.index(name):], name)))
+        if name not in level:
+            level[name] = 1 + max((level_of(d, (*path, name)) for d in reads[name]),
+                                  default=0)
+        return level[name]
+
+    for name in sorted(recorded):
+        level_of(name, ())
+    passes: list[dict[str, Any]] = []
+    for n in range(1, max(level.values(), default=0) + 1):
+        groups: dict[tuple[str, int], dict[str, Any]] = {}
+        for file, gi, group, rule in rules:
+            if level[str(rule["record"])] != n:
+                continue
+            if (file, gi) not in groups:
+                settings = {k: v for k, v in group.items() if k != "rules"}
+                taken = {g.get("name") for g in groups.values()}
+                if settings.get("name") in taken:  # names must be unique within a file
+                    settings["name"] = f"{settings.get('name')}-{Path(file).stem}-{gi}"
+                groups[(file, gi)] = {**settings, "rules": []}
+            groups[(file, gi)]["rules"].append(rule)
+        passes.append({"groups": list(groups.values())})
+    return passes
+
+
+def split_rules_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} split-rules", allow_abbrev=False,
+        description="Split recording rules into dependency passes for "
+                    "`promtool tsdb create-blocks-from rules`, and print the commands.")
+    parser.add_argument("--output-dir", required=True, help="where pass-N.yml are written")
+    parser.add_argument("--start", default="START", help="first time to backfill (RFC3339)")
+    parser.add_argument("--end", default="END", help="last time to backfill (RFC3339)")
+    parser.add_argument("--url", default="http://prometheus:9090", help="Prometheus URL")
+    parser.add_argument("--data-dir", default="DATA_DIR", help="Prometheus' data dir")
+    parser.add_argument("rule_files", nargs="+")
+    args = parser.parse_args(list(argv))
+    try:
+        documents = []
+        for path in args.rule_files:
+            try:
+                documents.append((path, yaml.safe_load(Path(path).read_text())))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read rules: {exc}") from exc
+        passes = split_rules(documents)
+    except ConfigError as exc:
+        print(f"{PROG} split-rules: configuration error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    lines = []
+    for n, doc in enumerate(passes, start=1):
+        path = out / f"pass-{n}.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        blocks = out / f"rule-blocks-{n}"
+        count = sum(len(g["rules"]) for g in doc["groups"])
+        lines += [f"# pass {n}: {count} recording rule{'s' if count != 1 else ''}",
+                  f"promtool tsdb create-blocks-from rules --start {q(args.start)} "
+                  f"--end {q(args.end)} --url {q(args.url)} --output-dir {q(str(blocks))} "
+                  f"{q(str(path))}",
+                  f"mv {q(str(blocks))}/* {q(args.data_dir)}/",
+                  "systemctl restart prometheus   # pass "
+                  f"{n + 1} reads these blocks" if n < len(passes) else
+                  "systemctl restart prometheus"]
+    print("\n".join(lines) if lines else f"{PROG} split-rules: no recording rules found")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["split-rules"]:
+        return split_rules_main(args_list[1:])
+    parser = build_backfill_parser()
+    args, rest = parser.parse_known_args(args_list)
+    if args.help:
+        parser.print_help()
+        print("\nexporter configuration flags:")
+        build_parser(PROG).print_help()
+        return 0
+    try:
+        options = parse_options(args)
+        config = load_config(rest)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    secrets = _secrets(config)
+    logs.setup(config.log_level, secrets)
+    try:
+        result = run(config, options)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {_scrub(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    except (ApiError, BackfillError) as exc:
+        print(f"{PROG}: failed, nothing written: {_scrub(str(exc), secrets)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: failed, nothing written: {exc.strerror or exc}: "
+              f"{exc.filename or options.output}", file=sys.stderr)
+        return 1
+    except (Stopped, KeyboardInterrupt):
+        print(f"{PROG}: interrupted, nothing written", file=sys.stderr)
+        return 130
+    print(next_steps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
