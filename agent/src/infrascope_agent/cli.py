@@ -1,37 +1,99 @@
-"""Command-line entry point of the ``infrascope-agent`` console script.
-
-Only ``--version`` works so far; everything else reports that the component
-is not implemented yet and exits with status 2 (issue 4).
-"""
+"""``infrascope-agent``: node_exporter-compatible host metrics and discovered services."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from infrascope_agent import __version__
+from prometheus_client.registry import CollectorRegistry
+
+from . import __version__
+from .registry import COLLECTORS, Registry, Settings, build
 
 PROG = "infrascope-agent"
-ISSUE = 4
-EXIT_NOT_IMPLEMENTED = 2
-DESCRIPTION = "InfraScope agent: node_exporter-compatible host metrics plus discovered services."
+DEFAULT_LISTEN = ":8791"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    return parser
+    from . import collectors  # noqa: F401 - registers every collector
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
+                   help=f"address to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                   help="path under which to expose metrics (default /metrics)")
+    p.add_argument("--web.config.file", dest="web_config", default=None,
+                   help="exporter-toolkit web config: TLS and basic auth")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc")
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys")
+    p.add_argument("--path.rootfs", dest="rootfs", default="/")
+    p.add_argument("--path.cgroupfs", dest="cgroupfs", default="/sys/fs/cgroup")
+    p.add_argument("--docker.socket", dest="docker_socket", default="/var/run/docker.sock")
+    p.add_argument("--systemd.systemctl", dest="systemctl", default="systemctl",
+                   help="systemctl binary used by the systemd collector")
+    p.add_argument("--collector.timeout", dest="collector_timeout", type=float, default=5.0,
+                   help="seconds a collector may take before it is reported failed")
+    p.add_argument("--collector.filesystem.timeout", dest="filesystem_timeout", type=float,
+                   default=2.0, help="seconds one statfs may take before the mount is skipped")
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+    for name, cls in sorted(COLLECTORS.items()):
+        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", default=None,
+                       action=argparse.BooleanOptionalAction,
+                       help=f"{cls.help} (default {'on' if cls.default_enabled else 'off'})")
+    return p
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--web.listen-address: {address!r} is not [HOST]:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    parser.parse_args(argv)
-    print(f"{PROG}: not implemented yet (see issue {ISSUE})", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="ts=%(asctime)s level=%(levelname)s msg=%(message)s")
+    settings = Settings(procfs=args.procfs, sysfs=args.sysfs, rootfs=args.rootfs,
+                        cgroupfs=args.cgroupfs, docker_socket=args.docker_socket,
+                        systemctl=args.systemctl, collector_timeout=args.collector_timeout,
+                        filesystem_timeout=args.filesystem_timeout)
+    enabled = {name: getattr(args, f"collector_{name}") for name in COLLECTORS
+               if getattr(args, f"collector_{name}") is not None}
+    try:
+        host, port = split_listen(args.listen)
+        collectors = build(settings, enabled)
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Registry(collectors, timeout=args.collector_timeout))
+    from .web import AgentServer
+    from .webconfig import WebConfigError
+
+    try:
+        server = AgentServer(registry, host, port, args.telemetry_path, args.web_config)
+    except WebConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(f"{PROG}: listening on {host}:{server.port}{args.telemetry_path} with collectors "
+          f"{', '.join(c.name for c in collectors)}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""Collectors and the registry that runs them, node_exporter's way.
+
+Each collector lives in its own module under ``collectors/``, registers itself
+under a name with :func:`register`, is switched on or off by
+``--collector.<name>`` / ``--no-collector.<name>``, and reports its own
+``node_scrape_collector_success`` and ``node_scrape_collector_duration_seconds``.
+A collector that raises is reported as failed and the rest of the scrape is
+served; a collector that takes longer than its timeout is abandoned for this
+scrape (its thread finishes in the background) so one hung mount or socket
+never blocks Prometheus.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector as PromCollector
+
+log = logging.getLogger("infrascope_agent")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths and options shared by collectors (flags of the CLI)."""
+
+    procfs: str = "/proc"
+    sysfs: str = "/sys"
+    rootfs: str = "/"
+    cgroupfs: str = "/sys/fs/cgroup"
+    docker_socket: str = "/var/run/docker.sock"
+    systemctl: str = "systemctl"
+    collector_timeout: float = 5.0
+    filesystem_timeout: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Collector:
+    """Base class: subclasses set ``name``, ``default_enabled`` and implement collect()."""
+
+    name: str = ""
+    default_enabled: bool = True
+    help: str = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterable[Metric]:
+        raise NotImplementedError
+
+
+COLLECTORS: dict[str, type[Collector]] = {}
+
+
+def register(cls: type[Collector]) -> type[Collector]:
+    if not cls.name or cls.name in COLLECTORS:
+        raise ValueError(f"collector name {cls.name!r} is empty or taken")
+    COLLECTORS[cls.name] = cls
+    return cls
+
+
+def family(name: str, kind: str, doc: str) -> Metric:
+    return Metric(name, doc, kind)
+
+
+def add(metric: Metric, labels: dict[str, str], value: float, suffix: str = "") -> None:
+    metric.add_sample(metric.name + suffix, labels, float(value))
+
+
+class Registry(PromCollector):
+    """Runs every enabled collector once per scrape, concurrently, each with a timeout."""
+
+    def __init__(self, collectors: Iterable[Collector], timeout: float = 5.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.collectors = list(collectors)
+        self.timeout = timeout
+        self.clock = clock
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, len(self.collectors)), thread_name_prefix="collector")
+        self.lock = threading.Lock()
+
+    def _run(self, collector: Collector) -> tuple[list[Metric], float]:
+        start = self.clock()
+        metrics = list(collector.collect())
+        return metrics, self.clock() - start
+
+    def collect(self) -> Iterable[Metric]:
+        futures = {c.name: self.pool.submit(self._run, c) for c in self.collectors}
+        deadline = time.monotonic() + self.timeout
+        duration = family("node_scrape_collector_duration_seconds", "gauge",
+                          "node_exporter: Duration of a collector scrape.")
+        success = family("node_scrape_collector_success", "gauge",
+                         "node_exporter: Whether a collector succeeded.")
+        out: list[Metric] = []
+        for name, future in futures.items():
+            try:
+                metrics, seconds = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                out.extend(metrics)
+                add(duration, {"collector": name}, seconds)
+                add(success, {"collector": name}, 1)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                add(duration, {"collector": name}, self.timeout)
+                add(success, {"collector": name}, 0)
+                log.warning("collector timed out", extra={"event": "collector_timeout",
+                                                          "collector": name})
+            except Exception as exc:  # noqa: BLE001 - one collector never breaks the scrape
+                add(success, {"collector": name}, 0)
+                log.warning("collector failed", extra={"event": "collector_failed",
+                                                       "collector": name,
+                                                       "error": f"{type(exc).__name__}: {exc}"})
+        return _merge(out) + [duration, success]
+
+
+def _merge(metrics: list[Metric]) -> list[Metric]:
+    """Families with the same name from several collectors become one family."""
+    merged: dict[str, Metric] = {}
+    for m in metrics:
+        if m.name in merged:
+            merged[m.name].samples.extend(m.samples)
+        else:
+            merged[m.name] = m
+    return list(merged.values())
+
+
+def build(settings: Settings, enabled: dict[str, bool] | None = None) -> list[Collector]:
+    """Instantiate the enabled collectors (``enabled`` overrides the defaults by name)."""
+    from . import collectors  # noqa: F401 - importing registers every collector
+
+    enabled = enabled or {}
+    unknown = set(enabled) - set(COLLECTORS)
+    if unknown:
+        raise ValueError(f"unknown collector(s): {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(COLLECTORS))})")
+    return [cls(settings) for name, cls in sorted(COLLECTORS.items())
+            if enabled.get(name, cls.default_enabled)]
