@@ -66,7 +66,7 @@ def test_memory_filesystem_and_identity(fleet) -> None:
     assert ("node_boot_time_seconds", ()) in parsed
     svc = [dict(labels) for (name, labels) in parsed if name == "infrascope_service_info"]
     assert svc == [{"kind": "systemd", "service": "postgresql@16-main.service",
-                    "state": "running"}]
+                    "state": "active", "sub_state": "running"}]
     ports = [dict(labels) for (name, labels) in parsed if name == "infrascope_listen_port_info"]
     assert ports[0]["port"] == "5432" and ports[0]["process"] == "postgresql"
 

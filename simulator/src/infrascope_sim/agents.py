@@ -164,7 +164,12 @@ def render_agent(server: Server, now: float) -> str:
             labels["image"] = str(svc["image"])
         if svc.get("compose_project"):
             labels["compose_project"] = str(svc["compose_project"])
-        labels["state"] = "running"
+        # As the real agent reports them: docker state is the container's, systemd state
+        # the unit's active state with the sub state beside it.
+        if labels["kind"] == "systemd":
+            labels["state"], labels["sub_state"] = "active", "running"
+        else:
+            labels["state"] = "running"
         services.append((labels, 1.0))
         process = str(svc["name"]).split("@")[0].removesuffix(".service")
         for port in svc.get("ports") or []:
