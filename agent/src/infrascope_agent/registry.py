@@ -12,7 +12,6 @@ never blocks Prometheus.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -81,40 +80,49 @@ class Registry(PromCollector):
         self.collectors = list(collectors)
         self.timeout = timeout
         self.clock = clock
-        self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(4, len(self.collectors)), thread_name_prefix="collector")
-        self.lock = threading.Lock()
 
-    def _run(self, collector: Collector) -> tuple[list[Metric], float]:
+    def _run(self, collector: Collector, result: dict[str, Any]) -> None:
         start = self.clock()
-        metrics = list(collector.collect())
-        return metrics, self.clock() - start
+        try:
+            result["metrics"] = list(collector.collect())
+        except BaseException as exc:  # noqa: BLE001 - reported as this collector's failure
+            result["error"] = exc
+        result["seconds"] = self.clock() - start
 
     def collect(self) -> Iterable[Metric]:
-        futures = {c.name: self.pool.submit(self._run, c) for c in self.collectors}
+        # One daemon thread per collector and scrape: a collector that hangs is abandoned
+        # for this scrape and can never keep the process from exiting.
+        runs: list[tuple[Collector, threading.Thread, dict[str, Any]]] = []
+        for c in self.collectors:
+            result: dict[str, Any] = {}
+            thread = threading.Thread(target=self._run, args=(c, result), daemon=True,
+                                      name=f"collector-{c.name}")
+            thread.start()
+            runs.append((c, thread, result))
         deadline = time.monotonic() + self.timeout
         duration = family("node_scrape_collector_duration_seconds", "gauge",
                           "node_exporter: Duration of a collector scrape.")
         success = family("node_scrape_collector_success", "gauge",
                          "node_exporter: Whether a collector succeeded.")
         out: list[Metric] = []
-        for name, future in futures.items():
-            try:
-                metrics, seconds = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                out.extend(metrics)
-                add(duration, {"collector": name}, seconds)
-                add(success, {"collector": name}, 1)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
+        for collector, thread, result in runs:
+            name = collector.name
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
                 add(duration, {"collector": name}, self.timeout)
                 add(success, {"collector": name}, 0)
-                log.warning("collector timed out", extra={"event": "collector_timeout",
-                                                          "collector": name})
-            except Exception as exc:  # noqa: BLE001 - one collector never breaks the scrape
+                log.warning("collector %s timed out", name,
+                            extra={"event": "collector_timeout", "collector": name})
+                continue
+            add(duration, {"collector": name}, result.get("seconds", 0.0))
+            if "error" in result:
+                exc = result["error"]
                 add(success, {"collector": name}, 0)
-                log.warning("collector failed", extra={"event": "collector_failed",
-                                                       "collector": name,
-                                                       "error": f"{type(exc).__name__}: {exc}"})
+                log.warning("collector %s failed: %s: %s", name, type(exc).__name__, exc,
+                            extra={"event": "collector_failed", "collector": name})
+            else:
+                out.extend(result["metrics"])
+                add(success, {"collector": name}, 1)
         return _merge(out) + [duration, success]
 
 

@@ -1,13 +1,23 @@
-"""HTTP serving of the agent's metrics (plain HTTP; TLS and basic auth: webconfig.py)."""
+"""HTTP serving of the agent's metrics (TLS and basic auth: webconfig.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
+import sys
 import threading
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+
+if TYPE_CHECKING:
+    from .webconfig import WebGuard
+
+log = logging.getLogger("infrascope_agent.web")
 
 LANDING = """<!doctype html><html><head><title>InfraScope agent</title></head><body>
 <h1>InfraScope agent</h1><p>node_exporter-compatible host metrics and discovered services.</p>
@@ -15,42 +25,88 @@ LANDING = """<!doctype html><html><head><title>InfraScope agent</title></head><b
 """
 
 
-def make_handler(registry: CollectorRegistry, telemetry_path: str,
-                 authorize: object = None) -> type[BaseHTTPRequestHandler]:
-    """``authorize(handler) -> bool`` may answer 401 itself and return False."""
+class ConnectionRejected(Exception):
+    """A connection closed before serving it (failed TLS handshake, plain HTTP on TLS, ...)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "infrascope-agent"
-        protocol_version = "HTTP/1.1"
+
+class AgentHandler(BaseHTTPRequestHandler):
+    """Base of the handler classes :func:`make_handler` builds."""
+
+    server_version = "infrascope-agent"
+    protocol_version = "HTTP/1.1"
+
+    def more_headers(self) -> Mapping[str, str]:
+        """Headers added to every response (http_server_config.headers)."""
+        return {}
+
+    def respond(self, status: int, body: bytes, ctype: str,
+                headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in self.more_headers().items():
+            self.send_header(name, value)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+Authorize = Callable[[AgentHandler], bool]
+TLSAccept = Callable[[socket.socket, Any], socket.socket]
+
+
+def make_handler(registry: CollectorRegistry, telemetry_path: str,
+                 authorize: Authorize | None = None, tls_accept: TLSAccept | None = None,
+                 extra_headers: Callable[[], Mapping[str, str]] | None = None,
+                 ) -> type[AgentHandler]:
+    """The request handler class.
+
+    ``authorize(handler) -> bool`` runs before every request; it answers (401, ...)
+    itself and returns False to refuse. ``tls_accept(sock, client) -> sock`` runs
+    first thing in the connection's own thread and returns the TLS socket after
+    the handshake, or raises :class:`ConnectionRejected` (having closed it).
+    ``extra_headers()`` are added to every response.
+    """
+
+    class Handler(AgentHandler):
+        wrapped: socket.socket | None = None
 
         def setup(self) -> None:
+            if tls_accept is not None:
+                self.request = self.wrapped = tls_accept(self.request, self.client_address)
             super().setup()
             try:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
 
+        def finish(self) -> None:
+            try:
+                super().finish()
+            finally:
+                if self.wrapped is not None:  # socketserver closes only the raw socket
+                    with contextlib.suppress(OSError):
+                        self.wrapped.shutdown(socket.SHUT_WR)
+                    self.wrapped.close()
+
+        def more_headers(self) -> Mapping[str, str]:
+            return extra_headers() if extra_headers is not None else {}
+
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:  # noqa: N802
-            if authorize is not None and not authorize(self):  # type: ignore[operator]
+            if authorize is not None and not authorize(self):
                 return
             path = self.path.split("?", 1)[0]
             if path == telemetry_path:
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self.respond(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/":
-                self._send(200, LANDING.format(path=telemetry_path).encode(),
-                           "text/html; charset=utf-8")
+                self.respond(200, LANDING.format(path=telemetry_path).encode(),
+                             "text/html; charset=utf-8")
             else:
-                self._send(404, b"not found\n", "text/plain")
+                self.respond(404, b"not found\n", "text/plain")
 
     return Handler
 
@@ -61,21 +117,39 @@ class AgentServer:
         from .webconfig import wrap_server
 
         handler = make_handler(registry, telemetry_path)
-        ThreadingHTTPServer.daemon_threads = True
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         class Server(ThreadingHTTPServer):
             address_family = family
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                exc = sys.exc_info()[1]
+                if isinstance(exc, ConnectionRejected):
+                    log.debug("connection rejected: %s", exc)
+                elif isinstance(exc, OSError):  # resets, timeouts, TLS errors mid-connection
+                    log.debug("connection from %s ended: %s", client_address, exc)
+                else:
+                    log.warning("error serving %s", client_address, exc_info=True)
 
         self.httpd = Server((host, port), handler)
+        self.web: WebGuard | None = None
         if web_config_file:
-            wrap_server(self.httpd, web_config_file, registry, telemetry_path)
+            try:
+                self.web = wrap_server(self.httpd, web_config_file, registry, telemetry_path)
+            except BaseException:
+                self.httpd.server_close()
+                raise
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
                                        name="agent-http")
 
     @property
     def port(self) -> int:
         return int(self.httpd.server_address[1])
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.web is not None and self.web.tls_enabled else "http"
 
     def start(self) -> None:
         self.thread.start()
