@@ -1,0 +1,208 @@
+"""Our own lint of the rules pack, the monitoring-mixins way (what `mixtool lint` checks
+for alerts, plus the recording-rule conventions of the project).
+
+Alerts: CamelCase names sharing the first word "InfraScope"; `severity` critical |
+warning | info; `category` availability | capacity | cost | exporter; a static
+`summary` sentence (capital first, full stop at the end); a templated `description`;
+`runbook_url` pointing at docs/runbooks/<alert>.md, which exists and says what the
+alert means, its impact and what to do.
+
+Recording rules: `level:metric:operations` names; no subqueries; no `avg` across
+series (ratios are summed as numerator and denominator); ranges of a day or more
+only over recorded (colon-named) series; group intervals of at most 5m.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+from rules_testlib import (
+    PROMETHEUS_DIR,
+    RULE_FILES,
+    RUNBOOKS_DIR,
+    alerting_rules,
+    load_rule_file,
+    recording_rules,
+)
+
+PREFIX = "InfraScope"
+SEVERITIES = {"critical", "warning", "info"}
+CATEGORIES = {"availability", "capacity", "cost", "exporter"}
+CAMEL = re.compile(r"^(?:[A-Z][a-z0-9]+)+$")
+RECORD_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*)?:[a-z][a-z0-9_]*:[a-z0-9][a-z0-9_]*$")
+DURATION = re.compile(r"^(?:\d+[smhdwy])+$")
+RUNBOOK_SECTIONS = ("## Meaning", "## Impact", "## What to do")
+# Alerts whose value is a 0/1 flag or a constant: $value would say nothing there.
+BOOLEAN_ALERTS = {
+    "InfraScopeAgentDown",  # up == 0
+    "InfraScopeExporterDown",  # up == 0 or absent()
+    "InfraScopeHetznerCredentialsRejected",  # flag == 1
+    "InfraScopeServerPriceUnknown",  # flag == 0
+    "InfraScopeServerUtilisationDataMissing",  # inventory info series (1) without data
+}
+# Fleet-wide alerts: no labels to show beyond severity and category.
+FLEET_ALERTS = {"InfraScopeMonthlyCostJump"}
+RUNBOOK_BASE = yaml.safe_load((PROMETHEUS_DIR / "config.yaml").read_text())["runbook_base_url"]
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_RANGE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{[^}]*\})?\s*\[([^\]]+)\]")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def seconds(duration: str) -> int:
+    return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdwy])", duration))
+
+
+def lint_alert(rule: dict[str, Any]) -> list[str]:
+    errors = []
+    name = rule.get("alert", "")
+    if not name.startswith(PREFIX) or not CAMEL.match(name):
+        errors.append(f"name {name!r}: CamelCase starting with {PREFIX}")
+    labels = rule.get("labels") or {}
+    if labels.get("severity") not in SEVERITIES:
+        errors.append(f"severity {labels.get('severity')!r} not in {sorted(SEVERITIES)}")
+    if labels.get("category") not in CATEGORIES:
+        errors.append(f"category {labels.get('category')!r} not in {sorted(CATEGORIES)}")
+    if "for" in rule and not DURATION.match(str(rule["for"])):
+        errors.append(f"for {rule['for']!r} is not a duration")
+    ann = rule.get("annotations") or {}
+    summary = ann.get("summary", "")
+    if not summary:
+        errors.append("no summary")
+    elif "{{" in summary or "$labels" in summary or "$value" in summary:
+        errors.append("summary must be static (no templating)")
+    elif not summary[0].isupper() or not summary.endswith("."):
+        errors.append("summary: a sentence with a capital first and a full stop at the end")
+    description = ann.get("description", "")
+    if "{{" not in description:
+        errors.append("description must be templated")
+    if "$labels." not in description and name not in FLEET_ALERTS:
+        errors.append("description must name the object with {{ $labels.* }}")
+    if "$value" not in description and name not in BOOLEAN_ALERTS:
+        errors.append("description must show {{ $value }}")
+    url = ann.get("runbook_url", "")
+    if url != f"{RUNBOOK_BASE}/{name}.md":
+        errors.append(f"runbook_url {url!r} is not {RUNBOOK_BASE}/{name}.md")
+    runbook = RUNBOOKS_DIR / f"{name}.md"
+    if not runbook.is_file():
+        errors.append(f"runbook {runbook} missing")
+    else:
+        text = runbook.read_text()
+        if not text.startswith(f"# {name}\n"):
+            errors.append(f"runbook {runbook.name} must start with '# {name}'")
+        errors += [f"runbook {runbook.name} lacks section {s!r}"
+                   for s in RUNBOOK_SECTIONS if s not in text]
+    return errors
+
+
+def lint_expr(expr: str) -> list[str]:
+    errors = []
+    bare = _STRING.sub('""', expr)
+    for name, window in _RANGE.findall(bare):
+        if ":" in window:
+            errors.append(f"subquery [{window}]")
+        elif seconds(window) >= 86400 and ":" not in name:
+            errors.append(f"[{window}] over raw series {name}: long windows read recorded "
+                          "series")
+    return errors
+
+
+def lint_record(rule: dict[str, Any]) -> list[str]:
+    errors = []
+    name = rule.get("record", "")
+    if not RECORD_NAME.match(name):
+        errors.append(f"name {name!r} is not level:metric:operations")
+    expr = _STRING.sub('""', rule.get("expr", ""))
+    if re.search(r"\bavg\s*(?:\(|by\b|without\b)", expr):
+        errors.append("avg across series: sum numerators and denominators instead")
+    return errors + lint_expr(rule.get("expr", ""))
+
+
+@pytest.mark.parametrize("rule", alerting_rules(),
+                         ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")
+def test_alert_style(rule: dict[str, Any]) -> None:
+    assert lint_alert(rule) == [] and lint_expr(rule["expr"]) == []
+
+
+@pytest.mark.parametrize("rule", recording_rules(), ids=lambda r: r["record"])
+def test_recording_rule_style(rule: dict[str, Any]) -> None:
+    assert lint_record(rule) == []
+
+
+def test_groups_and_names() -> None:
+    alerts = alerting_rules()
+    # one first word for the pack, several severities of one alert at most once each
+    assert len({a["alert"] for a in alerts}) >= 11
+    pairs = [(a["alert"], a["labels"]["severity"]) for a in alerts]
+    assert len(pairs) == len(set(pairs))
+    records = [r["record"] for r in recording_rules()]
+    assert len(records) == len(set(records)), "a series recorded twice"
+    names = set()
+    for path in RULE_FILES:
+        for group in load_rule_file(path):
+            assert group["name"] not in names, f"group {group['name']} twice"
+            names.add(group["name"])
+            assert group["name"].startswith("infrascope-")
+            assert 0 < seconds(group["interval"]) <= 300, f"{group['name']}: interval > 5m"
+
+
+def test_every_runbook_belongs_to_an_alert() -> None:
+    alerts = {a["alert"] for a in alerting_rules()}
+    runbooks = {p.stem for p in RUNBOOKS_DIR.glob("*.md") if p.name != "README.md"}
+    assert runbooks == alerts
+
+
+# The lint has teeth: each rule below breaks exactly what its expected error names.
+GOOD_ALERT = next(a for a in alerting_rules() if a["alert"] == "InfraScopeServerCpuSaturated")
+
+
+def broken(**changes: Any) -> dict[str, Any]:
+    rule = yaml.safe_load(yaml.safe_dump(GOOD_ALERT))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            rule[section][field] = value
+        else:
+            rule[section] = value
+    return rule
+
+
+@pytest.mark.parametrize(("rule", "error"), [
+    (broken(alert="HighCpu"), "CamelCase starting with InfraScope"),
+    (broken(alert="InfraScope_cpu_high"), "CamelCase"),
+    (broken(labels__severity="page"), "severity 'page'"),
+    (broken(labels__category="money"), "category 'money'"),
+    (broken(annotations__summary="CPU of {{ $labels.server_name }} is high."), "static"),
+    (broken(annotations__summary="server CPU is saturated."), "capital first"),
+    (broken(annotations__summary="Server CPU is saturated"), "full stop"),
+    (broken(annotations__description="CPU is saturated."), "templated"),
+    (broken(annotations__description="CPU at {{ $value }}."), "{{ $labels.* }}"),
+    (broken(annotations__description="{{ $labels.server_name }} is busy."), "$value"),
+    (broken(annotations__runbook_url="https://example.com/x"), "runbook_url"),
+    (broken(alert="InfraScopeNoSuchAlert",
+            annotations__runbook_url=f"{RUNBOOK_BASE}/InfraScopeNoSuchAlert.md"),
+     "runbook"),
+])
+def test_lint_catches_alert_style_errors(rule: dict[str, Any], error: str) -> None:
+    errors = lint_alert(rule)
+    assert any(error in e for e in errors), errors
+
+
+@pytest.mark.parametrize(("rule", "error"), [
+    ({"record": "cpu_utilisation_avg30d", "expr": "x:y:z"}, "level:metric:operations"),
+    ({"record": "a:b:c", "expr": "avg_over_time(x:y:z[30d:1h])"}, "subquery"),
+    ({"record": "a:b:c", "expr": "avg_over_time(node_load1[30d])"}, "raw series node_load1"),
+    ({"record": "a:b:c", "expr": 'max_over_time(up{job="x"}[2d])'}, "raw series up"),
+    ({"record": "a:b:c", "expr": "avg by (location) (x:cpu_utilisation:ratio)"}, "avg across"),
+])
+def test_lint_catches_recording_rule_errors(rule: dict[str, Any], error: str) -> None:
+    errors = lint_record(rule)
+    assert any(error in e for e in errors), errors
+
+
+def test_lint_passes_what_it_should() -> None:
+    assert lint_record({"record": ":monthly_cost_euros:sum",
+                        "expr": 'avg_over_time(x:y:z[30d]) + rate(a{b="[1d:]"}[5m])'}) == []

@@ -1,0 +1,43 @@
+"""`promtool check rules` and `promtool test rules` on the rules pack, and
+`promtool check config` on the example prometheus.yml (which loads the rule files)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from rules_testlib import PROMETHEUS_DIR, PROMTOOL, PROMTOOL_TESTS, RULE_FILES, needs_promtool
+
+pytestmark = needs_promtool
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=240,
+                          cwd=PROMETHEUS_DIR)
+
+
+def test_check_rules_is_clean() -> None:
+    assert len(RULE_FILES) == 2
+    proc = promtool("check", "rules", "--lint=all", "--lint-fatal", *map(str, RULE_FILES))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("SUCCESS") == len(RULE_FILES), out
+    assert "WARNING" not in out.upper(), out
+
+
+@pytest.mark.parametrize("path", PROMTOOL_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests(path: Path) -> None:
+    proc = promtool("test", "rules", str(path))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "FAILED" not in out and "SUCCESS" in out, out
+
+
+def test_example_prometheus_config_is_valid() -> None:
+    proc = promtool("check", "config", "--lint=all", "--lint-fatal", "prometheus.yml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # it loads every rule file of the pack
+    for path in RULE_FILES:
+        assert path.name in out, out
