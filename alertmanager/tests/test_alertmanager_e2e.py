@@ -1,0 +1,334 @@
+"""End to end: real series -> real Prometheus with the rules pack -> real Alertmanager
+-> the test's own webhook sink.
+
+Everything runs on loopback, each process is stopped by pid:
+
+- an exposition server of the test's own serves series as the exporter would
+  (``job="hetzner"``): the Robot API rejects the credentials and fails, and server
+  4711 has a projected traffic overage and no known price;
+- Prometheus (Debian's 2.42) scrapes it every second and loads the rule files of the
+  pack (prometheus/rules/*.yml; the fallback fixture only while the pack has no
+  alerts). Two changes, for the test's time budget only: every group is evaluated
+  every second, and the alerts the test fires get ``for: 0s`` (all other alerts keep
+  their ``for`` and so cannot fire within the test). Expressions, labels and
+  annotations are the pack's own;
+- Alertmanager (Debian's 0.25) runs the demo configuration rendered from
+  alertmanager.yml by render_demo.py with ``--fast`` (group_wait 1 s): the production
+  routing tree and inhibitions, every receiver a webhook to the sink.
+
+Expected, each checked through the sink or Alertmanager's API:
+  InfraScopeHetznerCredentialsRejected  critical -> pager
+  InfraScopeTrafficOverageProjected     warning/cost -> digest, with the server's labels
+  InfraScopeHetznerApiFailing           warning -> chat, but inhibited by the rejection
+  InfraScopeServerPriceUnknown          info -> null: never sent
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from alertmanager_testlib import (
+    ALERTMANAGER,
+    PRODUCTION,
+    PROMETHEUS,
+    REQUIRED_ANNOTATIONS,
+    alert_rules,
+    free_port,
+    load_render_demo,
+    rule_files,
+    wait_for,
+)
+
+pytestmark = pytest.mark.skipif(
+    not (Path(PROMETHEUS).exists() and Path(ALERTMANAGER).exists()),
+    reason="prometheus and prometheus-alertmanager (Debian packages) are needed")
+
+DEADLINE = 60.0  # seconds for an alert to travel from the series to the sink
+
+SERVER = {"source": "cloud", "server_id": "4711", "server_name": "web-1",
+          "server_type": "cx22", "location": "fsn1", "hcloud_project": "shop"}
+
+
+def _labels(d: dict[str, str]) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in d.items())
+
+
+EXPOSITION = f"""\
+# HELP hetzner_api_up 1 if the last call to this API succeeded, 0 if it failed.
+# TYPE hetzner_api_up gauge
+hetzner_api_up{{api="robot",project="robot"}} 0
+hetzner_api_up{{api="cloud",project="shop"}} 1
+# HELP hetzner_api_last_success_timestamp_seconds When a call to this API last succeeded.
+# TYPE hetzner_api_last_success_timestamp_seconds gauge
+hetzner_api_last_success_timestamp_seconds{{api="robot",project="robot"}} 0
+hetzner_api_last_success_timestamp_seconds{{api="cloud",project="shop"}} {time.time():.0f}
+# HELP hetzner_api_credentials_rejected 1 if the API rejected the token or password.
+# TYPE hetzner_api_credentials_rejected gauge
+hetzner_api_credentials_rejected{{api="robot",project="robot"}} 1
+hetzner_api_credentials_rejected{{api="cloud",project="shop"}} 0
+# HELP hetzner_server_info Attributes of a server (1).
+# TYPE hetzner_server_info gauge
+hetzner_server_info{{{_labels(SERVER)}}} 1
+# HELP hetzner_server_price_known 1 if the server's price is known.
+# TYPE hetzner_server_price_known gauge
+hetzner_server_price_known{{source="cloud",server_id="4711"}} 0
+# HELP hetzner_server_traffic_overage_projected_cost_euros Projected traffic overage cost.
+# TYPE hetzner_server_traffic_overage_projected_cost_euros gauge
+hetzner_server_traffic_overage_projected_cost_euros{{source="cloud",server_id="4711"}} 12.5
+"""
+
+PAGED = "InfraScopeHetznerCredentialsRejected"
+DIGESTED = "InfraScopeTrafficOverageProjected"
+INHIBITED = "InfraScopeHetznerApiFailing"
+UNROUTED = "InfraScopeServerPriceUnknown"
+FIRED = (PAGED, DIGESTED, INHIBITED, UNROUTED)
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+
+
+def get_json(url: str) -> Any:
+    with OPENER.open(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+class Sink:
+    """A webhook receiver recording every POST (path, JSON body)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with sink.lock:
+                    sink.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+
+    def alerts(self, alertname: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(path, payload, alert) for every received alert with this name."""
+        with self.lock:
+            return [(path, payload, a) for path, payload in self.received
+                    for a in payload.get("alerts", []) if a["labels"]["alertname"] == alertname]
+
+
+def serve(server: ThreadingHTTPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def exposition_server() -> ThreadingHTTPServer:
+    body = EXPOSITION.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+
+def test_rule_files_for_the_test(tmp_path: Path) -> None:
+    """What the e2e test changes in the pack's rules: intervals and `for`, nothing else."""
+    written = render_rules(tmp_path)
+    original = {a.name for a in alert_rules()}
+    assert set(FIRED) <= original, (
+        f"the e2e scenario fires {sorted(set(FIRED) - original)}, which the rules no longer "
+        "define: update EXPOSITION and FIRED in this test")
+    for path, source in zip(written, rule_files(), strict=True):
+        before = yaml.safe_load(source.read_text())
+        after = yaml.safe_load(path.read_text())
+        for g0, g1 in zip(before["groups"], after["groups"], strict=True):
+            assert g1["interval"] == "1s"
+            for r0, r1 in zip(g0["rules"], g1["rules"], strict=True):
+                if r0.get("alert") in FIRED:
+                    assert "for" not in r1
+                    r1 = {**r1, "for": r0.get("for")} if "for" in r0 else r1
+                assert r1 == r0
+
+
+def render_rules(tmp_path: Path) -> list[Path]:
+    out = []
+    for i, source in enumerate(rule_files()):
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        for group in data["groups"]:
+            group["interval"] = "1s"
+            for rule in group["rules"]:
+                if rule.get("alert") in FIRED:
+                    rule.pop("for", None)
+        path = tmp_path / f"{i:02d}-{source.name}"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        out.append(path)
+    return out
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def start(cmd: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
+          ) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    procs.append(proc)
+    return proc
+
+
+def test_alert_from_real_series_reaches_the_sink(
+        tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    rules = {a.name: a for a in alert_rules() if a.name in FIRED}
+    assert set(rules) == set(FIRED), f"rules missing: {set(FIRED) - set(rules)}"
+    sink, exporter = Sink(), exposition_server()
+    threads = [serve(sink.server), serve(exporter)]
+    try:
+        # Alertmanager: the production tree with webhook receivers pointing at the sink.
+        render_demo = load_render_demo()
+        am_config = tmp_path / "alertmanager.yml"
+        am_config.write_text(render_demo.dump(render_demo.render(
+            yaml.safe_load(PRODUCTION.read_text()), f"http://127.0.0.1:{sink.port}/alerts",
+            fast=True, template_dir=PRODUCTION.parent)))
+        am_port = free_port()
+        am = start([ALERTMANAGER, f"--config.file={am_config}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+                    f"--web.external-url=http://127.0.0.1:{am_port}", "--log.level=warn"],
+                   tmp_path / "alertmanager.log", processes)
+        am_url = f"http://127.0.0.1:{am_port}"
+        wait_for("Alertmanager ready",
+                 lambda: OPENER.open(am_url + "/-/ready", timeout=2).status == 200, procs=(am,))
+
+        # Prometheus: scrapes the exposition as job "hetzner", evaluates the rules every second.
+        prom_config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in render_rules(tmp_path)],
+            "alerting": {"alertmanagers": [{"api_version": "v2", "static_configs": [
+                {"targets": [f"127.0.0.1:{am_port}"]}]}]},
+            "scrape_configs": [{"job_name": "hetzner", "static_configs": [
+                {"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+        prom_port = free_port()
+        prom = start([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                      f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                      f"--web.listen-address=127.0.0.1:{prom_port}",
+                      f"--web.external-url=http://127.0.0.1:{prom_port}",
+                      "--storage.tsdb.retention.time=1d", "--log.level=warn"],
+                     tmp_path / "prometheus.log", processes)
+        procs = (am, prom)
+        wait_for("Prometheus ready", lambda: OPENER.open(
+            f"http://127.0.0.1:{prom_port}/-/ready", timeout=2).status == 200, procs=procs)
+        groups = get_json(f"http://127.0.0.1:{prom_port}/api/v1/rules")["data"]["groups"]
+        assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups
+
+        # 1. The critical alert pages: the "pager" receiver's webhook gets it.
+        path, payload, alert = wait_for(f"{PAGED} at the sink",
+                                        lambda: sink.alerts(PAGED), DEADLINE, procs)[0]
+        assert path == "/alerts/pager"
+        assert payload["version"] == "4"
+        assert payload["status"] == "firing" and alert["status"] == "firing"
+        assert payload["receiver"] == "pager"
+        assert payload["groupLabels"] == {"alertname": PAGED}  # source/server_id: none
+        assert payload["externalURL"] == am_url
+        labels = alert["labels"]
+        assert labels["alertname"] == PAGED
+        assert labels["severity"] == "critical" == rules[PAGED].labels["severity"]
+        assert labels["category"] == rules[PAGED].labels["category"]
+        assert (labels["job"], labels["api"], labels["project"]) == ("hetzner", "robot", "robot")
+        check_annotations(alert, rules[PAGED].annotations)
+        assert "robot" in alert["annotations"]["description"]  # templated from the series
+        assert alert["generatorURL"].startswith(f"http://127.0.0.1:{prom_port}/")
+        assert alert["fingerprint"] and alert["startsAt"]
+
+        # 2. The cost alert goes to the digest, grouped by category, with the server's labels.
+        path, payload, alert = wait_for(f"{DIGESTED} at the sink",
+                                        lambda: sink.alerts(DIGESTED), DEADLINE, procs)[0]
+        assert path == "/alerts/digest" and payload["receiver"] == "digest"
+        assert payload["groupLabels"] == {"category": "cost"}
+        labels = alert["labels"]
+        assert labels["severity"] == "warning" and labels["category"] == "cost"
+        for key in ("source", "server_id", "server_name", "server_type", "location"):
+            assert labels[key] == SERVER[key], key
+        check_annotations(alert, rules[DIGESTED].annotations)
+        assert "web-1" in alert["annotations"]["description"]
+        assert "12.50" in alert["annotations"]["description"]
+
+        # 3. The failing-API warning reached Alertmanager and is inhibited by the rejection.
+        def inhibited() -> list[dict[str, Any]]:
+            return [a for a in get_json(f"{am_url}/api/v2/alerts?filter=alertname%3D%22"
+                                        f"{INHIBITED}%22")
+                    if a["status"]["inhibitedBy"]]
+        suppressed = wait_for(f"{INHIBITED} inhibited in Alertmanager", inhibited, DEADLINE,
+                              procs)[0]
+        assert suppressed["status"]["state"] == "suppressed"
+        assert [r["name"] for r in suppressed["receivers"]] == ["chat"]
+        assert suppressed["labels"]["api"] == "robot"
+
+        # 4. The info alert reached Alertmanager, routed to the "null" receiver.
+        def unrouted() -> list[dict[str, Any]]:
+            return get_json(f"{am_url}/api/v2/alerts?filter=alertname%3D%22{UNROUTED}%22")
+        info = wait_for(f"{UNROUTED} in Alertmanager", unrouted, DEADLINE, procs)[0]
+        assert [r["name"] for r in info["receivers"]] == ["null"]
+
+        # Several group_wait/group_interval rounds later: neither was ever sent.
+        time.sleep(4)
+        assert sink.alerts(INHIBITED) == []
+        assert sink.alerts(UNROUTED) == []
+        with sink.lock:
+            paths = {path for path, _ in sink.received}
+        assert paths <= {"/alerts/pager", "/alerts/digest", "/alerts/chat"}, paths
+    finally:
+        for server in (sink.server, exporter):
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def check_annotations(alert: dict[str, Any], expected: dict[str, str]) -> None:
+    annotations = alert["annotations"]
+    for key in REQUIRED_ANNOTATIONS:
+        assert annotations.get(key), f"{alert['labels']['alertname']}: no {key}"
+    assert annotations["summary"] == expected["summary"]  # static in the rules
+    assert annotations["runbook_url"] == expected["runbook_url"]
+    assert "{{" not in annotations["description"]  # templated by Prometheus
