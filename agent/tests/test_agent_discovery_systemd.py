@@ -212,7 +212,7 @@ def test_agent_discovery_systemd_real_systemctl() -> None:
     try:
         metrics = list(c.collect())
     except SystemdError as exc:
-        assert str(exc).startswith("systemctl ")
+        assert str(exc).startswith("systemctl ") or "not running systemd" in str(exc)
         ok = 0
     else:
         info = samples(metrics, "infrascope_service_info")
@@ -221,3 +221,27 @@ def test_agent_discovery_systemd_real_systemctl() -> None:
     assert time.monotonic() - start < 5.0
     metrics = list(Registry([c, CPUCollector(Settings())]).collect())
     assert success(metrics) == {"systemd": ok, "cpu": 1}
+
+
+def test_agent_discovery_systemd_skips_systemctl_without_systemd(tmp_path) -> None:
+    """The default systemctl is not spawned when /run/systemd/system is absent (sd_booted)."""
+    marker = tmp_path / "spawned"
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    import os
+
+    env_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{fake.parent}:{env_path}"
+    try:
+        c = SystemdCollector(Settings(rootfs=str(tmp_path)))  # no run/systemd/system here
+        with pytest.raises(SystemdError, match="not running systemd"):
+            list(c.collect())
+        assert not marker.exists()
+        (tmp_path / "run" / "systemd" / "system").mkdir(parents=True)
+        with pytest.raises(SystemdError):
+            list(c.collect())
+        assert marker.exists(), "with systemd running, systemctl is asked"
+    finally:
+        os.environ["PATH"] = env_path

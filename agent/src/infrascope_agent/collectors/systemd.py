@@ -137,7 +137,21 @@ class SystemdCollector(Collector):
                                f"{reason[0] if reason else 'no message'}")
         return out.decode("utf-8", "replace")
 
+    def _booted(self) -> bool:
+        """sd_booted(): systemd is the running init iff /run/systemd/system exists.
+
+        Checked before spawning systemctl so that hosts without systemd (containers,
+        other inits) do not pay two process spawns per scrape only to be told so. An
+        explicitly configured systemctl (--systemd.systemctl) is always run.
+        """
+        if self.settings.systemctl != "systemctl":
+            return True
+        return os.path.isdir(os.path.join(self.settings.rootfs, "run/systemd/system"))
+
     def list_units(self) -> list[Unit]:
+        if not self._booted():
+            raise SystemctlUnusable("this host is not running systemd "
+                                    "(no /run/systemd/system)")
         deadline = time.monotonic() + max(0.05, self.settings.collector_timeout * COMMAND_BUDGET)
         if self.json_supported is not False:
             try:
