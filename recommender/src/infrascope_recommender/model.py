@@ -1,0 +1,309 @@
+"""The recommender's data model: what the loader builds from PromQL, what rules emit.
+
+Everything that is money is :class:`~decimal.Decimal` euros per month (net or gross as
+the exporter reports them, see :attr:`Fleet.price_mode`), quantised to the cent only
+when shown. Utilisation figures are ratios in ``[0, 1]`` (``0.25`` = 25 %), bytes are
+bytes, cores are cores.
+
+Identity follows the data contract: a server is ``(source, server_id)`` with
+``source`` ``"cloud"`` or ``"dedicated"``; :class:`ServerKey` renders as
+``"cloud/42"``.
+
+Flow: ``loader.load(client, config) -> Fleet``; every rule in ``rules/`` is
+``evaluate(fleet, config) -> RuleResult``; ``engine.generate(fleet, config) -> RunResult``
+keeps at most one recommendation per server. State, API, report and metrics only
+read :class:`Recommendation` (and its ``to_dict``/``from_dict`` form).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+Source = Literal["cloud", "dedicated"]
+Kind = Literal["idle", "consolidation", "rightsize", "underprovisioned", "dedicated_to_cloud"]
+Action = Literal["delete", "change_type", "merge", "migrate"]
+Level = Literal["high", "medium", "low"]
+Status = Literal["pending", "accepted", "dismissed"]
+
+KINDS: tuple[Kind, ...] = ("idle", "consolidation", "rightsize", "underprovisioned",
+                           "dedicated_to_cloud")
+STATUSES: tuple[Status, ...] = ("pending", "accepted", "dismissed")
+CENT = Decimal("0.01")
+
+
+def cents(value: Decimal) -> Decimal:
+    """Round half up to the cent, as a bill shows it."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, order=True)
+class ServerKey:
+    source: Source
+    server_id: str
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.server_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> ServerKey:
+        source, _, server_id = text.partition("/")
+        if source not in ("cloud", "dedicated") or not server_id:
+            raise ValueError(f"not a server key (source/server_id): {text!r}")
+        return cls(source, server_id)  # type: ignore[arg-type]
+
+
+@dataclass
+class Utilisation:
+    """The rules pack's 30-day figures for one server (``None`` = no series)."""
+
+    cpu_avg: float | None = None
+    cpu_max: float | None = None
+    cpu_p95: float | None = None
+    cpu_coverage: float | None = None
+    memory_avg: float | None = None
+    memory_max: float | None = None
+    memory_p95: float | None = None
+    memory_coverage: float | None = None
+    via: str | None = None  # "agent" or "cloud": where the CPU figures come from
+    tier: str | None = None  # idle, low, moderate, high, critical, unknown
+
+
+@dataclass
+class Service:
+    """One service the agent found (``infrascope_service_info``)."""
+
+    kind: str  # docker, systemd
+    name: str
+    state: str = ""
+    image: str = ""
+    compose_project: str = ""
+
+
+@dataclass
+class Server:
+    key: ServerKey
+    name: str
+    server_type: str  # Cloud type name, or the Robot product for dedicated servers
+    location: str  # e.g. fsn1, nbg1, hel1, ash
+    project: str = ""  # hcloud_project (empty for dedicated)
+    datacenter: str = ""
+    architecture: str = ""  # x86 or arm (Cloud); "" when unknown
+    cpu_type: str = ""  # shared or dedicated (Cloud)
+    status: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # Hetzner labels, sanitised keys
+    cores: int | None = None
+    memory_bytes: int | None = None
+    disk_bytes: int | None = None  # primary disk (Cloud); may exceed the type's disk
+    disk_used_bytes: int | None = None  # from the agent's filesystems, when known
+    backups: bool = False
+    monthly_cost: Decimal | None = None  # hetzner_server_monthly_cost_euros
+    cost_breakdown: dict[str, Decimal] = field(default_factory=dict)  # component -> euros
+    total_monthly_cost: Decimal | None = None  # source_server_id:monthly_cost_euros:sum
+    utilisation: Utilisation = field(default_factory=Utilisation)
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def source(self) -> Source:
+        return self.key.source
+
+
+@dataclass
+class ServerType:
+    """A Cloud server type from the exporter's catalogue series."""
+
+    name: str
+    cores: int
+    memory_bytes: int
+    disk_bytes: int
+    architecture: str
+    cpu_type: str
+    category: str = ""
+    prices: dict[str, Decimal] = field(default_factory=dict)  # location -> monthly euros
+    available: set[str] = field(default_factory=set)  # locations orderable now
+    deprecated: set[str] = field(default_factory=set)  # locations where deprecated
+
+
+@dataclass
+class CostSummary:
+    total: Decimal = Decimal(0)
+    by_source: dict[str, Decimal] = field(default_factory=dict)
+    by_location: dict[str, Decimal] = field(default_factory=dict)
+    by_project: dict[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass
+class Fleet:
+    """Everything one run knows, loaded with a fixed number of queries."""
+
+    servers: dict[ServerKey, Server]
+    types: dict[str, ServerType]
+    backup_ratio: dict[str, Decimal] = field(default_factory=dict)  # project -> e.g. 0.2
+    price_mode: str = "net"
+    costs: CostSummary = field(default_factory=CostSummary)
+    loaded_at: float = 0.0  # unix seconds of the query evaluation time
+    queries: int = 0  # PromQL requests it took
+
+
+@dataclass
+class ServerRef:
+    """A server as a recommendation names it (a snapshot, kept in the state)."""
+
+    source: Source
+    server_id: str
+    name: str
+    server_type: str
+    location: str
+    project: str = ""
+
+    @property
+    def key(self) -> ServerKey:
+        return ServerKey(self.source, self.server_id)
+
+    @classmethod
+    def of(cls, server: Server) -> ServerRef:
+        return cls(server.key.source, server.key.server_id, server.name, server.server_type,
+                   server.location, server.project)
+
+
+@dataclass
+class Reason:
+    """A sentence and the numbers behind it (``figures``: name -> value as shown)."""
+
+    text: str
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recommendation:
+    kind: Kind
+    action: Action
+    servers: list[ServerRef]
+    current_monthly_cost: Decimal
+    projected_monthly_cost: Decimal
+    target_type: str | None = None
+    target_location: str | None = None
+    projected_cpu_utilisation: float | None = None  # ratio of the target's capacity
+    projected_memory_utilisation: float | None = None
+    confidence: Level = "high"
+    risk: Level = "low"
+    reasons: list[Reason] = field(default_factory=list)  # why this is recommended
+    confidence_reasons: list[Reason] = field(default_factory=list)
+    risk_reasons: list[Reason] = field(default_factory=list)
+    preconditions: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)  # the exact action, in order
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = recommendation_id(self.kind, self.action,
+                                        [s.key for s in self.servers])
+
+    @property
+    def savings(self) -> Decimal:
+        """Monthly euros saved (negative when the change costs more)."""
+        return self.current_monthly_cost - self.projected_monthly_cost
+
+    @property
+    def savings_percent(self) -> Decimal:
+        if not self.current_monthly_cost:
+            return Decimal(0)
+        return (self.savings * 100 / self.current_monthly_cost).quantize(Decimal("0.1"),
+                                                                         ROUND_HALF_UP)
+
+    @property
+    def keys(self) -> list[ServerKey]:
+        return [s.key for s in self.servers]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: money as strings with two decimals, ratios as floats."""
+        def reasons(items: list[Reason]) -> list[dict[str, Any]]:
+            return [{"text": r.text, "figures": dict(r.figures)} for r in items]
+
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "action": self.action,
+            "servers": [{"source": s.source, "server_id": s.server_id, "name": s.name,
+                         "server_type": s.server_type, "location": s.location,
+                         "project": s.project} for s in self.servers],
+            "current_monthly_cost": str(cents(self.current_monthly_cost)),
+            "projected_monthly_cost": str(cents(self.projected_monthly_cost)),
+            "monthly_savings": str(cents(self.savings)),
+            "savings_percent": str(self.savings_percent),
+            "target_type": self.target_type,
+            "target_location": self.target_location,
+            "projected_cpu_utilisation": self.projected_cpu_utilisation,
+            "projected_memory_utilisation": self.projected_memory_utilisation,
+            "confidence": self.confidence,
+            "risk": self.risk,
+            "reasons": reasons(self.reasons),
+            "confidence_reasons": reasons(self.confidence_reasons),
+            "risk_reasons": reasons(self.risk_reasons),
+            "preconditions": list(self.preconditions),
+            "commands": list(self.commands),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recommendation:
+        def reasons(items: list[dict[str, Any]]) -> list[Reason]:
+            return [Reason(r["text"], dict(r.get("figures", {}))) for r in items]
+
+        return cls(
+            id=data["id"], kind=data["kind"], action=data["action"],
+            servers=[ServerRef(s["source"], s["server_id"], s["name"], s["server_type"],
+                               s["location"], s.get("project", "")) for s in data["servers"]],
+            current_monthly_cost=Decimal(data["current_monthly_cost"]),
+            projected_monthly_cost=Decimal(data["projected_monthly_cost"]),
+            target_type=data.get("target_type"), target_location=data.get("target_location"),
+            projected_cpu_utilisation=data.get("projected_cpu_utilisation"),
+            projected_memory_utilisation=data.get("projected_memory_utilisation"),
+            confidence=data.get("confidence", "high"), risk=data.get("risk", "low"),
+            reasons=reasons(data.get("reasons", [])),
+            confidence_reasons=reasons(data.get("confidence_reasons", [])),
+            risk_reasons=reasons(data.get("risk_reasons", [])),
+            preconditions=list(data.get("preconditions", [])),
+            commands=list(data.get("commands", [])),
+        )
+
+
+@dataclass
+class Exclusion:
+    """A server a rule could not judge, and why (shown, never a silent guess)."""
+
+    server: ServerRef
+    rule: str
+    reason: str
+
+
+@dataclass
+class RuleResult:
+    recommendations: list[Recommendation] = field(default_factory=list)
+    exclusions: list[Exclusion] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """One regeneration: what the engine kept, what it excluded, and the totals."""
+
+    recommendations: list[Recommendation]
+    exclusions: list[Exclusion]
+    fleet: Fleet
+    started_at: float
+    duration_seconds: float = 0.0
+
+    @property
+    def total_savings(self) -> Decimal:
+        return sum((r.savings for r in self.recommendations), Decimal(0))
+
+
+def recommendation_id(kind: str, action: str, keys: list[ServerKey]) -> str:
+    """Stable: the same kind of change to the same servers has the same id on every run.
+
+    The target type is deliberately not part of it: a right-sizing that drifts from one
+    target to the next is the same decision for the operator, so a dismissal sticks.
+    """
+    text = "|".join([kind, action, *sorted(str(k) for k in keys)])
+    return "rec-" + hashlib.sha256(text.encode()).hexdigest()[:16]
