@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
+
+from .exposition import render
 
 if TYPE_CHECKING:
     from .webconfig import WebGuard
@@ -101,7 +103,7 @@ def make_handler(registry: CollectorRegistry, telemetry_path: str,
                 return
             path = self.path.split("?", 1)[0]
             if path == telemetry_path:
-                self.respond(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self.respond(200, render(registry), CONTENT_TYPE_LATEST)
             elif path == "/":
                 self.respond(200, LANDING.format(path=telemetry_path).encode(),
                              "text/html; charset=utf-8")
