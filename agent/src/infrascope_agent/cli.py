@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
@@ -16,6 +17,16 @@ from .registry import COLLECTORS, Registry, Settings, build
 
 PROG = "infrascope-agent"
 DEFAULT_LISTEN = ":8791"
+
+
+FILTER_OPTIONS = {
+    "collector.filesystem.mount-points-exclude": "mount points to ignore (replaces the default)",
+    "collector.filesystem.fs-types-exclude": "filesystem types to ignore (replaces the default)",
+    "collector.netdev.device-exclude": "network devices to ignore",
+    "collector.netdev.device-include": "network devices to keep (exclusive with -exclude)",
+    "collector.diskstats.device-exclude": "block devices to ignore (replaces the default)",
+    "collector.diskstats.device-include": "block devices to keep (exclusive with -exclude)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a collector may take before it is reported failed")
     p.add_argument("--collector.filesystem.timeout", dest="filesystem_timeout", type=float,
                    default=2.0, help="seconds one statfs may take before the mount is skipped")
+    for key, what in FILTER_OPTIONS.items():
+        p.add_argument(f"--{key}", dest=key.replace(".", "_").replace("-", "_"), default=None,
+                       metavar="REGEX", help=f"{what} (node_exporter's flag of the same name)")
     p.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"))
     for name, cls in sorted(COLLECTORS.items()):
@@ -64,6 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cgroupfs=args.cgroupfs, docker_socket=args.docker_socket,
                         systemctl=args.systemctl, collector_timeout=args.collector_timeout,
                         filesystem_timeout=args.filesystem_timeout)
+    for key in FILTER_OPTIONS:
+        value = getattr(args, key.replace(".", "_").replace("-", "_"))
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                print(f"{PROG}: --{key}: invalid regular expression: {exc}", file=sys.stderr)
+                return 2
+            settings.extra[key] = value
     enabled = {name: getattr(args, f"collector_{name}") for name in COLLECTORS
                if getattr(args, f"collector_{name}") is not None}
     try:
