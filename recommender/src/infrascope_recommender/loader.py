@@ -1,0 +1,569 @@
+"""Build a :class:`~infrascope_recommender.model.Fleet` from a fixed set of PromQL queries.
+
+Every query is fleet-wide: the number of queries a run makes is :data:`QUERY_COUNT`
+whatever the fleet size (see :func:`queries`, and ``docs/rules.md`` for the list).
+Several series families come back in one request through a ``__name__`` regular
+expression. All queries are evaluated at the same instant ``at``, so the fleet is one
+consistent snapshot.
+
+Sources:
+
+- the exporter (job ``settings.exporter_job``): inventory (``hetzner_server_info``,
+  ``_status``, ``_labels``, ``_backups_enabled``), sizes and cost
+  (``hetzner_server_cpu_cores``, ``_memory_bytes``, ``_disk_bytes``,
+  ``_monthly_cost_euros``, ``_monthly_cost_breakdown_euros``), the catalogue
+  (``hetzner_server_type_*``), the price mode and backup surcharge;
+- the rules pack's recorded series: the 30-day CPU and memory figures and the tier,
+  ``via`` from ``source_server_id:cpu_utilisation:ratio``, the cost roll-ups;
+- the agents (job ``settings.agent_job``, series carrying the ``source``/``server_id``
+  target labels): core count, memory, used disk, services and listening ports.
+
+Values arrive as strings; money is converted with ``Decimal(text)``, never through a
+float. A malformed or incomplete record is skipped with a warning naming the series;
+the load never fails on one bad record. No ``hetzner_server_info`` at all raises
+:class:`LoaderError`: an empty fleet would read as "nothing to do".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .config import PrometheusSettings
+from .model import CostSummary, Fleet, Server, ServerKey, ServerType, Service
+from .promql import PrometheusClient, PrometheusError, display_url
+
+log = logging.getLogger(__name__)
+
+#: Filesystems that hold no data of the server (the rules pack's disk alert ignores the
+#: same ones).
+DISK_FSTYPE_EXCLUDE = "tmpfs|ramfs|squashfs|iso9660|overlay|nsfs|fuse.lxcfs"
+
+_UTILISATION_FIELDS = {
+    "source_server_id:cpu_utilisation:avg30d": "cpu_avg",
+    "source_server_id:cpu_utilisation:max30d": "cpu_max",
+    "source_server_id:cpu_utilisation:p95_30d": "cpu_p95",
+    "source_server_id:cpu_utilisation:coverage30d": "cpu_coverage",
+    "source_server_id:memory_utilisation:avg30d": "memory_avg",
+    "source_server_id:memory_utilisation:max30d": "memory_max",
+    "source_server_id:memory_utilisation:p95_30d": "memory_p95",
+    "source_server_id:memory_utilisation:coverage30d": "memory_coverage",
+}
+_TIER = "source_server_id:utilisation:tier30d"
+
+
+class LoaderError(PrometheusError):
+    """Prometheus answered, but not with a fleet (e.g. no exporter data at all)."""
+
+
+@dataclass
+class AgentService(Service):
+    """A service with the ports it listens on (``infrascope_listen_port_info``), e.g.
+    ``tcp/5432``. (``model.Service`` has no ports field; rules read it with getattr.)"""
+
+    ports: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InventoryServer(Server):
+    """A server with the image it was created from (``hetzner_server_info{image}``).
+    (``model.Server`` has no image field; rules read it with getattr.)"""
+
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    expr: str
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def queries(settings: PrometheusSettings) -> list[Query]:
+    """The fixed list of instant queries a load runs, in order."""
+    job = _quote(settings.exporter_job)
+    agent = _quote(settings.agent_job)
+    fs = f'job="{agent}",fstype!~"{DISK_FSTYPE_EXCLUDE}"'
+    info_labels = ("server_name, server_type, location, datacenter, architecture, cpu_type, "
+                   "hcloud_project, image, status")
+    return [
+        Query("inventory",
+              f"max by (__name__, source, server_id, {info_labels}) ("
+              '{__name__=~"hetzner_server_(info|status|backups_enabled)",'
+              f'job="{job}"}})'),
+        Query("labels", f'hetzner_server_labels{{job="{job}"}}'),
+        Query("sizes_and_cost",
+              "max by (__name__, source, server_id, component) ("
+              '{__name__=~"hetzner_server_(cpu_cores|memory_bytes|disk_bytes|'
+              f'monthly_cost_euros|monthly_cost_breakdown_euros)",job="{job}"}})'),
+        Query("catalogue",
+              '{__name__=~"hetzner_server_type_(info|cpu_cores|memory_bytes|disk_bytes|'
+              f'monthly_price_euros|available|deprecated)",job="{job}"}}'),
+        Query("pricing",
+              f'{{__name__=~"hetzner_cost_info|hetzner_pricing_backup_ratio",job="{job}"}}'),
+        Query("utilisation",
+              "max by (__name__, source, server_id, tier) ("
+              '{__name__=~"source_server_id:(cpu|memory)_utilisation:'
+              '(avg30d|max30d|p95_30d|coverage30d)|source_server_id:utilisation:tier30d"})'),
+        Query("via", "count by (source, server_id, via) (source_server_id:cpu_utilisation:ratio)"),
+        Query("costs",
+              "max by (__name__, source, server_id, location, hcloud_project) ("
+              '{__name__=~"(source_server_id|source|location|hcloud_project|)'
+              ':monthly_cost_euros:sum"})'),
+        Query("agent_cores",
+              f'count by (source, server_id) (node_cpu_seconds_total{{job="{agent}",'
+              'mode="idle"})'),
+        Query("agent_memory",
+              f'max by (source, server_id) (node_memory_MemTotal_bytes{{job="{agent}"}})'),
+        Query("agent_disk_used",
+              "sum by (source, server_id) (max by (source, server_id, device) ("
+              f"node_filesystem_size_bytes{{{fs}}} - node_filesystem_avail_bytes{{{fs}}}))"),
+        Query("services",
+              f'infrascope_service_info{{job="{agent}",kind="docker"}} or '
+              f'(infrascope_service_info{{job="{agent}",kind="systemd"}} '
+              f'and on (source, server_id, service) infrascope_listen_port_info{{job="{agent}"}})'),
+        Query("ports", f'infrascope_listen_port_info{{job="{agent}"}}'),
+    ]
+
+
+#: Queries per load (constant: no per-server query); plus one for :func:`cost_history`.
+QUERY_COUNT = len(queries(PrometheusSettings()))
+
+
+class _Skips:
+    """Warn about skipped records, at most a few lines per series."""
+
+    LIMIT = 5
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def __call__(self, series: str, why: str, metric: dict[str, Any]) -> None:
+        self.counts[series] += 1
+        if self.counts[series] <= self.LIMIT:
+            ids = {k: metric[k] for k in ("source", "server_id", "server_type", "location")
+                   if k in metric}
+            log.warning("skipping a %s record %s: %s", series, ids, why)
+
+    def summary(self) -> None:
+        for series, count in sorted(self.counts.items()):
+            if count > self.LIMIT:
+                log.warning("skipped %d %s records in all", count, series)
+
+
+def _text(sample: dict[str, Any]) -> str | None:
+    value = sample.get("value")
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
+        return value[1]
+    return None
+
+
+def _float(sample: dict[str, Any]) -> float | None:
+    text = _text(sample)
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _money(sample: dict[str, Any]) -> Decimal | None:
+    text = _text(sample)
+    if text is None:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _metric(sample: dict[str, Any]) -> dict[str, str]:
+    metric = sample.get("metric")
+    return metric if isinstance(metric, dict) else {}
+
+
+def _key(metric: dict[str, str]) -> ServerKey | None:
+    source, server_id = metric.get("source"), metric.get("server_id")
+    if source not in ("cloud", "dedicated") or not server_id:
+        return None
+    return ServerKey(source, server_id)  # type: ignore[arg-type]
+
+
+Index = dict[tuple[str, str], Server]  # (source, server_id) -> server, for fast lookups
+
+
+def _id(metric: dict[str, str]) -> tuple[str, str]:
+    return metric.get("source", ""), metric.get("server_id", "")
+
+
+def _by_name(result: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for sample in result:
+        out[_metric(sample).get("__name__", "")].append(sample)
+    return out
+
+
+def load(client: PrometheusClient, settings: PrometheusSettings,
+         at: float | None = None) -> Fleet:
+    """Query Prometheus (:data:`QUERY_COUNT` requests) and build the fleet."""
+    at = time.time() if at is None else at
+    before = client.queries
+    skip = _Skips()
+    plan = queries(settings)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for q in plan:
+        results[q.name] = client.query(q.expr, at)
+        if q.name == "inventory" and not any(
+                _metric(s).get("__name__") == "hetzner_server_info" for s in results[q.name]):
+            raise LoaderError(
+                f"no hetzner_server_info series at {display_url(settings.url)} — is the "
+                f"exporter scraped with job=\"{settings.exporter_job}\"?",
+                url=display_url(settings.url))
+
+    servers = _inventory(results["inventory"] + results["labels"], skip)
+    _sizes_and_cost(servers, results["sizes_and_cost"], skip)
+    types = _catalogue(results["catalogue"], skip)
+    if not types:
+        log.warning("no server type catalogue (hetzner_server_type_*) at %s: no type change "
+                    "can be recommended", display_url(settings.url))
+    price_mode, backup_ratio = _pricing(results["pricing"], skip)
+    if not _utilisation(servers, results["utilisation"], skip):
+        log.warning("no 30-day utilisation series (source_server_id:*_utilisation:*30d) at %s: "
+                    "are the InfraScope recording rules loaded? Every server will be excluded "
+                    "for lack of data", display_url(settings.url))
+    _via(servers, results["via"])
+    costs = _costs(servers, results["costs"], skip, settings)
+    _agent(servers, results["agent_cores"], results["agent_memory"],
+           results["agent_disk_used"], skip)
+    _services(servers, results["services"], results["ports"])
+    skip.summary()
+    return Fleet(servers={s.key: s for s in servers.values()}, types=types,
+                 backup_ratio=backup_ratio, price_mode=price_mode, costs=costs, loaded_at=at,
+                 queries=client.queries - before)
+
+
+# ------------------------------------------------------------------------- inventory
+
+def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
+    families = _by_name(result)
+    servers: Index = {}
+    info = sorted(families.get("hetzner_server_info", []),
+                  key=lambda s: sorted(_metric(s).items()))
+    for sample in info:
+        m = _metric(sample)
+        key = _key(m)
+        if key is None:
+            skip("hetzner_server_info", "no valid source/server_id", m)
+            continue
+        if _id(m) in servers:
+            skip("hetzner_server_info", f"a second series for {key} (kept the first)", m)
+            continue
+        if not m.get("server_name"):
+            skip("hetzner_server_info", "no server_name", m)
+            continue
+        servers[_id(m)] = InventoryServer(
+            key=key, name=m["server_name"], server_type=m.get("server_type", ""),
+            location=m.get("location", ""), project=m.get("hcloud_project", ""),
+            datacenter=m.get("datacenter", ""), architecture=m.get("architecture", ""),
+            cpu_type=m.get("cpu_type", ""), image=m.get("image", ""))
+    for sample in families.get("hetzner_server_status", []):
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        if server is not None and _float(sample) == 1 and m.get("status"):
+            server.status = m["status"]
+    for sample in families.get("hetzner_server_labels", []):
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        if server is not None:
+            server.labels = {k[len("label_"):]: v for k, v in sorted(m.items())
+                             if k.startswith("label_") and v != ""}
+    for sample in families.get("hetzner_server_backups_enabled", []):
+        server = servers.get(_id(_metric(sample)))
+        if server is not None:
+            server.backups = _float(sample) == 1
+    return servers
+
+
+def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
+                    skip: _Skips) -> None:
+    for name, samples in _by_name(result).items():
+        for sample in samples:
+            m = _metric(sample)
+            server = servers.get(_id(m))
+            if server is None:
+                continue  # a server without inventory: nothing to attach it to
+            if name in ("hetzner_server_cpu_cores", "hetzner_server_memory_bytes",
+                        "hetzner_server_disk_bytes"):
+                value = _float(sample)
+                if value is None or value < 0:
+                    skip(name, f"bad value {_text(sample)!r}", m)
+                    continue
+                if name == "hetzner_server_cpu_cores":
+                    server.cores = int(value)
+                elif name == "hetzner_server_memory_bytes":
+                    server.memory_bytes = int(value)
+                else:
+                    server.disk_bytes = int(value)
+                continue
+            amount = _money(sample)
+            if amount is None or amount < 0:
+                skip(name, f"bad amount {_text(sample)!r}", m)
+                continue
+            if name == "hetzner_server_monthly_cost_euros":
+                server.monthly_cost = amount
+            elif name == "hetzner_server_monthly_cost_breakdown_euros":
+                if not m.get("component"):
+                    skip(name, "no component label", m)
+                    continue
+                server.cost_breakdown[m["component"]] = amount
+
+
+def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerType]:
+    families = _by_name(result)
+    sizes: dict[str, dict[str, float]] = defaultdict(dict)
+    for family, attr in [("hetzner_server_type_cpu_cores", "cores"),
+                         ("hetzner_server_type_memory_bytes", "memory"),
+                         ("hetzner_server_type_disk_bytes", "disk")]:
+        for sample in families.get(family, []):
+            m = _metric(sample)
+            value = _float(sample)
+            if not m.get("server_type") or value is None or value <= 0:
+                skip(family, f"bad value {_text(sample)!r}", m)
+                continue
+            sizes[m["server_type"]][attr] = value
+    types: dict[str, ServerType] = {}
+    for sample in families.get("hetzner_server_type_info", []):
+        m = _metric(sample)
+        name = m.get("server_type", "")
+        size = sizes.get(name, {})
+        if not name or not {"cores", "memory", "disk"} <= set(size):
+            skip("hetzner_server_type_info", "no cores, memory or disk for the type", m)
+            continue
+        types[name] = ServerType(
+            name=name, cores=int(size["cores"]), memory_bytes=int(size["memory"]),
+            disk_bytes=int(size["disk"]), architecture=m.get("architecture", ""),
+            cpu_type=m.get("cpu_type", ""), category=m.get("category", ""))
+    for sample in families.get("hetzner_server_type_monthly_price_euros", []):
+        m = _metric(sample)
+        t = types.get(m.get("server_type", ""))
+        amount = _money(sample)
+        if t is None or not m.get("location"):
+            continue
+        if amount is None or amount < 0:
+            skip("hetzner_server_type_monthly_price_euros", f"bad amount {_text(sample)!r}", m)
+            continue
+        t.prices[m["location"]] = amount
+    for family in ("hetzner_server_type_available", "hetzner_server_type_deprecated"):
+        for sample in families.get(family, []):
+            m = _metric(sample)
+            t = types.get(m.get("server_type", ""))
+            if t is None or not m.get("location") or _float(sample) != 1:
+                continue
+            (t.available if family.endswith("available") else t.deprecated).add(m["location"])
+    return types
+
+
+def _pricing(result: list[dict[str, Any]], skip: _Skips) -> tuple[str, dict[str, Decimal]]:
+    families = _by_name(result)
+    mode = "net"
+    for sample in families.get("hetzner_cost_info", []):
+        mode = _metric(sample).get("price_mode") or mode
+    ratios: dict[str, Decimal] = {}
+    for sample in families.get("hetzner_pricing_backup_ratio", []):
+        m = _metric(sample)
+        amount = _money(sample)
+        if amount is None or not 0 <= amount <= 1:
+            skip("hetzner_pricing_backup_ratio", f"bad ratio {_text(sample)!r}", m)
+            continue
+        ratios[m.get("hcloud_project", "")] = amount
+    return mode, ratios
+
+
+# ----------------------------------------------------------------------- recorded series
+
+def _utilisation(servers: Index, result: list[dict[str, Any]],
+                 skip: _Skips) -> bool:
+    for sample in result:
+        m = _metric(sample)
+        name = m.get("__name__", "")
+        server = servers.get(_id(m))
+        if server is None:
+            continue
+        if name == _TIER:
+            server.utilisation.tier = m.get("tier") or server.utilisation.tier
+            continue
+        attr = _UTILISATION_FIELDS.get(name)
+        if attr is None:
+            continue
+        value = _float(sample)
+        if value is None or value < 0:
+            skip(name, f"bad value {_text(sample)!r}", m)
+            continue
+        setattr(server.utilisation, attr, value)
+    return any(_metric(s).get("__name__") in _UTILISATION_FIELDS for s in result)
+
+
+def _via(servers: Index, result: list[dict[str, Any]]) -> None:
+    for sample in sorted(result, key=lambda s: _metric(s).get("via", "")):
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        if server is not None and m.get("via"):
+            server.utilisation.via = m["via"]
+
+
+def _costs(servers: Index, result: list[dict[str, Any]], skip: _Skips,
+           settings: PrometheusSettings) -> CostSummary:
+    summary = CostSummary()
+    total: Decimal | None = None
+    for sample in result:
+        m = _metric(sample)
+        name = m.get("__name__", "")
+        amount = _money(sample)
+        if amount is None:
+            skip(name, f"bad amount {_text(sample)!r}", m)
+            continue
+        if name == "source_server_id:monthly_cost_euros:sum":
+            server = servers.get(_id(m))
+            if server is not None:
+                server.total_monthly_cost = amount
+        elif name == ":monthly_cost_euros:sum":
+            total = amount
+        elif name == "source:monthly_cost_euros:sum":
+            summary.by_source[m.get("source", "")] = amount
+        elif name == "location:monthly_cost_euros:sum":
+            summary.by_location[m.get("location", "")] = amount
+        elif name == "hcloud_project:monthly_cost_euros:sum":
+            summary.by_project[m.get("hcloud_project", "")] = amount
+    if total is None:
+        log.warning("no :monthly_cost_euros:sum at %s (recording rules not loaded?): the "
+                    "total is the sum of the servers' own monthly costs",
+                    display_url(settings.url))
+        total = sum((s.monthly_cost for s in servers.values() if s.monthly_cost is not None),
+                    Decimal(0))
+    summary.total = total
+    return summary
+
+
+# ---------------------------------------------------------------------------- agents
+
+def _agent(servers: Index, cores: list[dict[str, Any]],
+           memory: list[dict[str, Any]], disk: list[dict[str, Any]], skip: _Skips) -> None:
+    for sample in cores:
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        value = _float(sample)
+        if server is None or value is None or value < 1:
+            continue
+        if server.source == "dedicated" or server.cores is None:
+            server.cores = int(value)
+    for sample in memory:
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        value = _float(sample)
+        if server is None:
+            continue
+        if value is None or value <= 0:
+            skip("node_memory_MemTotal_bytes", f"bad value {_text(sample)!r}", m)
+            continue
+        if server.source == "dedicated" or server.memory_bytes is None:
+            server.memory_bytes = int(value)
+    for sample in disk:
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        value = _float(sample)
+        if server is None:
+            continue
+        if value is None or value < 0:
+            skip("node_filesystem_size_bytes - node_filesystem_avail_bytes",
+                 f"bad value {_text(sample)!r}", m)
+            continue
+        server.disk_used_bytes = int(value)
+
+
+def _services(servers: Index, services: list[dict[str, Any]],
+              ports: list[dict[str, Any]]) -> None:
+    found: dict[tuple[tuple[str, str], str, str], AgentService] = {}
+    for sample in sorted(services, key=lambda s: sorted(_metric(s).items())):
+        m = _metric(sample)
+        key = _id(m)
+        if key not in servers or not m.get("service"):
+            continue
+        ident = (key, m.get("kind", ""), m["service"])
+        if ident in found:
+            continue
+        found[ident] = AgentService(kind=m.get("kind", ""), name=m["service"],
+                                    state=m.get("state", ""), image=m.get("image", ""),
+                                    compose_project=m.get("compose_project", ""))
+    for sample in sorted(ports, key=lambda s: sorted(_metric(s).items())):
+        m = _metric(sample)
+        key = _id(m)
+        if key not in servers or not m.get("port"):
+            continue
+        owner = m.get("service") or m.get("process") or "unknown"
+        ident = (key, m.get("kind", ""), owner)
+        service = found.get(ident)
+        if service is None:
+            service = found[ident] = AgentService(kind=m.get("kind", "") or "process",
+                                                  name=owner, state="listening")
+        port = f"{m.get('protocol', 'tcp')}/{m['port']}"
+        if port not in service.ports:
+            service.ports.append(port)
+    for (key, _, _), service in sorted(found.items(), key=lambda item: (
+            item[0][0], item[0][1], item[0][2])):
+        service.ports.sort(key=lambda p: (p.split("/")[0], int(p.split("/")[1])
+                                          if p.split("/")[1].isdigit() else 0))
+        servers[key].services.append(service)
+
+
+# ------------------------------------------------------------------------ cost trend
+
+def cost_history(client: PrometheusClient, settings: PrometheusSettings, months: int = 12,
+                 at: float | None = None) -> list[tuple[str, Decimal]]:
+    """Monthly totals of the last ``months`` months, oldest first: ``("YYYY-MM", euros)``.
+
+    One range query of ``:monthly_cost_euros:avg1d`` (the projected monthly bill averaged
+    over a day) with a 1-day step ending at ``at``; a month's figure is its last daily
+    value — at the end of a month, that month's bill. Months without data are left out.
+    """
+    if months < 1:
+        raise ValueError("months must be at least 1")
+    end = time.time() if at is None else at
+    now = datetime.fromtimestamp(end, UTC)
+    year, month = now.year, now.month - (months - 1)
+    while month < 1:
+        month += 12
+        year -= 1
+    first = datetime(year, month, 1, tzinfo=UTC).timestamp()
+    steps = math.ceil((end - first) / 86400)
+    result = client.query_range("max(:monthly_cost_euros:avg1d)", end - steps * 86400, end,
+                                86400)
+    wanted_from = f"{year:04d}-{month:02d}"
+    last: dict[str, tuple[float, Decimal]] = {}
+    for series in result[:1]:
+        for point in series.get("values") or []:
+            try:
+                ts, text = float(point[0]), str(point[1])
+                amount = Decimal(text)
+            except (TypeError, ValueError, IndexError, InvalidOperation):
+                log.warning("skipping a malformed :monthly_cost_euros:avg1d point %r", point)
+                continue
+            if not amount.is_finite():
+                continue
+            label = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+            if label < wanted_from:
+                continue
+            if label not in last or ts >= last[label][0]:
+                last[label] = (ts, amount)
+    return [(label, amount) for label, (_, amount) in sorted(last.items())]

@@ -1,0 +1,422 @@
+"""What the rules share: judging the data (confidence), formatting figures, the risk
+of a type change, and the exact ``hcloud`` commands."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ..model import (
+    Action,
+    Exclusion,
+    Fleet,
+    Kind,
+    Level,
+    Reason,
+    Recommendation,
+    Server,
+    ServerRef,
+    Service,
+    cents,
+)
+from ..thresholds import ConfidenceBands, Thresholds
+from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
+
+GiB = 1024 ** 3
+DEFAULT_IMAGE = "ubuntu-24.04"
+_LEVELS: tuple[Level, ...] = ("high", "medium", "low")
+
+
+# --------------------------------------------------------------------------- formatting
+
+def pct(ratio: float) -> str:
+    """0.0523 -> '5.2%', 0.05 -> '5%'."""
+    text = f"{ratio * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def num(value: float, digits: int = 2) -> str:
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def gib(size: float) -> str:
+    return f"{num(size / GiB, 1)} GiB"
+
+
+def gb(size: float) -> str:
+    """Disks in Hetzner's GB (10^9 bytes)."""
+    return f"{num(size / 1e9, 0)} GB"
+
+
+def eur(amount: Decimal) -> str:
+    return f"{cents(amount)} €"
+
+
+def q(text: str) -> str:
+    return shlex.quote(text)
+
+
+def image_of(server: Server) -> str:
+    """The image the server was created from (``hetzner_server_info{image}``), if known."""
+    image = getattr(server, "image", "")  # set by the loader; not a model field (yet)
+    return str(image) if image else ""
+
+
+def service_text(service: Service) -> str:
+    ports = getattr(service, "ports", None)  # set by the loader from the listen-port info
+    text = f"{service.kind} {service.name}"
+    return f"{text} ({', '.join(ports)})" if ports else text
+
+
+# --------------------------------------------------------------------------- confidence
+
+def lower(level: Level) -> Level:
+    return _LEVELS[min(_LEVELS.index(level) + 1, len(_LEVELS) - 1)]
+
+
+def lowest(levels: list[Level]) -> Level:
+    """The lowest confidence of several."""
+    return max(levels, key=_LEVELS.index) if levels else "high"
+
+
+def highest(levels: list[Level]) -> Level:
+    """The highest risk of several."""
+    return min(levels, key=_LEVELS.index) if levels else "low"
+
+
+@dataclass
+class Assessment:
+    """Whether a server's 30-day figures can be used, and how far to trust them.
+
+    The coverage sentence is only formatted when a recommendation asks for
+    :attr:`reasons` (most servers get none: formatting for all of them is wasted time).
+    """
+
+    cpu_ok: bool
+    memory_ok: bool
+    confidence: Level = "low"
+    extra: list[Reason] = field(default_factory=list)  # reasons added by the rules
+    exclusion: str | None = None  # why the CPU figures cannot be used
+    memory_note: str = ""  # why memory is unusable ("" when it is)
+    server: Server | None = None  # set when the coverage sentence applies
+    bands: ConfidenceBands | None = None
+    base_level: Level = "low"  # the level from coverage alone
+
+    @property
+    def reasons(self) -> list[Reason]:
+        out: list[Reason] = []
+        if self.server is not None and self.bands is not None:
+            out.append(self._coverage_reason(self.server, self.bands))
+        return out + self.extra
+
+    def _coverage_reason(self, server: Server, bands: ConfidenceBands) -> Reason:
+        u = server.utilisation
+        figures = {"cpu_coverage": pct(u.cpu_coverage or 0.0)}
+        text = f"CPU data covers {pct(u.cpu_coverage or 0.0)} of the 30 days"
+        if self.memory_ok:
+            figures["memory_coverage"] = pct(u.memory_coverage or 0.0)
+            text += f", memory data {pct(u.memory_coverage or 0.0)}"
+        if u.via:
+            figures["cpu_via"] = u.via
+        figures["high_from"] = pct(bands.high)
+        figures["medium_from"] = pct(bands.medium)
+        return Reason(f"{text}: {self.base_level} confidence", figures)
+
+
+def assess(server: Server, th: Thresholds) -> Assessment:
+    u = server.utilisation
+    cpu_ok = False
+    exclusion: str | None = None
+    if u.cpu_coverage is None and u.cpu_p95 is None:
+        exclusion = ("no utilisation series: neither an agent nor the Cloud API reported "
+                     "CPU for this server in the last 30 days")
+    elif u.cpu_coverage is None or u.cpu_avg is None or u.cpu_p95 is None or u.cpu_max is None:
+        missing = [name for name, value in [("coverage30d", u.cpu_coverage), ("avg30d", u.cpu_avg),
+                                            ("p95_30d", u.cpu_p95), ("max30d", u.cpu_max)]
+                   if value is None]
+        exclusion = f"incomplete 30-day CPU figures (no {', '.join(missing)})"
+    elif u.cpu_coverage < th.min_coverage:
+        exclusion = (f"CPU data covers {pct(u.cpu_coverage)} of the 30 days, below the "
+                     f"minimum of {pct(th.min_coverage)}")
+    elif server.cores is None:
+        exclusion = "the server's core count is unknown"
+    else:
+        cpu_ok = True
+
+    memory_ok = False
+    memory_note = ""
+    if u.memory_coverage is None or u.memory_max is None or u.memory_p95 is None:
+        memory_note = "memory was not measured (no agent; the Cloud API has no memory figure)"
+    elif u.memory_coverage < th.min_coverage:
+        memory_note = (f"memory data covers only {pct(u.memory_coverage)} of the 30 days "
+                       f"(below {pct(th.min_coverage)})")
+    elif server.memory_bytes is None:
+        memory_note = "the server's memory size is unknown"
+    else:
+        memory_ok = True
+
+    result = Assessment(cpu_ok, memory_ok, exclusion=exclusion, memory_note=memory_note)
+    if not cpu_ok:
+        return result
+    assert u.cpu_coverage is not None
+    coverage = u.cpu_coverage
+    if memory_ok:
+        assert u.memory_coverage is not None
+        coverage = min(coverage, u.memory_coverage)
+    result.confidence = result.base_level = band(coverage, th.confidence)
+    result.server, result.bands = server, th.confidence
+    return result
+
+
+def band(coverage: float, bands: ConfidenceBands) -> Level:
+    return "high" if coverage >= bands.high else (
+        "medium" if coverage >= bands.medium else "low")
+
+
+def without_memory(a: Assessment, consequence: str, figures: dict[str, str]) -> None:
+    """Memory unusable: lower the confidence one level and say why and what it means."""
+    a.confidence = lower(a.confidence)
+    a.extra.append(Reason(f"{a.memory_note}: {consequence}; confidence lowered to "
+                          f"{a.confidence}", figures))
+
+
+def in_order(fleet: Fleet) -> list[Server]:
+    """The fleet's servers in a stable order (source, then server id)."""
+    return sorted(fleet.servers.values(), key=lambda s: (s.key.source, s.key.server_id))
+
+
+def exclusion(server: Server, rule: str, reason: str) -> Exclusion:
+    return Exclusion(ServerRef.of(server), rule, reason)
+
+
+def no_price(server: Server) -> str:
+    return ("no price known for the server (hetzner_server_monthly_cost_euros missing, "
+            "e.g. an auction server without a configured price)")
+
+
+# -------------------------------------------------------------------------------- risk
+
+def cpu_peak_risk(server: Server, target_cores: int) -> tuple[Level, list[Reason]]:
+    """How the 30-day CPU peak of ``server`` would load ``target_cores``."""
+    u = server.utilisation
+    if u.cpu_max is None or server.cores is None:
+        return "medium", [Reason("the 30-day CPU peak is unknown")]
+    peak_cores = u.cpu_max * server.cores
+    ratio = peak_cores / target_cores
+    figures = {"cpu_max_30d": pct(u.cpu_max), "peak_cores": num(peak_cores),
+               "target_cores": str(target_cores), "peak_on_target": pct(ratio)}
+    if ratio > 1.0:
+        return "high", [Reason(
+            f"the busiest 5 minutes of the 30 days used {num(peak_cores)} cores, more than "
+            f"the target's {target_cores}: expect slowdowns at such peaks", figures)]
+    if ratio > 0.8:
+        return "medium", [Reason(
+            f"the 30-day CPU peak ({num(peak_cores)} cores) would use {pct(ratio)} of the "
+            "target: little room for growth", figures)]
+    return "low", [Reason(f"the 30-day CPU peak ({num(peak_cores)} cores) would use "
+                          f"{pct(ratio)} of the target's {target_cores} cores", figures)]
+
+
+# ---------------------------------------------------------------------------- commands
+
+def change_type_commands(server: Server, target: str, keep_disk: bool) -> list[str]:
+    flag = "--keep-disk " if keep_disk else ""
+    return [f"hcloud server shutdown --wait {q(server.name)}",
+            f"hcloud server change-type {flag}{q(server.name)} {q(target)}",
+            f"hcloud server poweron {q(server.name)}"]
+
+
+def snapshot_command(server: Server, why: str) -> str:
+    return (f"hcloud server create-image --type snapshot --description "
+            f"{q(f'{server.name} {why}')} {q(server.name)}")
+
+
+def delete_command(server: Server) -> str:
+    return f"hcloud server delete {q(server.name)}"
+
+
+def create_command(name: str, server_type: str, location: str, image: str) -> str:
+    return (f"hcloud server create --name {q(name)} --type {q(server_type)} "
+            f"--location {q(location)} --image {q(image or DEFAULT_IMAGE)}")
+
+
+def robot_cancel(server: Server) -> str:
+    return f"# cancel server {server.key.server_id} in Robot (Server → Cancellation)"
+
+
+# ------------------------------------------------------------- resizing a Cloud server
+
+@dataclass(frozen=True)
+class Option:
+    candidate: Candidate
+    projected: Decimal  # the server's monthly cost on it
+    in_place: bool  # change-type possible (disk large enough)
+
+
+def sizing_need(server: Server, a: Assessment, th: Thresholds, fleet: Fleet) -> Need:
+    """p95 CPU and peak memory of ``server`` as a demand (memory: keep it when unknown)."""
+    u = server.utilisation
+    assert u.cpu_p95 is not None and server.cores is not None
+    memory: float | None = None
+    keep_memory: int | None = None
+    if a.memory_ok and u.memory_max is not None and server.memory_bytes is not None:
+        memory = u.memory_max * server.memory_bytes
+    else:
+        keep_memory = server.memory_bytes
+    return Need(cpu_cores=u.cpu_p95 * server.cores, memory_bytes=memory,
+                min_memory_bytes=keep_memory, min_disk_bytes=type_disk(fleet, server),
+                disk_used_bytes=server.disk_used_bytes)
+
+
+def sizing_reasons(server: Server, need: Need, target: Candidate, th: Thresholds,
+                   location: str) -> list[Reason]:
+    """What the demand is and why this target was chosen."""
+    u = server.utilisation
+    t = target.type
+    assert u.cpu_p95 is not None and server.cores is not None
+    reasons = [Reason(
+        f"p95 CPU over 30 days is {pct(u.cpu_p95)} of {server.cores} cores "
+        f"({num(need.cpu_cores)} cores)",
+        {"cpu_p95_30d": pct(u.cpu_p95), "cores": str(server.cores),
+         "cpu_p95_cores": num(need.cpu_cores)})]
+    if need.memory_bytes is not None and server.memory_bytes:
+        reasons.append(Reason(
+            f"peak memory over 30 days is {gib(need.memory_bytes)} of "
+            f"{gib(server.memory_bytes)} ({pct(need.memory_bytes / server.memory_bytes)})",
+            {"memory_max_30d": pct(need.memory_bytes / server.memory_bytes),
+             "memory_peak": gib(need.memory_bytes), "memory": gib(server.memory_bytes)}))
+    mem_text = (f"peak memory at most {pct(th.headroom.memory)}" if need.memory_bytes is not None
+                else f"at least the current {gib(need.min_memory_bytes or 0)} of memory")
+    reasons.append(Reason(
+        f"{t.name} ({t.cores} cores, {gib(t.memory_bytes)}, {gb(t.disk_bytes)} disk, "
+        f"{eur(target.price)}/month in {location}) is the cheapest orderable "
+        f"{t.architecture} type that keeps p95 CPU at most {pct(th.headroom.cpu)} of its "
+        f"cores and {mem_text}",
+        {"target": t.name, "target_cores": str(t.cores), "target_memory": gib(t.memory_bytes),
+         "target_disk": gb(t.disk_bytes), "target_price": eur(target.price),
+         "cpu_headroom": pct(th.headroom.cpu), "memory_headroom": pct(th.headroom.memory)}))
+    return reasons
+
+
+def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need,
+                          a: Assessment, th: Thresholds, fleet: Fleet,
+                          reasons: list[Reason], *, upsize: bool = False) -> Recommendation:
+    """A type change of one Cloud server: in place, or onto a new server when the disk
+    cannot shrink."""
+    t = option.candidate.type
+    assert server.monthly_cost is not None
+    disk = type_disk(fleet, server)
+    level, risk_reasons = cpu_peak_risk(server, t.cores)
+    preconditions: list[str] = []
+    action: Action
+    if option.in_place:
+        keep_disk = disk is not None and t.disk_bytes > disk
+        commands = change_type_commands(server, t.name, keep_disk)
+        risk_reasons.append(Reason("the server is powered off for the type change "
+                                   "(usually a few minutes)"))
+        preconditions.append(f"{server.name} is powered off during the change: plan a "
+                             "maintenance window")
+        if keep_disk and disk is not None:
+            preconditions.append(
+                f"--keep-disk keeps the {gb(disk)} disk (instead of growing it to "
+                f"{t.name}'s {gb(t.disk_bytes)}), so the server can move back to a smaller "
+                "type later; drop the flag only if you need the larger disk — Hetzner "
+                "cannot shrink it again")
+        action = "change_type"
+    else:
+        new_name = f"{server.name}-{t.name}"
+        image = image_of(server)
+        commands = [
+            snapshot_command(server, f"before migrating to {t.name}"),
+            create_command(new_name, t.name, server.location, image),
+            f"# move the services and data of {server.name} to {new_name} and switch "
+            "traffic (DNS, or move the primary IP while both are off: "
+            "hcloud primary-ip unassign / assign)",
+            delete_command(server),
+        ]
+        level = highest([level, "medium"])
+        risk_reasons.append(Reason("a new server: services and data have to be moved by "
+                                   "hand, and its IP addresses differ unless the primary "
+                                   "IPs are moved"))
+        disk_text = gb(disk) if disk is not None else "its"
+        reasons.append(Reason(
+            f"{server.name}'s primary disk is {disk_text}, larger than {t.name}'s "
+            f"{gb(t.disk_bytes)}: Hetzner cannot shrink a disk (and a snapshot of it cannot "
+            f"be restored onto a smaller disk), so the change needs a new {t.name} server "
+            "and a migration",
+            {"disk": disk_text, "target_disk": gb(t.disk_bytes)}))
+        if server.disk_used_bytes is None:
+            preconditions.append(f"the data on {server.name} must fit {t.name}'s "
+                                 f"{gb(t.disk_bytes)} disk (disk usage was not measured: "
+                                 "install the agent)")
+        preconditions.append(f"a snapshot of {server.name} is taken before the deletion "
+                             "(snapshots are billed per GB per month until deleted)")
+        if not image:
+            preconditions.append(f"the new server starts from {DEFAULT_IMAGE}: choose the "
+                                 "image your services need")
+        action = "migrate"
+    if upsize:  # more capacity than today: the peak figures inform, they are no risk
+        level = "low"
+    u = server.utilisation
+    mem_after = (need.memory_bytes / t.memory_bytes) if need.memory_bytes is not None else None
+    return Recommendation(
+        kind=kind, action=action, servers=[ServerRef.of(server)],
+        current_monthly_cost=server.monthly_cost, projected_monthly_cost=option.projected,
+        target_type=t.name, target_location=server.location,
+        projected_cpu_utilisation=(u.cpu_p95 * server.cores / t.cores)
+        if a.cpu_ok and u.cpu_p95 is not None and server.cores else None,
+        projected_memory_utilisation=mem_after,
+        confidence=a.confidence, risk=level, reasons=reasons,
+        confidence_reasons=list(a.reasons), risk_reasons=risk_reasons,
+        preconditions=preconditions, commands=commands)
+
+
+def no_catalogue(server: Server, cat: Catalogue, th: Thresholds) -> str | None:
+    """Why no type could ever be a target for ``server`` (the catalogue has none), or None."""
+    cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
+    if cat.orderable(server.location, server.architecture, cpu_types):
+        return None
+    kind = f"{server.cpu_type + ' ' if cpu_types else ''}{server.architecture or 'any'}"
+    return (f"no orderable {kind} server type in {server.location} in the catalogue "
+            "(hetzner_server_type_* series missing or nothing available there)")
+
+
+def downsize_options(server: Server, fleet: Fleet, th: Thresholds, need: Need,
+                     cat: Catalogue | None = None) -> tuple[Option | None, Option | None]:
+    """The cheapest in-place option and the cheapest option overall (a new server when
+    the disk cannot shrink), each only if cheaper than the server costs today."""
+    assert server.monthly_cost is not None
+    cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
+    candidates = (cat or Catalogue(fleet)).orderable(
+        server.location, server.architecture, cpu_types, exclude=[server.server_type])
+    in_place = cheapest(candidates, need, th.headroom, in_place=True)
+    anywhere = cheapest(candidates, need, th.headroom, in_place=False)
+
+    current = server.monthly_cost
+
+    def option(c: Candidate | None, inplace: bool) -> Option | None:
+        if c is None:
+            return None
+        projected = cost_on(fleet, server, c.price)
+        return Option(c, projected, inplace) if projected < current else None
+
+    best_in_place = option(in_place, True)
+    if anywhere is not None and in_place is not None and anywhere.type.name == in_place.type.name:
+        return best_in_place, best_in_place
+    # a type with a disk at least as large as the current one can also be reached in place
+    disk = type_disk(fleet, server)
+    anywhere_in_place = anywhere is not None and (disk is None or anywhere.type.disk_bytes >= disk)
+    return best_in_place, option(anywhere, anywhere_in_place)
+
+
+def savings_enough(current: Decimal, projected: Decimal, min_euros: Decimal,
+                   min_percent: Decimal) -> bool:
+    savings = current - projected
+    return savings > 0 and savings >= min_euros and savings * 100 >= min_percent * current
+
+
+def savings_figures(current: Decimal, projected: Decimal) -> dict[str, str]:
+    return {"current": eur(current), "projected": eur(projected),
+            "savings": eur(current - projected)}

@@ -1,0 +1,250 @@
+"""Consolidation: non-production Cloud servers that fit together on one cheaper server.
+
+Non-production: the Hetzner label ``rules.consolidation.env_label`` (``env``) has one of
+``env_values`` (staging, stage, dev, development, test; case-insensitive); a server
+without that label counts when its name matches ``name_patterns[<project>]`` or else
+``name_pattern`` (a label with another value, e.g. ``production``, always wins over the
+name). Servers are grouped by Cloud project, location and architecture; a group of at
+least ``min_servers`` is merged onto the cheapest orderable type that holds the sum of
+their p95 CPU and peak memory within the headroom ceilings, and their data (used disk
+where the agent measures it, else their whole primary disk) within ``headroom.disk``.
+Summing p95 figures over-estimates the p95 of the sum: the error is on the safe side.
+
+When the whole group does not fit one type (or would not be cheaper), the most demanding
+server is left out and the rest tried again, down to ``min_servers``. The new server is
+billed like the group's servers: the type's price, the backup surcharge if any member
+had backups, and the most expensive member's primary IPs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from decimal import Decimal
+
+from ..model import Fleet, Level, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..thresholds import Thresholds
+from ._common import (
+    DEFAULT_IMAGE,
+    Assessment,
+    assess,
+    create_command,
+    delete_command,
+    eur,
+    exclusion,
+    gb,
+    gib,
+    image_of,
+    in_order,
+    lowest,
+    no_price,
+    num,
+    pct,
+    service_text,
+    snapshot_command,
+    without_memory,
+)
+from ._fit import Need, backup_ratio, cheapest, orderable, unchanged_components
+
+
+def nonprod_reason(server: Server, th: Thresholds) -> str | None:
+    """Why ``server`` counts as non-production, or None."""
+    c = th.consolidation
+    value = server.labels.get(c.env_label)
+    if value is not None and value.strip():
+        if value.strip().lower() in {v.lower() for v in c.env_values}:
+            return f"label {c.env_label}={value}"
+        return None  # labelled, and not as non-production: the label decides
+    pattern = c.name_patterns.get(server.project, c.name_pattern)
+    if pattern and re.search(pattern, server.name):
+        return f"name matches {pattern!r}"
+    return None
+
+
+class ConsolidationRule:
+    name = "consolidation"
+    priority = 30
+
+    def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
+        result = RuleResult()
+        c = thresholds.consolidation
+        if not c.enabled:
+            return result
+        groups: dict[tuple[str, str, str], list[tuple[Server, Assessment, str]]] = \
+            defaultdict(list)
+        for server in in_order(fleet):
+            if server.source != "cloud":
+                continue
+            why = nonprod_reason(server, thresholds)
+            if why is None:
+                continue
+            a = assess(server, thresholds)
+            if not a.cpu_ok:
+                result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                continue
+            if server.monthly_cost is None:
+                result.exclusions.append(exclusion(server, self.name, no_price(server)))
+                continue
+            groups[(server.project, server.location, server.architecture)].append(
+                (server, a, why))
+        for (_project, location, arch), members in sorted(groups.items()):
+            members.sort(key=lambda m: (self._demand(m[0], m[1]), m[0].key))
+            while len(members) >= c.min_servers:
+                rec = self._merge(members, fleet, thresholds, location, arch)
+                if rec is not None:
+                    result.recommendations.append(rec)
+                    break
+                members = members[:-1]  # leave out the most demanding server, try again
+        return result
+
+    @staticmethod
+    def _demand(server: Server, a: Assessment) -> tuple[float, float]:
+        u = server.utilisation
+        cores = (u.cpu_p95 or 0.0) * (server.cores or 0)
+        memory = (u.memory_max or 0.0) * (server.memory_bytes or 0) if a.memory_ok \
+            else float(server.memory_bytes or 0)
+        return cores, memory
+
+    def _merge(self, members: list[tuple[Server, Assessment, str]], fleet: Fleet,
+               th: Thresholds, location: str, arch: str) -> Recommendation | None:
+        servers = [m[0] for m in members]
+        cpu = sum((s.utilisation.cpu_p95 or 0.0) * (s.cores or 0) for s in servers)
+        cpu_peak = sum((s.utilisation.cpu_max or 0.0) * (s.cores or 0) for s in servers)
+        measured = [(s.utilisation.memory_max or 0.0) * (s.memory_bytes or 0)
+                    for s, a, _ in members if a.memory_ok]
+        unmeasured = [s for s, a, _ in members if not a.memory_ok]
+        memory_needed = sum(measured) / th.headroom.memory + \
+            sum(s.memory_bytes or 0 for s in unmeasured)
+        disk_known = [s.disk_used_bytes for s in servers if s.disk_used_bytes is not None]
+        disk_unknown = [s for s in servers if s.disk_used_bytes is None]
+        disk_needed = int(sum(disk_known) / th.headroom.disk) + \
+            sum(s.disk_bytes or 0 for s in disk_unknown)
+        cpu_types = {s.cpu_type for s in servers}
+        allowed = tuple(cpu_types) if th.same_cpu_type and len(cpu_types) == 1 else None
+        need = Need(cpu_cores=cpu, memory_bytes=None,
+                    min_memory_bytes=int(memory_needed + 0.5),
+                    disk_used_bytes=int(disk_needed * th.headroom.disk))
+        target = cheapest(orderable(fleet, location, arch, allowed), need, th.headroom,
+                          in_place=False)
+        if target is None:
+            return None
+        current = sum((s.monthly_cost or Decimal(0) for s in servers), Decimal(0))
+        projected = target.price
+        with_backups = [s for s in servers if s.backups]
+        if with_backups:
+            projected += target.price * max(backup_ratio(fleet, s) for s in with_backups)
+        projected += max(unchanged_components(s) for s in servers)
+        savings = current - projected
+        if savings <= 0 or savings < th.consolidation.min_savings_euros:
+            return None
+        t = target.type
+        envs = {s.labels.get(th.consolidation.env_label, "").lower() for s in servers}
+        env = envs.pop() if len(envs) == 1 and "" not in envs else "nonprod"
+        new_name = f"{env}-consolidated-{location}"
+        images = {image_of(s) for s in servers}
+        image = images.pop() if len(images) == 1 else (image_of(servers[0]) or DEFAULT_IMAGE)
+
+        names = ", ".join(s.name for s in servers)
+        reasons = [Reason(
+            f"{len(servers)} non-production servers in project {servers[0].project or '-'}, "
+            f"{location} ({arch}): {names}",
+            {"servers": str(len(servers)), "location": location})]
+        for s, _, why in members:
+            reasons.append(Reason(f"{s.name}: {why}", {"server": s.name}))
+        mem_text = (f"{gib(sum(measured))} peak memory" if measured else "")
+        if unmeasured:
+            mem_text += (" plus " if mem_text else "") + \
+                f"{gib(sum(s.memory_bytes or 0 for s in unmeasured))} of unmeasured memory " \
+                "counted in full"
+        reasons.append(Reason(
+            f"together they need {num(cpu)} cores at p95 and {mem_text}; {t.name} "
+            f"({t.cores} cores, {gib(t.memory_bytes)}, {gb(t.disk_bytes)} disk, "
+            f"{eur(target.price)}/month) is the cheapest orderable type that holds them with "
+            f"p95 CPU at most {pct(th.headroom.cpu)} and memory at most "
+            f"{pct(th.headroom.memory)}",
+            {"cpu_p95_cores": num(cpu), "memory_needed": gib(memory_needed),
+             "disk_needed": gb(disk_needed), "target": t.name,
+             "target_price": eur(target.price)}))
+        reasons.append(Reason(
+            f"the {len(servers)} servers cost {eur(current)} a month, one {t.name} "
+            f"{eur(projected)}: saves {eur(savings)}",
+            {"current": eur(current), "projected": eur(projected), "savings": eur(savings)}))
+
+        levels = [a.confidence for _, a, _ in members]
+        confidence = lowest(levels)
+        confidence_reasons: list[Reason] = []
+        for s, a, _ in members:
+            confidence_reasons += [Reason(f"{s.name}: {r.text}", r.figures) for r in a.reasons]
+        if unmeasured:
+            a0 = Assessment(True, False, confidence=confidence,
+                            memory_note=f"memory of {', '.join(s.name for s in unmeasured)} "
+                                        "was not measured (no agent)")
+            without_memory(a0, "counted at its full size", {"unmeasured": str(len(unmeasured))})
+            confidence = a0.confidence
+            confidence_reasons += a0.reasons
+
+        risk: Level = "medium"
+        risk_reasons = [Reason(
+            f"{len(servers)} servers' services share one machine: a noisy one slows the "
+            "others, and one failure takes them all down")]
+        services = [(s.name, svc) for s in servers for svc in s.services]
+        if services:
+            listed = "; ".join(f"{n}: {service_text(svc)}" for n, svc in services[:20])
+            risk_reasons.append(Reason(f"services to move: {listed}",
+                                       {"services": str(len(services))}))
+            conflicts = self._port_conflicts(servers)
+            if conflicts:
+                risk_reasons.append(Reason(
+                    "ports used on more than one server (need other ports or a reverse "
+                    f"proxy): {conflicts}", {"conflicts": conflicts}))
+        else:
+            risk_reasons.append(Reason("the services on these servers are unknown (no agent): "
+                                       "inventory them before moving"))
+        peak_ratio = cpu_peak / t.cores
+        if peak_ratio > 1.0:
+            risk = "high"
+        risk_reasons.append(Reason(
+            f"their 30-day CPU peaks add up to {num(cpu_peak)} cores, {pct(peak_ratio)} of "
+            f"{t.name}'s {t.cores}", {"cpu_peak_cores": num(cpu_peak),
+                                      "peak_on_target": pct(peak_ratio)}))
+
+        commands = [create_command(new_name, t.name, location, image)]
+        commands += [f"# move the services and data of {s.name} to {new_name}"
+                     for s in servers]
+        for s in servers:
+            commands += [snapshot_command(s, f"before consolidation onto {new_name}"),
+                         delete_command(s)]
+        preconditions = [
+            "the services can run side by side (ports, versions, resource limits)",
+            "a snapshot of each server is taken before it is deleted (billed per GB per "
+            "month until you delete it)",
+            "attached volumes and floating IPs are billed separately and not counted: "
+            "re-attach or delete them",
+        ]
+        if disk_unknown:
+            preconditions.append(
+                "disk usage of " + ", ".join(s.name for s in disk_unknown)
+                + " was not measured: their whole primary disks were counted")
+        return Recommendation(
+            kind="consolidation", action="merge", servers=[ServerRef.of(s) for s in servers],
+            current_monthly_cost=current, projected_monthly_cost=projected,
+            target_type=t.name, target_location=location,
+            projected_cpu_utilisation=cpu / t.cores,
+            projected_memory_utilisation=(sum(measured) / t.memory_bytes
+                                          if measured and not unmeasured else None),
+            confidence=confidence, risk=risk, reasons=reasons,
+            confidence_reasons=confidence_reasons, risk_reasons=risk_reasons,
+            preconditions=preconditions, commands=commands)
+
+    @staticmethod
+    def _port_conflicts(servers: list[Server]) -> str:
+        seen: dict[str, list[str]] = defaultdict(list)
+        for s in servers:
+            ports = sorted({p for svc in s.services for p in getattr(svc, "ports", None) or []})
+            for port in ports:
+                seen[port].append(s.name)
+        return ", ".join(f"{port} on {' and '.join(names)}"
+                         for port, names in sorted(seen.items()) if len(names) > 1)
+
+
+RULE = ConsolidationRule()

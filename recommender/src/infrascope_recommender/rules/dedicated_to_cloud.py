@@ -1,0 +1,183 @@
+"""Dedicated -> Cloud: a dedicated server whose measured usage fits a Cloud type that
+costs less.
+
+Needs the agent on the dedicated server (Robot has no metrics): its core count
+(``node_cpu_seconds_total``), memory (``node_memory_MemTotal_bytes``), used disk
+(filesystems) and the 30-day CPU and memory figures. The Cloud location comes from the
+datacenter (``FSN1-DC14`` -> ``fsn1``) through ``rules.dedicated_to_cloud.locations``.
+The target is the cheapest orderable x86 Cloud type there (CPU types from ``cpu_types``)
+holding p95 CPU, peak memory and used disk within the headroom ceilings; its cost is the
+type's price plus a primary IPv4 (the fleet's own Cloud IPv4 price where one is seen,
+else ``primary_ipv4_euros``). Recommended when it saves at least ``min_savings_euros``
+and ``min_savings_percent``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..thresholds import Thresholds
+from ._common import (
+    assess,
+    cpu_peak_risk,
+    create_command,
+    eur,
+    exclusion,
+    gb,
+    gib,
+    highest,
+    in_order,
+    no_price,
+    num,
+    pct,
+    robot_cancel,
+    savings_enough,
+    savings_figures,
+    service_text,
+)
+from ._fit import Need, cheapest, orderable
+
+
+def cloud_location(server: Server, th: Thresholds) -> str | None:
+    prefix = (server.datacenter.split("-")[0] if server.datacenter else server.location)
+    return th.dedicated_to_cloud.locations.get(prefix.strip().lower())
+
+
+def ipv4_price(fleet: Fleet, location: str, th: Thresholds) -> Decimal:
+    """What a primary IPv4 costs: as the fleet's Cloud servers there (else anywhere) pay."""
+    here: list[Decimal] = []
+    anywhere: list[Decimal] = []
+    for s in fleet.servers.values():
+        amount = s.cost_breakdown.get("primary_ipv4")
+        if s.source == "cloud" and amount is not None:
+            (here if s.location == location else anywhere).append(amount)
+    seen = here or anywhere
+    return max(seen) if seen else th.dedicated_to_cloud.primary_ipv4_euros
+
+
+def cloud_name(server: Server) -> str:
+    name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in server.name.lower())
+    name = "-".join(part for part in name.split("-") if part)
+    return name or f"dedicated-{server.key.server_id}"
+
+
+class DedicatedToCloudRule:
+    name = "dedicated_to_cloud"
+    priority = 40
+
+    def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
+        result = RuleResult()
+        dc = thresholds.dedicated_to_cloud
+        if not dc.enabled:
+            return result
+        for server in in_order(fleet):
+            if server.source != "dedicated":
+                continue
+            outcome = self._judge(server, fleet, thresholds)
+            if isinstance(outcome, str):
+                result.exclusions.append(exclusion(server, self.name, outcome))
+            elif outcome is not None:
+                result.recommendations.append(outcome)
+        return result
+
+    def _judge(self, server: Server, fleet: Fleet,
+               th: Thresholds) -> Recommendation | str | None:
+        dc = th.dedicated_to_cloud
+        a = assess(server, th)
+        missing = []
+        if not a.cpu_ok:
+            missing.append(a.exclusion or "no CPU figures")
+        if not a.memory_ok:
+            missing.append(a.memory_note)
+        if server.memory_bytes is None:
+            missing.append("no memory size (node_memory_MemTotal_bytes)")
+        if server.disk_used_bytes is None:
+            missing.append("no disk usage (node_filesystem_*)")
+        if missing:
+            return "needs the agent's figures to size a Cloud server: " + "; ".join(missing)
+        if server.monthly_cost is None:
+            return no_price(server)
+        location = cloud_location(server, th)
+        if location is None:
+            return (f"no Cloud location mapped for datacenter "
+                    f"{server.datacenter or server.location!r} "
+                    "(rules.dedicated_to_cloud.locations)")
+        u = server.utilisation
+        assert u.cpu_p95 is not None and u.memory_max is not None
+        assert server.cores is not None and server.memory_bytes is not None
+        assert server.disk_used_bytes is not None
+        cpu = u.cpu_p95 * server.cores
+        memory = u.memory_max * server.memory_bytes
+        need = Need(cpu_cores=cpu, memory_bytes=memory, disk_used_bytes=server.disk_used_bytes)
+        candidates = orderable(fleet, location, server.architecture or "x86", dc.cpu_types)
+        if not candidates:
+            return f"no orderable Cloud type in {location} in the catalogue"
+        target = cheapest(candidates, need, th.headroom, in_place=False)
+        if target is None:
+            return (f"no Cloud type in {location} holds {num(cpu)} cores at p95, "
+                    f"{gib(memory)} peak memory and {gb(server.disk_used_bytes)} of data "
+                    "within the headroom")
+        ipv4 = ipv4_price(fleet, location, th)
+        projected = target.price + ipv4
+        current = server.monthly_cost
+        if not savings_enough(current, projected, dc.min_savings_euros, dc.min_savings_percent):
+            return None
+        t = target.type
+        name = cloud_name(server)
+        savings = current - projected
+        reasons = [
+            Reason(f"p95 CPU over 30 days is {pct(u.cpu_p95)} of {server.cores} cores "
+                   f"({num(cpu)} cores); peak memory {gib(memory)} of "
+                   f"{gib(server.memory_bytes)}; {gb(server.disk_used_bytes)} of data on disk",
+                   {"cpu_p95_30d": pct(u.cpu_p95), "cores": str(server.cores),
+                    "memory_peak": gib(memory), "disk_used": gb(server.disk_used_bytes)}),
+            Reason(f"{t.name} ({t.cores} {t.cpu_type} vCPUs, {gib(t.memory_bytes)}, "
+                   f"{gb(t.disk_bytes)} disk, {eur(target.price)}/month in {location}) is the "
+                   f"cheapest Cloud type that holds it with p95 CPU at most "
+                   f"{pct(th.headroom.cpu)}, memory at most {pct(th.headroom.memory)} and "
+                   f"data at most {pct(th.headroom.disk)} of the disk",
+                   {"target": t.name, "target_price": eur(target.price),
+                    "location": location}),
+            Reason(f"{server.server_type} costs {eur(current)} a month; {t.name} with a "
+                   f"primary IPv4 ({eur(ipv4)}) {eur(projected)}: saves {eur(savings)}",
+                   {**savings_figures(current, projected), "ipv4": eur(ipv4)}),
+        ]
+        level, risk_reasons = cpu_peak_risk(server, t.cores)
+        level = highest([level, "medium"])
+        risk_reasons.insert(0, Reason(
+            "a migration to a new machine: services and data are moved by hand and the IP "
+            "addresses change"))
+        if t.cpu_type == "shared":
+            risk_reasons.append(Reason(f"{t.name} has shared vCPUs, not the dedicated cores "
+                                       f"of {server.server_type}: CPU time can vary"))
+        if server.services:
+            listed = ", ".join(service_text(s) for s in server.services[:20])
+            risk_reasons.append(Reason(f"services to move: {listed}",
+                                       {"services": str(len(server.services))}))
+        commands = [
+            create_command(name, t.name, location, dc.image),
+            f"# move the services and data of {server.name} (Robot server "
+            f"{server.key.server_id}) to {name}, then switch DNS",
+            robot_cancel(server),
+        ]
+        preconditions = [
+            "the software runs on a virtual machine (no special hardware, RAID or "
+            "kernel needs)",
+            "Cloud servers include a traffic allowance per month (most dedicated servers "
+            "have unlimited traffic): check the server's outgoing traffic first",
+            "the dedicated server is billed until the end of its cancellation period: "
+            "the savings start then",
+        ]
+        return Recommendation(
+            kind="dedicated_to_cloud", action="migrate", servers=[ServerRef.of(server)],
+            current_monthly_cost=current, projected_monthly_cost=projected,
+            target_type=t.name, target_location=location,
+            projected_cpu_utilisation=cpu / t.cores,
+            projected_memory_utilisation=memory / t.memory_bytes,
+            confidence=a.confidence, risk=level, reasons=reasons,
+            confidence_reasons=list(a.reasons), risk_reasons=risk_reasons,
+            preconditions=preconditions, commands=commands)
+
+
+RULE = DedicatedToCloudRule()

@@ -1,0 +1,193 @@
+"""Idle: a server that does (next to) nothing.
+
+30-day average CPU below ``rules.idle.cpu_avg_max`` (5 %) and, where memory is
+measured, p95 memory below ``memory_p95_max`` (30 %):
+
+- if even the 30-day CPU maximum stayed below ``delete_cpu_max`` (10 %), nothing ran:
+  **delete** it (a Cloud server after a snapshot; a dedicated server is cancelled in
+  Robot);
+- otherwise (a Cloud server that wakes up now and then) **move it to the smallest type
+  that fits** its p95 CPU and peak memory with headroom, if that saves at least
+  ``min_savings_euros``.
+
+A Cloud server that is powered off and has too little data to judge is recommended
+for deletion with low confidence (``powered_off``): it still costs its full price.
+
+The two outcomes rank differently (see ``engine``): a delete (this module's ``RULE``,
+priority 20) comes before consolidation, since nothing beats removing a server that does
+nothing; a move (``idle_move.RULE``, priority 45) is a resize and comes after
+consolidation and dedicated -> Cloud, which remove whole servers, but before the general
+right-sizing. Both are ``kind="idle"`` recommendations.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..thresholds import Thresholds
+from ._common import (
+    Assessment,
+    assess,
+    delete_command,
+    downsize_options,
+    eur,
+    exclusion,
+    gib,
+    in_order,
+    no_catalogue,
+    no_price,
+    pct,
+    resize_recommendation,
+    robot_cancel,
+    savings_enough,
+    savings_figures,
+    service_text,
+    sizing_need,
+    sizing_reasons,
+    snapshot_command,
+    without_memory,
+)
+from ._fit import Catalogue
+
+
+class IdleRule:
+    def __init__(self, name: str = "idle", priority: int = 20, *, delete: bool = True,
+                 move: bool = False) -> None:
+        self.name = name
+        self.priority = priority
+        self.delete = delete  # recommend deleting servers where nothing ran
+        self.move = move  # recommend moving servers that wake up to a smaller type
+
+    def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
+        result = RuleResult()
+        if not thresholds.idle.enabled:
+            return result
+        cat = Catalogue(fleet)
+        for server in in_order(fleet):
+            if not self.delete and server.source != "cloud":
+                continue  # only Cloud servers can move to another type
+            a = assess(server, thresholds)
+            if not a.cpu_ok:
+                off = self._powered_off(server, a, thresholds) if self.delete else None
+                if off is not None:
+                    result.recommendations.append(off)
+                else:
+                    result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                continue
+            rec = self._judge(server, a, fleet, thresholds, cat)
+            if isinstance(rec, str):
+                result.exclusions.append(exclusion(server, self.name, rec))
+            elif rec is not None:
+                result.recommendations.append(rec)
+        return result
+
+    # ----------------------------------------------------------------------------------
+
+    def _judge(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
+               cat: Catalogue) -> Recommendation | str | None:
+        u = server.utilisation
+        idle = th.idle
+        assert u.cpu_avg is not None and u.cpu_max is not None
+        if u.cpu_avg >= idle.cpu_avg_max:
+            return None
+        if a.memory_ok and u.memory_p95 is not None and u.memory_p95 >= idle.memory_p95_max:
+            return None  # memory in use: something lives there
+        if server.monthly_cost is None:
+            return no_price(server)
+        reasons = [Reason(
+            f"30-day average CPU is {pct(u.cpu_avg)}, below {pct(idle.cpu_avg_max)}",
+            {"cpu_avg_30d": pct(u.cpu_avg), "cpu_avg_max": pct(idle.cpu_avg_max)})]
+        if a.memory_ok and u.memory_p95 is not None:
+            reasons.append(Reason(
+                f"p95 memory is {pct(u.memory_p95)}, below {pct(idle.memory_p95_max)}",
+                {"memory_p95_30d": pct(u.memory_p95),
+                 "memory_p95_max": pct(idle.memory_p95_max)}))
+        else:
+            without_memory(a, "idle judged on CPU alone", {"memory": "not measured"})
+        if u.cpu_max < idle.delete_cpu_max:
+            reasons.append(Reason(
+                f"even the busiest 5 minutes of the 30 days used only {pct(u.cpu_max)} CPU "
+                f"(below {pct(idle.delete_cpu_max)}): nothing ran on it",
+                {"cpu_max_30d": pct(u.cpu_max), "delete_cpu_max": pct(idle.delete_cpu_max)}))
+            return self._delete(server, a, reasons) if self.delete else None
+        if server.source != "cloud" or not self.move:
+            return None  # a dedicated server that does wake up: see dedicated_to_cloud
+        reasons.append(Reason(
+            f"the 30-day CPU maximum is {pct(u.cpu_max)} (not below "
+            f"{pct(idle.delete_cpu_max)}): something runs now and then, so move it to the "
+            "smallest type that fits rather than delete it",
+            {"cpu_max_30d": pct(u.cpu_max), "delete_cpu_max": pct(idle.delete_cpu_max)}))
+        missing = no_catalogue(server, cat, th)
+        if missing:
+            return missing
+        need = sizing_need(server, a, th, fleet)
+        in_place, anywhere = downsize_options(server, fleet, th, need, cat)
+        for option in (in_place, anywhere):
+            if option is not None and savings_enough(server.monthly_cost, option.projected,
+                                                     idle.min_savings_euros, Decimal(0)):
+                reasons += sizing_reasons(server, need, option.candidate, th, server.location)
+                reasons.append(Reason(
+                    f"saves {eur(server.monthly_cost - option.projected)} a month",
+                    savings_figures(server.monthly_cost, option.projected)))
+                return resize_recommendation("idle", server, option, need, a, th, fleet,
+                                             reasons)
+        return None  # already on the smallest type that fits
+
+    def _delete(self, server: Server, a: Assessment,
+                reasons: list[Reason]) -> Recommendation:
+        assert server.monthly_cost is not None
+        risk_reasons = [Reason("deleting is irreversible: a snapshot is taken first")]
+        if server.services:
+            shown = ", ".join(service_text(s) for s in server.services[:10])
+            risk_reasons.append(Reason(
+                f"the agent still sees {len(server.services)} service(s): {shown}",
+                {"services": str(len(server.services))}))
+        preconditions = [
+            "nobody needs the server any more (check with its owner; network traffic is "
+            "not part of this judgement)",
+            "attached volumes, floating IPs and snapshots are billed separately and are not "
+            "counted in the savings: delete them too if they are no longer needed",
+        ]
+        if server.source == "cloud":
+            commands = [snapshot_command(server, "before deletion (idle)"),
+                        delete_command(server)]
+            preconditions.insert(1, f"a snapshot of {server.name} is taken first (billed per "
+                                    "GB per month until you delete it)")
+        else:
+            commands = [f"# back up whatever you want to keep from {server.name}",
+                        robot_cancel(server)]
+            preconditions.insert(1, "a dedicated server is billed until the end of its "
+                                    "cancellation period: the savings start then")
+        return Recommendation(
+            kind="idle", action="delete", servers=[ServerRef.of(server)],
+            current_monthly_cost=server.monthly_cost, projected_monthly_cost=Decimal(0),
+            confidence=a.confidence, risk="medium",
+            reasons=reasons + [Reason(f"saves {eur(server.monthly_cost)} a month",
+                                      savings_figures(server.monthly_cost, Decimal(0)))],
+            confidence_reasons=list(a.reasons), risk_reasons=risk_reasons,
+            preconditions=preconditions, commands=commands)
+
+    def _powered_off(self, server: Server, a: Assessment,
+                     th: Thresholds) -> Recommendation | None:
+        """A Cloud server that is off and has too little data: it costs, it does nothing."""
+        if not (th.idle.powered_off and server.source == "cloud" and server.status == "off"
+                and server.monthly_cost is not None):
+            return None
+        coverage = server.utilisation.cpu_coverage
+        a.confidence = "low"
+        a.extra.append(Reason(
+            "the server is powered off now and there is "
+            + (f"CPU data for only {pct(coverage)} of the 30 days" if coverage is not None
+               else "no CPU data for the 30 days")
+            + ": consistent with being off, but how long it has been off is not known",
+            {"status": "off", "cpu_coverage": pct(coverage) if coverage is not None else "0%"}))
+        memory = server.memory_bytes
+        reasons = [Reason(
+            f"{server.name} is powered off but a Cloud server is billed while off "
+            f"({server.server_type}{', ' + gib(memory) if memory else ''})",
+            {"status": "off"})]
+        return self._delete(server, a, reasons)
+
+
+RULE = IdleRule("idle", 20, delete=True, move=False)

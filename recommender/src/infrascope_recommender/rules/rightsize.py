@@ -1,0 +1,122 @@
+"""Right-sizing: a Cloud server well under its capacity moves to the cheapest type that
+still fits with headroom.
+
+Considered when p95 CPU is below ``rules.rightsize.cpu_p95_max`` (50 %) of the cores
+and peak memory (where measured) below ``memory_max`` (60 %). The target is the cheapest
+orderable type of the same architecture (and CPU type) at the server's location that
+keeps p95 CPU <= ``headroom.cpu`` and peak memory <= ``headroom.memory`` of the target;
+without memory figures it keeps at least the current memory. Recommended only when it
+saves at least ``min_savings_euros`` **and** ``min_savings_percent``.
+
+Hetzner cannot shrink a disk: in place, only types whose disk is at least the server's
+current primary disk are possible. When the cheapest such type does not save enough but
+a type with a smaller disk would, the recommendation is a migration to a new server of
+that type (and says why).
+"""
+
+from __future__ import annotations
+
+from ..model import Fleet, Reason, RuleResult
+from ..thresholds import Thresholds
+from ._common import (
+    assess,
+    downsize_options,
+    eur,
+    exclusion,
+    in_order,
+    no_catalogue,
+    no_price,
+    pct,
+    resize_recommendation,
+    savings_enough,
+    savings_figures,
+    sizing_need,
+    sizing_reasons,
+    without_memory,
+)
+from ._fit import Catalogue
+
+
+class RightsizeRule:
+    name = "rightsize"
+    priority = 50
+
+    def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
+        result = RuleResult()
+        rs = thresholds.rightsize
+        if not rs.enabled:
+            return result
+        cat = Catalogue(fleet)
+        for server in in_order(fleet):
+            if server.source != "cloud":
+                continue
+            a = assess(server, thresholds)
+            if not a.cpu_ok:
+                result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                continue
+            u = server.utilisation
+            assert u.cpu_p95 is not None
+            if u.cpu_p95 >= rs.cpu_p95_max:
+                continue
+            if a.memory_ok and u.memory_max is not None and u.memory_max >= rs.memory_max:
+                continue
+            if server.monthly_cost is None:
+                result.exclusions.append(exclusion(server, self.name, no_price(server)))
+                continue
+            missing = no_catalogue(server, cat, thresholds)
+            if missing:
+                result.exclusions.append(exclusion(server, self.name, missing))
+                continue
+            current = server.monthly_cost
+            need = sizing_need(server, a, thresholds, fleet)
+            in_place, anywhere = downsize_options(server, fleet, thresholds, need, cat)
+            chosen = None
+            for option in (in_place, anywhere):
+                if option is not None and savings_enough(current, option.projected,
+                                                         rs.min_savings_euros,
+                                                         rs.min_savings_percent):
+                    chosen = option
+                    break
+            if chosen is None:
+                continue
+            if not a.memory_ok:
+                without_memory(a, "the target keeps at least the current memory",
+                               {"memory": "not measured"})
+            reasons = [Reason(
+                f"p95 CPU ({pct(u.cpu_p95)}) is below {pct(rs.cpu_p95_max)}"
+                + (f" and peak memory ({pct(u.memory_max)}) below {pct(rs.memory_max)}"
+                   if a.memory_ok and u.memory_max is not None else "")
+                + " of the current capacity",
+                {"cpu_p95_30d": pct(u.cpu_p95), "cpu_p95_max": pct(rs.cpu_p95_max),
+                 **({"memory_max_30d": pct(u.memory_max), "memory_max": pct(rs.memory_max)}
+                    if a.memory_ok and u.memory_max is not None else {})})]
+            reasons += sizing_reasons(server, need, chosen.candidate, thresholds,
+                                      server.location)
+            savings = current - chosen.projected
+            reasons.append(Reason(
+                f"saves {eur(savings)} a month ({pct(float(savings / current))}); minimum "
+                f"{eur(rs.min_savings_euros)} and {rs.min_savings_percent}%",
+                {**savings_figures(current, chosen.projected),
+                 "min_savings": eur(rs.min_savings_euros),
+                 "min_savings_percent": f"{rs.min_savings_percent}%"}))
+            if chosen.in_place and anywhere is not None and not anywhere.in_place \
+                    and anywhere.projected < chosen.projected:
+                alt = anywhere.candidate.type
+                reasons.append(Reason(
+                    f"{alt.name} would save {eur(chosen.projected - anywhere.projected)} a "
+                    f"month more, but its {alt.disk_bytes // 10 ** 9} GB disk is smaller than "
+                    f"{server.name}'s and Hetzner cannot shrink a disk: it would need a new "
+                    "server and a migration",
+                    {"alternative": alt.name,
+                     "alternative_projected": eur(anywhere.projected)}))
+            elif not chosen.in_place and in_place is not None:
+                reasons.append(Reason(
+                    f"in place, {in_place.candidate.type.name} would only save "
+                    f"{eur(current - in_place.projected)} a month (below the minimum)",
+                    {"in_place_alternative": in_place.candidate.type.name}))
+            result.recommendations.append(resize_recommendation(
+                "rightsize", server, chosen, need, a, thresholds, fleet, reasons))
+        return result
+
+
+RULE = RightsizeRule()

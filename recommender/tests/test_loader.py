@@ -1,0 +1,403 @@
+"""Loader: a fixed number of fleet-wide queries against a fake Prometheus of our own."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rules_fixtures import FakePrometheus, Reply, Request, canned, error, ok, sample
+
+from infrascope_recommender import loader
+from infrascope_recommender.config import PrometheusSettings
+from infrascope_recommender.loader import (
+    AgentService,
+    InventoryServer,
+    LoaderError,
+    cost_history,
+    load,
+)
+from infrascope_recommender.model import ServerKey
+from infrascope_recommender.promql import PrometheusClient, PrometheusError
+
+GiB = 1024 ** 3
+AT = 1_764_000_000.0  # 2025-11-24
+SETTINGS = PrometheusSettings(backoff_seconds=0.01, retries=0)
+
+
+def info(source: str, server_id: str, name: str, server_type: str, location: str,
+         **extra: str) -> dict[str, Any]:
+    labels = {"source": source, "server_id": server_id, "server_name": name,
+              "server_type": server_type, "location": location, "datacenter": "",
+              "network_zone": "eu-central", "architecture": "x86", "cpu_type": "shared",
+              "hcloud_project": "webshop", "image": "", "product": "", "job": "hetzner",
+              "instance": "exporter:8790"}
+    labels.update(extra)
+    return sample("hetzner_server_info", "1", **labels)
+
+
+def ids(source: str, server_id: str, **extra: str) -> dict[str, str]:
+    return {"source": source, "server_id": server_id, "job": "hetzner", **extra}
+
+
+def small_fleet() -> dict[str, list[dict[str, Any]]]:
+    """Two Cloud servers and a dedicated one, every family the loader reads."""
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    web, stg, ded = ("cloud", "101"), ("cloud", "104"), ("dedicated", "2391007")
+    inventory = [
+        info(*web, "shop-web-1", "cx33", "fsn1", image="ubuntu-24.04"),
+        info(*stg, "shop-staging-web", "cx23", "fsn1"),
+        info(*ded, "legacy-app", "EX44", "fsn1", datacenter="FSN1-DC14", cpu_type="dedicated",
+             hcloud_project="", product="EX44", network_zone=""),
+        sample("hetzner_server_status", "1", **ids(*web, status="running")),
+        sample("hetzner_server_status", "1", **ids(*stg, status="off")),
+        sample("hetzner_server_status", "1", **ids(*ded, status="ready")),
+        sample("hetzner_server_backups_enabled", "1", **ids(*web)),
+        sample("hetzner_server_backups_enabled", "0", **ids(*stg)),
+    ]
+    labels = [
+        sample("hetzner_server_labels", "1", **ids(*web, label_env="production",
+                                                    label_role="web")),
+        sample("hetzner_server_labels", "1", **ids(*stg, label_env="staging", label_x="")),
+        sample("hetzner_server_labels", "1", **ids(*ded)),
+    ]
+    sizes = [
+        sample("hetzner_server_cpu_cores", "4", **ids(*web)),
+        sample("hetzner_server_memory_bytes", str(8 * GiB), **ids(*web)),
+        sample("hetzner_server_disk_bytes", "80000000000", **ids(*web)),
+        sample("hetzner_server_cpu_cores", "2", **ids(*stg)),
+        sample("hetzner_server_memory_bytes", str(4 * GiB), **ids(*stg)),
+        sample("hetzner_server_disk_bytes", "40000000000", **ids(*stg)),
+        sample("hetzner_server_monthly_cost_euros", "7.688", **ids(*web)),
+        sample("hetzner_server_monthly_cost_breakdown_euros", "5.99",
+               **ids(*web, component="server")),
+        sample("hetzner_server_monthly_cost_breakdown_euros", "1.198",
+               **ids(*web, component="backup")),
+        sample("hetzner_server_monthly_cost_breakdown_euros", "0.5",
+               **ids(*web, component="primary_ipv4")),
+        sample("hetzner_server_monthly_cost_euros", "3.99", **ids(*stg)),
+        sample("hetzner_server_monthly_cost_euros", "49", **ids(*ded)),
+        sample("hetzner_server_monthly_cost_breakdown_euros", "49",
+               **ids(*ded, component="server")),
+    ]
+    catalogue: list[dict[str, Any]] = []
+    for name, cores, mem, disk, price in [("cx23", 2, 4, 40, "3.49"), ("cx33", 4, 8, 80, "5.99")]:
+        catalogue += [
+            sample("hetzner_server_type_info", "1", server_type=name, cpu_type="shared",
+                   architecture="x86", category="cost_optimized", job="hetzner"),
+            sample("hetzner_server_type_cpu_cores", str(cores), server_type=name),
+            sample("hetzner_server_type_memory_bytes", str(mem * GiB), server_type=name),
+            sample("hetzner_server_type_disk_bytes", str(disk * 10 ** 9), server_type=name),
+        ]
+        for loc in ("fsn1", "ash"):
+            catalogue += [
+                sample("hetzner_server_type_monthly_price_euros", price, server_type=name,
+                       location=loc),
+                sample("hetzner_server_type_available", "1" if loc == "fsn1" else "0",
+                       server_type=name, location=loc),
+                sample("hetzner_server_type_deprecated", "1" if loc == "ash" else "0",
+                       server_type=name, location=loc),
+            ]
+    pricing = [sample("hetzner_cost_info", "1", currency="EUR", price_mode="gross"),
+               sample("hetzner_pricing_backup_ratio", "0.2", hcloud_project="webshop")]
+    attrs = {"server_name": "x", "server_type": "x", "location": "fsn1",
+             "hcloud_project": "webshop"}
+    utilisation = []
+    for key, figures in [(web, {"cpu_utilisation:avg30d": "0.21", "cpu_utilisation:max30d": "0.9",
+                                "cpu_utilisation:p95_30d": "0.45",
+                                "cpu_utilisation:coverage30d": "1",
+                                "memory_utilisation:avg30d": "0.5",
+                                "memory_utilisation:max30d": "0.625",
+                                "memory_utilisation:p95_30d": "0.55",
+                                "memory_utilisation:coverage30d": "0.95"}),
+                         (ded, {"cpu_utilisation:avg30d": "0.05",
+                                "cpu_utilisation:max30d": "0.3",
+                                "cpu_utilisation:p95_30d": "0.1",
+                                "cpu_utilisation:coverage30d": "0.5",
+                                "memory_utilisation:max30d": "0.1",
+                                "memory_utilisation:p95_30d": "0.08",
+                                "memory_utilisation:coverage30d": "0.5"})]:
+        for name, value in figures.items():
+            utilisation.append(sample(f"source_server_id:{name}", value, source=key[0],
+                                      server_id=key[1], **attrs))
+    utilisation.append(sample("source_server_id:utilisation:tier30d", "2", source="cloud",
+                              server_id="101", tier="moderate", **attrs))
+    via = [sample(None, "1", source="cloud", server_id="101", via="agent"),
+           sample(None, "1", source="dedicated", server_id="2391007", via="agent")]
+    costs = [
+        sample("source_server_id:monthly_cost_euros:sum", "8.188", source="cloud",
+               server_id="101", label_env="production", **attrs),
+        sample(":monthly_cost_euros:sum", "61.178"),
+        sample("source:monthly_cost_euros:sum", "12.178", source="cloud"),
+        sample("source:monthly_cost_euros:sum", "49", source="dedicated"),
+        sample("location:monthly_cost_euros:sum", "61.178", location="fsn1"),
+        sample("hcloud_project:monthly_cost_euros:sum", "12.178", hcloud_project="webshop"),
+        sample("hcloud_project:monthly_cost_euros:sum", "49"),
+    ]
+    agent_ids = {"source": "dedicated", "server_id": "2391007"}
+    cores = [sample(None, "8", **agent_ids), sample(None, "4", source="cloud", server_id="101")]
+    memory = [sample(None, str(64 * GiB), **agent_ids),
+              sample(None, str(7 * GiB), source="cloud", server_id="101")]
+    disk = [sample(None, "50000000000", **agent_ids),
+            sample(None, "12000000000", source="cloud", server_id="101")]
+    services = [
+        sample("infrascope_service_info", "1", kind="docker", service="shop-app",
+               state="running", image="ghcr.io/demo/shop:2.14", compose_project="shop",
+               source="cloud", server_id="101", job="infrascope-agent"),
+        sample("infrascope_service_info", "1", kind="systemd", service="nginx.service",
+               state="active", sub_state="running", source="cloud", server_id="101"),
+    ]
+    ports = [
+        sample("infrascope_listen_port_info", "1", port="443", protocol="tcp", kind="systemd",
+               service="nginx.service", process="nginx", source="cloud", server_id="101"),
+        sample("infrascope_listen_port_info", "1", port="80", protocol="tcp", kind="systemd",
+               service="nginx.service", process="nginx", source="cloud", server_id="101"),
+        sample("infrascope_listen_port_info", "1", port="22", protocol="tcp", kind="process",
+               service="", process="sshd", source="cloud", server_id="101"),
+        sample("infrascope_listen_port_info", "1", port="22", protocol="tcp", kind="process",
+               service="", process="sshd", source="cloud", server_id="999"),
+    ]
+    return {q["inventory"]: inventory, q["labels"]: labels, q["sizes_and_cost"]: sizes,
+            q["catalogue"]: catalogue, q["pricing"]: pricing, q["utilisation"]: utilisation,
+            q["via"]: via,
+            q["costs"]: costs, q["agent_cores"]: cores, q["agent_memory"]: memory,
+            q["agent_disk_used"]: disk, q["services"]: services, q["ports"]: ports}
+
+
+def run_load(responses: dict[str, list[dict[str, Any]]],
+             settings: PrometheusSettings = SETTINGS) -> tuple[Any, FakePrometheus, int]:
+    fake = FakePrometheus(canned(responses))
+    with fake.running():
+        s = PrometheusSettings(**{**settings.__dict__, "url": fake.url})
+        with PrometheusClient(s) as client:
+            fleet = load(client, s, at=AT)
+            attempts = client.attempts
+    return fleet, fake, attempts
+
+
+def test_loads_every_family() -> None:
+    fleet, fake, attempts = run_load(small_fleet())
+    assert fleet.queries == loader.QUERY_COUNT == len(fake.requests) == attempts == 13
+    assert {r.form["time"] for r in fake.requests} == {"1764000000"}
+    assert fleet.loaded_at == AT and fleet.price_mode == "gross"
+    assert fleet.backup_ratio == {"webshop": Decimal("0.2")}
+
+    web = fleet.servers[ServerKey("cloud", "101")]
+    assert (web.name, web.server_type, web.location, web.project, web.status) == \
+        ("shop-web-1", "cx33", "fsn1", "webshop", "running")
+    assert isinstance(web, InventoryServer) and web.image == "ubuntu-24.04"
+    assert web.labels == {"env": "production", "role": "web"}
+    assert (web.cores, web.memory_bytes, web.disk_bytes) == (4, 8 * GiB, 80 * 10 ** 9)
+    assert web.disk_used_bytes == 12 * 10 ** 9
+    assert web.backups is True
+    assert web.monthly_cost == Decimal("7.688")
+    assert web.cost_breakdown == {"server": Decimal("5.99"), "backup": Decimal("1.198"),
+                                  "primary_ipv4": Decimal("0.5")}
+    assert str(web.cost_breakdown["server"]) == "5.99"  # from the string, not a float
+    assert web.total_monthly_cost == Decimal("8.188")
+    u = web.utilisation
+    assert (u.cpu_avg, u.cpu_max, u.cpu_p95, u.cpu_coverage) == (0.21, 0.9, 0.45, 1.0)
+    assert (u.memory_avg, u.memory_max, u.memory_p95, u.memory_coverage) == \
+        (0.5, 0.625, 0.55, 0.95)
+    assert (u.via, u.tier) == ("agent", "moderate")
+    assert web.services == [
+        AgentService("docker", "shop-app", "running", "ghcr.io/demo/shop:2.14", "shop"),
+        AgentService("process", "sshd", "listening", ports=["tcp/22"]),
+        AgentService("systemd", "nginx.service", "active", ports=["tcp/80", "tcp/443"]),
+    ]
+
+    stg = fleet.servers[ServerKey("cloud", "104")]
+    assert (stg.status, stg.backups, stg.labels) == ("off", False, {"env": "staging"})
+    assert stg.utilisation.cpu_p95 is None and stg.total_monthly_cost is None
+
+    ded = fleet.servers[ServerKey("dedicated", "2391007")]
+    assert (ded.datacenter, ded.cpu_type, ded.project) == ("FSN1-DC14", "dedicated", "")
+    assert (ded.cores, ded.memory_bytes, ded.disk_used_bytes) == (8, 64 * GiB, 50 * 10 ** 9)
+    assert ded.monthly_cost == Decimal("49")
+    assert ded.utilisation.memory_max == 0.1
+
+    assert sorted(fleet.types) == ["cx23", "cx33"]
+    cx33 = fleet.types["cx33"]
+    assert (cx33.cores, cx33.memory_bytes, cx33.disk_bytes, cx33.architecture,
+            cx33.cpu_type, cx33.category) == (4, 8 * GiB, 80 * 10 ** 9, "x86", "shared",
+                                              "cost_optimized")
+    assert cx33.prices == {"fsn1": Decimal("5.99"), "ash": Decimal("5.99")}
+    assert (cx33.available, cx33.deprecated) == ({"fsn1"}, {"ash"})
+
+    assert fleet.costs.total == Decimal("61.178")
+    assert fleet.costs.by_source == {"cloud": Decimal("12.178"), "dedicated": Decimal("49")}
+    assert fleet.costs.by_location == {"fsn1": Decimal("61.178")}
+    assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "": Decimal("49")}
+
+
+def synthetic(n: int) -> dict[str, list[dict[str, Any]]]:
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    out: dict[str, list[dict[str, Any]]] = {expr: [] for expr in q.values()}
+    for i in range(n):
+        sid = str(41_000_000 + i)
+        out[q["inventory"]].append(info("cloud", sid, f"web-{i}", "cx23", "fsn1"))
+        out[q["sizes_and_cost"]] += [
+            sample("hetzner_server_cpu_cores", "2", **ids("cloud", sid)),
+            sample("hetzner_server_monthly_cost_euros", "3.99", **ids("cloud", sid))]
+        out[q["utilisation"]].append(sample("source_server_id:cpu_utilisation:p95_30d", "0.1",
+                                            source="cloud", server_id=sid))
+    return out
+
+
+def test_query_count_does_not_grow_with_the_fleet() -> None:
+    small, fake_small, _ = run_load(synthetic(3))
+    big, fake_big, _ = run_load(synthetic(300))
+    assert len(small.servers) == 3 and len(big.servers) == 300
+    assert small.queries == big.queries == loader.QUERY_COUNT
+    assert [r.form["query"] for r in fake_small.requests] == \
+        [r.form["query"] for r in fake_big.requests]
+    assert loader.QUERY_COUNT + 1 <= 20  # with the cost history
+
+
+def test_job_names_come_from_the_settings() -> None:
+    custom = PrometheusSettings(exporter_job="hz-prod", agent_job='node"x')
+    exprs = {q.name: q.expr for q in loader.queries(custom)}
+    for name in ("inventory", "labels", "sizes_and_cost", "catalogue", "pricing"):
+        assert 'job="hz-prod"' in exprs[name], name
+    for name in ("agent_cores", "agent_memory", "agent_disk_used", "services", "ports"):
+        assert 'job="node\\"x"' in exprs[name], name
+    assert not any('"hetzner"' in e or "infrascope-agent" in e for e in exprs.values())
+
+
+def test_queries_parse_with_promtool(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "needs promtool (Debian package prometheus)"
+    rules = {"groups": [{"name": "loader", "rules": [
+        {"record": f"check:{q.name}", "expr": q.expr} for q in loader.queries(SETTINGS)]
+        + [{"record": "check:history", "expr": "max(:monthly_cost_euros:avg1d)"}]}]}
+    path = tmp_path / "loader.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_malformed_records_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    responses = small_fleet()
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    responses[q["inventory"]] += [
+        sample("hetzner_server_info", "1", source="cloud", server_name="no-id"),
+        sample("hetzner_server_info", "1", source="moon", server_id="7", server_name="x"),
+        {"metric": "garbage", "value": None},
+    ]
+    responses[q["sizes_and_cost"]] += [
+        sample("hetzner_server_monthly_cost_euros", "NaN", **ids("cloud", "104")),
+        sample("hetzner_server_cpu_cores", "many", **ids("cloud", "104")),
+        sample("hetzner_server_monthly_cost_breakdown_euros", "1", **ids("cloud", "104")),
+    ]
+    responses[q["catalogue"]].append(
+        sample("hetzner_server_type_info", "1", server_type="cx99", architecture="x86"))
+    responses[q["utilisation"]].append(
+        sample("source_server_id:cpu_utilisation:p95_30d", "+Inf", source="cloud",
+               server_id="104"))
+    caplog.set_level(logging.WARNING)
+    fleet, _, _ = run_load(responses)
+    assert sorted(str(k) for k in fleet.servers) == ["cloud/101", "cloud/104",
+                                                     "dedicated/2391007"]
+    stg = fleet.servers[ServerKey("cloud", "104")]
+    assert stg.monthly_cost == Decimal("3.99")  # the NaN duplicate was skipped
+    assert stg.cores == 2 and stg.cost_breakdown == {}
+    assert "cx99" not in fleet.types
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    for series in ["hetzner_server_info", "hetzner_server_monthly_cost_euros",
+                   "hetzner_server_cpu_cores", "hetzner_server_monthly_cost_breakdown_euros",
+                   "hetzner_server_type_info", "source_server_id:cpu_utilisation:p95_30d"]:
+        assert f"skipping a {series} record" in text, series
+
+
+def test_no_inventory_is_an_error_naming_url_and_job() -> None:
+    fake = FakePrometheus(canned({}))
+    fake.handler = lambda request: ok([])
+    with fake.running():
+        s = PrometheusSettings(url=fake.url, exporter_job="hz")
+        with PrometheusClient(s) as client, pytest.raises(LoaderError) as info:
+            load(client, s)
+    assert str(info.value) == (f"no hetzner_server_info series at {fake.url} — is the exporter "
+                               'scraped with job="hz"?')
+    assert isinstance(info.value, PrometheusError)
+    assert len(fake.requests) == 1
+
+
+def test_prometheus_errors_propagate() -> None:
+    responses = small_fleet()
+    failing = next(q.expr for q in loader.queries(SETTINGS) if q.name == "utilisation")
+
+    def handler(request: Request) -> Reply:
+        if request.form.get("query") == failing:
+            return error(422, "execution", "query processing would load too many samples")
+        return canned(responses)(request)
+
+    fake = FakePrometheus(handler)
+    with fake.running():
+        s = PrometheusSettings(url=fake.url, retries=0)
+        with PrometheusClient(s) as client, pytest.raises(PrometheusError,
+                                                          match="too many samples"):
+            load(client, s)
+
+
+def test_missing_recorded_series(caplog: pytest.LogCaptureFixture) -> None:
+    responses = small_fleet()
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    for name in ("utilisation", "via", "costs"):
+        responses[q[name]] = []
+    caplog.set_level(logging.WARNING)
+    fleet, _, _ = run_load(responses)
+    web = fleet.servers[ServerKey("cloud", "101")]
+    assert web.utilisation.cpu_p95 is None and web.utilisation.via is None
+    assert fleet.costs.total == Decimal("7.688") + Decimal("3.99") + Decimal("49")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "are the InfraScope recording rules loaded?" in text
+    assert "no :monthly_cost_euros:sum" in text
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_cost_history_takes_the_last_value_of_each_month() -> None:
+    points = [[_ts("2025-08-31T10:00:00"), "80"],   # before the 3-month window
+              [_ts("2025-09-29T10:00:00"), "99.5"],
+              [_ts("2025-09-30T10:00:00"), "100.25"],
+              [_ts("2025-10-31T10:00:00"), "110.1"],
+              [_ts("2025-11-24T10:00:00"), "120"],
+              [_ts("2025-11-23T10:00:00"), "NaN"]]
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Reply:
+        seen.append(request)
+        return ok([{"metric": {}, "values": points}], "matrix")
+
+    fake = FakePrometheus(handler)
+    at = _ts("2025-11-24T10:00:00")
+    with fake.running():
+        s = PrometheusSettings(url=fake.url)
+        with PrometheusClient(s) as client:
+            history = cost_history(client, s, months=3, at=at)
+    assert history == [("2025-09", Decimal("100.25")), ("2025-10", Decimal("110.1")),
+                       ("2025-11", Decimal("120"))]
+    [request] = seen
+    assert request.path == "/api/v1/query_range"
+    assert request.form["query"] == "max(:monthly_cost_euros:avg1d)"
+    assert request.form["step"] == "86400" and request.form["end"] == str(int(at))
+    start = float(request.form["start"])
+    assert start <= _ts("2025-09-01T00:00:00") < start + 86400
+    with PrometheusClient(s) as client, pytest.raises(ValueError):
+        cost_history(client, s, months=0)
+
+
+def test_docs_list_every_query() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    for q in loader.queries(PrometheusSettings()):
+        assert f"| {q.name} | `{q.expr.replace('|', chr(92) + '|')}` |" in doc, q.name
+    assert f"**{loader.QUERY_COUNT}\nper run" in doc

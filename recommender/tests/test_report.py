@@ -1,0 +1,205 @@
+"""Report rendering: totals first and exact, every format, escaping, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import service_fixtures as fx
+
+from infrascope_recommender.model import Recommendation, ServerRef
+from infrascope_recommender.report import (
+    FORMATS,
+    NoRunYet,
+    ReportView,
+    describe,
+    render,
+    report_dict,
+    view_from_result,
+    view_from_store,
+)
+from infrascope_recommender.state import Store, exclusion_from_dict
+
+
+def fresh_view(decisions: dict | None = None) -> ReportView:
+    return view_from_result(fx.run_result(), decisions,
+                            origin="a fresh run against http://prom:9090")
+
+
+def test_titles_say_what_and_how_much() -> None:
+    assert describe(fx.rightsize()) == "Right-size web-1: cx42 → cx22, saves 12.61 EUR/month"
+    assert describe(fx.idle()) == "Delete idle web-2 (cx42), saves 16.40 EUR/month"
+    assert describe(fx.consolidation()) == ("Consolidate stg-1, stg-2 onto one cx22, saves "
+                                            "3.79 EUR/month")
+    assert describe(fx.underprovisioned()) == ("Upgrade db-1: cx22 → cx32, costs 3.01 "
+                                               "EUR/month more")
+    assert describe(fx.dedicated_to_cloud()) == ("Move dedicated ax41-1 to Cloud cx42, saves "
+                                                 "22.60 EUR/month")
+
+
+def test_view_totals_are_decimal_sums() -> None:
+    view = fresh_view()
+    expected = sum((r.savings for r in fx.recommendations()), Decimal(0))
+    assert view.pending_savings == expected == Decimal("52.39")
+    assert view.pending_yearly_savings == Decimal("628.68")
+    assert view.upgrade_cost == Decimal("3.01")
+    assert view.fleet_monthly_cost == Decimal("96.27")
+    assert view.savings_share == Decimal("54.4")
+    assert view.counts() == {"pending": 5, "accepted": 0, "dismissed": 0}
+    assert view.by_kind()["rightsize"] == (1, Decimal("12.61"))
+
+
+def test_table_puts_totals_first_and_aligns_columns() -> None:
+    text = render(fresh_view(), "table")
+    lines = text.splitlines()
+    assert "fresh run against http://prom:9090" in lines[0]
+    pending_line = next(i for i, line in enumerate(lines) if line.startswith("Pending:"))
+    header = next(i for i, line in enumerate(lines) if line.startswith("STATUS"))
+    assert pending_line < header  # totals before the table
+    assert lines[pending_line] == ("Pending: 5 recommendations, saving 52.39 EUR/month "
+                                   "(628.68 EUR/year) = 54.4 % of the fleet's cost")
+    assert "Fleet: 7 servers, 96.27 EUR/month (net prices)" in lines
+    table = lines[header:header + 7]
+    # right-aligned money: every row's SAVES/MO column ends at the same position
+    end = lines[header].index("SAVES/MO") + len("SAVES/MO")
+    for row in table[1:]:
+        assert re.match(r"-?\d+\.\d\d$", row[:end].split()[-1]), row
+    total = table[-1]
+    assert total.startswith("TOTAL") and "52.39" in total
+    assert "hcloud server change-type web-1 cx22 --keep-disk" in text
+    assert "Excluded servers" in text and "no memory data (install the agent)" in text
+    assert "Confidence high: 30 days of data, 99 % coverage" in text
+
+
+def test_decisions_from_the_state_show_in_a_fresh_report(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", clock=lambda: fx.T0) as store:
+        store.record_run(fx.run_result())
+        store.accept(fx.rightsize().id, by="alice", note="Tuesday")
+        store.dismiss(fx.idle().id, "DR standby", until=datetime(2030, 1, 1, tzinfo=UTC))
+        view = view_from_result(fx.run_result(), store.statuses())
+    assert view.counts() == {"pending": 3, "accepted": 1, "dismissed": 1}
+    assert view.pending_savings == Decimal("52.39") - Decimal("12.61") - Decimal("16.40")
+    text = render(view, "table")
+    assert "Accepted 2025-06-15 15:06 UTC by alice: Tuesday" in text
+    assert "Dismissed 2025-06-15 15:06 UTC: DR standby (until 2030-01-01 00:00 UTC)" in text
+    # pending first, decided after
+    statuses = [line.split()[0] for line in text.splitlines()
+                if line.startswith(("pending ", "accepted ", "dismissed "))]
+    assert statuses == ["pending"] * 3 + ["accepted", "dismissed"]
+
+
+def test_expired_dismissal_reports_as_pending(tmp_path: Path) -> None:
+    now = [fx.T0]
+    with Store(tmp_path / "s.db", clock=lambda: now[0]) as store:
+        store.record_run(fx.run_result())
+        store.dismiss(fx.idle().id, "later", until=fx.T0 + 60)
+        decisions = store.statuses()
+    view = view_from_result(fx.run_result(started_at=fx.T0 + 3600), decisions)
+    assert view.counts()["dismissed"] == 0
+
+
+def test_json_round_trips() -> None:
+    view = fresh_view()
+    data = json.loads(render(view, "json"))
+    assert data == report_dict(view)
+    assert data["totals"]["pending_monthly_savings"] == "52.39"
+    assert data["totals"]["pending_yearly_savings"] == "628.68"
+    assert data["totals"]["fleet_monthly_cost"] == "96.27"
+    assert data["totals"]["counts"] == {"pending": 5, "accepted": 0, "dismissed": 0}
+    originals = {r.id: r for r in fx.recommendations()}
+    for item in data["recommendations"]:
+        rec = Recommendation.from_dict(item)
+        assert rec == originals[rec.id]
+        assert item["status"] == "pending"
+    assert sum(Decimal(i["monthly_savings"]) for i in data["recommendations"]) == \
+        Decimal(data["totals"]["pending_monthly_savings"])
+    assert [exclusion_from_dict(e) for e in data["exclusions"]] == fx.exclusions()
+
+
+def test_markdown_escapes_and_has_commands() -> None:
+    rec = fx.rightsize()
+    rec.servers = [ServerRef("cloud", "101", "web_1|*evil*", "cx42", "fsn1", "shop")]
+    result = fx.run_result([rec])
+    text = render(view_from_result(result), "markdown")
+    assert text.startswith("# InfraScope recommendations\n")
+    assert text.index("## Totals") < text.index("| STATUS |")
+    assert "web\\_1\\|\\*evil\\*" in text
+    assert "```sh\nhcloud server poweroff web-1\n" in text
+    # every table row has the same number of cells (no unescaped pipe broke one)
+    rows = [line for line in text.splitlines() if line.startswith("| pending")]
+    assert rows and all(row.count(" | ") == 10 for row in rows)
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.links: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.links.append(value)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_is_self_contained_escaped_and_totals_first() -> None:
+    rec = fx.rightsize()
+    rec.servers = [ServerRef("cloud", "101", "<script>alert(1)</script>", "cx42", "fsn1")]
+    rec.reasons[0].text = 'p95 "quoted" & <b>bold</b>'
+    result = fx.run_result([rec, fx.idle()])
+    view = view_from_result(result, dashboard_url="https://grafana.example/d/infrascope-server")
+    html = render(view, "html")
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    parser = _Collector()
+    parser.feed(html)
+    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
+    assert "style" in parser.tags  # inline CSS
+    assert all(link.startswith("https://grafana.example/") for link in parser.links)
+    assert ("https://grafana.example/d/infrascope-server?var-source=cloud&amp;"
+            "var-server_id=101") in html
+    text = " ".join(" ".join(parser.text).split())
+    assert text.index("29.01 EUR/month") < text.index("Right-size")  # totals first
+    assert "348.12 EUR/year" in text
+    assert "96.27 EUR/month" in text  # fleet cost
+    assert "hcloud server change-type web-1 cx22 --keep-disk" in text
+    assert "no memory data (install the agent)" in text  # exclusions
+    assert "Before you start" in text and "confidence high" in text
+
+
+def test_empty_report_says_so() -> None:
+    result = fx.run_result([], excluded=[])
+    for fmt in ("table", "markdown", "html"):
+        assert "No recommendations" in render(view_from_result(result), fmt)
+    assert json.loads(render(view_from_result(result), "json"))["totals"][
+        "pending_monthly_savings"] == "0.00"
+
+
+def test_view_from_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", clock=lambda: fx.T0) as store:
+        with pytest.raises(NoRunYet, match="recommender run"):
+            view_from_store(store)
+        store.record_run(fx.run_result())
+        store.accept(fx.idle().id)
+        view = view_from_store(store)
+    assert view.fleet_monthly_cost == Decimal("96.27") and view.servers == 7
+    assert view.exclusions == fx.exclusions()
+    assert view.counts() == {"pending": 4, "accepted": 1, "dismissed": 0}
+    assert "run 1 at 2025-06-15 15:06 UTC" in view.origin
+
+
+def test_unknown_format() -> None:
+    assert FORMATS == ("table", "markdown", "json", "html")
+    with pytest.raises(ValueError, match="format"):
+        render(fresh_view(), "pdf")

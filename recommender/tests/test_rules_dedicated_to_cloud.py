@@ -1,0 +1,117 @@
+"""Dedicated -> Cloud: a dedicated server whose measured usage fits a cheaper Cloud type."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+from rules_fixtures import cloud, dedicated, fleet, util
+
+from infrascope_recommender.model import Server, Service
+from infrascope_recommender.rules.dedicated_to_cloud import RULE, cloud_name
+from infrascope_recommender.thresholds import Thresholds
+
+TH = Thresholds()
+
+
+def legacy_app(**kwargs: Any) -> Server:
+    defaults: dict[str, Any] = dict(
+        price="49.00", cores=8, memory_gib=64, disk_used_gb=50,
+        utilisation=util(cpu_avg=0.05, cpu_p95=0.1, cpu_max=0.3, mem_p95=0.08, mem_max=0.1))
+    defaults.update(kwargs)
+    return dedicated(2391007, "legacy-app", "EX44", **defaults)
+
+
+def with_d2c(**changes: object) -> Thresholds:
+    return dataclasses.replace(TH, dedicated_to_cloud=dataclasses.replace(
+        TH.dedicated_to_cloud, **changes))
+
+
+def test_fits_a_cheaper_cloud_type() -> None:
+    d = legacy_app(services=[Service("systemd", "legacy.service", "active")])
+    result = RULE.evaluate(fleet(d), TH)
+    assert result.exclusions == []
+    [rec] = result.recommendations
+    assert (rec.kind, rec.action) == ("dedicated_to_cloud", "migrate")
+    # p95 0.8 cores -> 2 cores; peak 6.4 GiB / 0.8 = 8 GiB; 50 GB / 0.8 = 62.5 GB -> cx33
+    assert (rec.target_type, rec.target_location) == ("cx33", "fsn1")
+    assert rec.current_monthly_cost == Decimal("49.00")
+    assert rec.projected_monthly_cost == Decimal("6.49")  # 5.99 + default IPv4 0.50
+    assert rec.savings == Decimal("42.51")
+    assert rec.commands == [
+        "hcloud server create --name legacy-app --type cx33 --location fsn1 "
+        "--image ubuntu-24.04",
+        "# move the services and data of legacy-app (Robot server 2391007) to legacy-app, "
+        "then switch DNS",
+        "# cancel server 2391007 in Robot (Server → Cancellation)",
+    ]
+    assert rec.risk == "medium" and rec.confidence == "high"
+    assert any("shared vCPUs" in r.text for r in rec.risk_reasons)
+    assert any("systemd legacy.service" in r.text for r in rec.risk_reasons)
+    assert rec.projected_memory_utilisation is not None
+    assert abs(rec.projected_memory_utilisation - 0.8) < 1e-9
+
+
+def test_ipv4_price_seen_in_the_fleet_is_used() -> None:
+    d = legacy_app()
+    c = cloud(1, "web", "cx33", ipv4="0.60", labels={"env": "production"})
+    [rec] = RULE.evaluate(fleet(d, c), TH).recommendations
+    assert rec.projected_monthly_cost == Decimal("6.59")
+
+
+def test_needs_agent_figures() -> None:
+    d = legacy_app(disk_used_gb=None, utilisation=util(cpu_avg=0.05, cpu_p95=0.1))
+    [exc] = RULE.evaluate(fleet(d), TH).exclusions
+    assert exc.rule == "dedicated_to_cloud"
+    assert exc.reason == (
+        "needs the agent's figures to size a Cloud server: memory was not measured (no agent; "
+        "the Cloud API has no memory figure); no disk usage (node_filesystem_*)")
+    blind = legacy_app(utilisation=util())
+    [exc] = RULE.evaluate(fleet(blind), TH).exclusions
+    assert exc.reason.startswith("needs the agent's figures to size a Cloud server: "
+                                 "no utilisation series")
+
+
+def test_location_mapping() -> None:
+    d = legacy_app(datacenter="NBG1-DC3")
+    [rec] = RULE.evaluate(fleet(d), TH).recommendations
+    assert rec.target_location == "nbg1"
+    hel = with_d2c(locations={"nbg1": "hel1"})
+    [rec] = RULE.evaluate(fleet(d), hel).recommendations
+    assert rec.target_location == "hel1"
+    unknown = legacy_app(datacenter="XYZ1-DC1")
+    [exc] = RULE.evaluate(fleet(unknown), TH).exclusions
+    assert exc.reason == ("no Cloud location mapped for datacenter 'XYZ1-DC1' "
+                          "(rules.dedicated_to_cloud.locations)")
+
+
+def test_cpu_types_setting() -> None:
+    d = legacy_app()
+    [rec] = RULE.evaluate(fleet(d), with_d2c(cpu_types=("dedicated",))).recommendations
+    assert rec.target_type == "ccx13"  # 2 dedicated vCPUs, 8 GiB, 80 GB
+    assert rec.savings == Decimal("34.01")  # 49.00 - 14.49 - 0.50
+    assert not any("shared vCPUs" in r.text for r in rec.risk_reasons)
+
+
+def test_not_enough_savings() -> None:
+    d = legacy_app(price="7.00")
+    result = RULE.evaluate(fleet(d), TH)
+    assert result.recommendations == [] and result.exclusions == []
+
+
+def test_too_big_for_any_cloud_type() -> None:
+    d = legacy_app(cores=64, utilisation=util(cpu_avg=0.5, cpu_p95=0.6, mem_p95=0.1))
+    [exc] = RULE.evaluate(fleet(d), TH).exclusions
+    assert exc.reason.startswith("no Cloud type in fsn1 holds 38.4 cores at p95")
+
+
+def test_unpriced_dedicated_server() -> None:
+    d = legacy_app(price=None)
+    [exc] = RULE.evaluate(fleet(d), TH).exclusions
+    assert exc.reason.startswith("no price known")
+
+
+def test_cloud_name() -> None:
+    assert cloud_name(dedicated(1, "DB Primary_01")) == "db-primary-01"
+    assert cloud_name(dedicated(7, "§§")) == "dedicated-7"
