@@ -142,7 +142,8 @@ def validate_config(raw: Any) -> dict[str, Any]:
                    ("jobs", "runbook_base_url", "intervals", "utilisation", "attributes",
                     "cost_labels", "tiers", "alerts", "disk_fstype_exclude"))
     cfg: dict[str, Any] = {}
-    jobs = _mapping(top["jobs"], "jobs", ("exporter", "agent"), ("exporter", "agent"))
+    jobs = _mapping(top["jobs"], "jobs", ("exporter", "agent", "recommender"),
+                    ("exporter", "agent"))
     cfg["jobs"] = {k: _name(v, f"jobs.{k}") for k, v in jobs.items()}
     url = top["runbook_base_url"]
     if not isinstance(url, str) or not re.match(r"^https?://\S+[^/]$", url):
