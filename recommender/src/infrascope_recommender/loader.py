@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -215,6 +216,9 @@ def _by_name(result: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+PARALLEL_QUERIES = 4  # concurrent queries per run: modest, Prometheus serves dashboards too
+
+
 def load(client: PrometheusClient, settings: PrometheusSettings,
          at: float | None = None) -> Fleet:
     """Query Prometheus (:data:`QUERY_COUNT` requests) and build the fleet."""
@@ -222,15 +226,24 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
     before = client.queries
     skip = _Skips()
     plan = queries(settings)
-    results: dict[str, list[dict[str, Any]]] = {}
-    for q in plan:
-        results[q.name] = client.query(q.expr, at)
-        if q.name == "inventory" and not any(
-                _metric(s).get("__name__") == "hetzner_server_info" for s in results[q.name]):
-            raise LoaderError(
-                f"no hetzner_server_info series at {display_url(settings.url)} — is the "
-                f"exporter scraped with job=\"{settings.exporter_job}\"?",
-                url=display_url(settings.url))
+    # The inventory first: without it nothing else is worth asking. The other queries are
+    # independent: run them side by side (Prometheus evaluates them in parallel, up to
+    # --query.max-concurrency, while this process decodes the answers). A failure
+    # surfaces as the first failing query in plan order.
+    first, rest = plan[0], plan[1:]
+    assert first.name == "inventory"
+    results: dict[str, list[dict[str, Any]]] = {first.name: client.query(first.expr, at)}
+    if not any(_metric(s).get("__name__") == "hetzner_server_info"
+               for s in results[first.name]):
+        raise LoaderError(
+            f"no hetzner_server_info series at {display_url(settings.url)} — is the "
+            f"exporter scraped with job=\"{settings.exporter_job}\"?",
+            url=display_url(settings.url))
+    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
+                            thread_name_prefix="promql") as pool:
+        futures = [(q, pool.submit(client.query, q.expr, at)) for q in rest]
+    for q, future in futures:
+        results[q.name] = future.result()
 
     servers = _inventory(results["inventory"] + results["labels"], skip)
     _sizes_and_cost(servers, results["sizes_and_cost"], skip)

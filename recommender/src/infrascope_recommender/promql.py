@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -100,6 +101,7 @@ class PrometheusClient:
         self.base_url = settings.url.rstrip("/")
         self.queries = 0
         self.attempts = 0
+        self._count_lock = threading.Lock()  # the loader queries from several threads
         self._sleep = sleep
         headers = {"Accept": "application/json",
                    "User-Agent": "infrascope-recommender"}
@@ -147,7 +149,8 @@ class PrometheusClient:
     # -------------------------------------------------------------------- internals
 
     def _run(self, path: str, params: dict[str, str], expr: str) -> list[dict[str, Any]]:
-        self.queries += 1
+        with self._count_lock:
+            self.queries += 1
         url = self.base_url + path
         shown = display_url(url)
         # evaluation timeout for the server, in seconds (a float is accepted everywhere)
@@ -156,7 +159,8 @@ class PrometheusClient:
         attempt = 0
         while True:
             attempt += 1
-            self.attempts += 1
+            with self._count_lock:
+                self.attempts += 1
             try:
                 response = self._client.post(url, data=params)
             except httpx.TransportError as exc:

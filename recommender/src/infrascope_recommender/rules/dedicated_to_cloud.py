@@ -44,16 +44,31 @@ def cloud_location(server: Server, th: Thresholds) -> str | None:
     return th.dedicated_to_cloud.locations.get(prefix.strip().lower())
 
 
+class Ipv4Prices:
+    """What a primary IPv4 costs: as the fleet's Cloud servers there (else anywhere) pay.
+
+    Built once per evaluation (one pass over the fleet), not once per dedicated server.
+    """
+
+    def __init__(self, fleet: Fleet, th: Thresholds) -> None:
+        self.by_location: dict[str, Decimal] = {}
+        self.anywhere: Decimal | None = None
+        for s in fleet.servers.values():
+            amount = s.cost_breakdown.get("primary_ipv4")
+            if s.source == "cloud" and amount is not None:
+                here = self.by_location.get(s.location)
+                self.by_location[s.location] = amount if here is None else max(here, amount)
+                self.anywhere = amount if self.anywhere is None else max(self.anywhere, amount)
+        self.default = th.dedicated_to_cloud.primary_ipv4_euros
+
+    def __call__(self, location: str) -> Decimal:
+        price = self.by_location.get(location, self.anywhere)
+        return self.default if price is None else price
+
+
 def ipv4_price(fleet: Fleet, location: str, th: Thresholds) -> Decimal:
-    """What a primary IPv4 costs: as the fleet's Cloud servers there (else anywhere) pay."""
-    here: list[Decimal] = []
-    anywhere: list[Decimal] = []
-    for s in fleet.servers.values():
-        amount = s.cost_breakdown.get("primary_ipv4")
-        if s.source == "cloud" and amount is not None:
-            (here if s.location == location else anywhere).append(amount)
-    seen = here or anywhere
-    return max(seen) if seen else th.dedicated_to_cloud.primary_ipv4_euros
+    """One location's IPv4 price (see :class:`Ipv4Prices`)."""
+    return Ipv4Prices(fleet, th)(location)
 
 
 def cloud_name(server: Server) -> str:
@@ -71,18 +86,19 @@ class DedicatedToCloudRule:
         dc = thresholds.dedicated_to_cloud
         if not dc.enabled:
             return result
+        prices = Ipv4Prices(fleet, thresholds)
         for server in in_order(fleet):
             if server.source != "dedicated":
                 continue
-            outcome = self._judge(server, fleet, thresholds)
+            outcome = self._judge(server, fleet, thresholds, prices)
             if isinstance(outcome, str):
                 result.exclusions.append(exclusion(server, self.name, outcome))
             elif outcome is not None:
                 result.recommendations.append(outcome)
         return result
 
-    def _judge(self, server: Server, fleet: Fleet,
-               th: Thresholds) -> Recommendation | str | None:
+    def _judge(self, server: Server, fleet: Fleet, th: Thresholds,
+               prices: Ipv4Prices) -> Recommendation | str | None:
         dc = th.dedicated_to_cloud
         a = assess(server, th)
         missing = []
@@ -118,7 +134,7 @@ class DedicatedToCloudRule:
             return (f"no Cloud type in {location} holds {num(cpu)} cores at p95, "
                     f"{gib(memory)} peak memory and {gb(server.disk_used_bytes)} of data "
                     "within the headroom")
-        ipv4 = ipv4_price(fleet, location, th)
+        ipv4 = prices(location)
         projected = target.price + ipv4
         current = server.monthly_cost
         if not savings_enough(current, projected, dc.min_savings_euros, dc.min_savings_percent):
