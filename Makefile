@@ -1,5 +1,5 @@
 # InfraScope developer entry points. GNU make.
-#   make demo   run the stack so far (simulator + exporter) on the demo fleet
+#   make demo   run the whole stack natively on the demo fleet (Ctrl-C stops it)
 #   make test   install what is needed and run every test suite
 #   make lint / make bench / make clean   developer extras
 
@@ -15,7 +15,7 @@ STAMP = $(VENV)/.installed
 .PHONY: help apt-deps venv test lint bench demo clean
 
 help:
-	@echo "make demo    run the stack so far (simulator + exporter) on the demo fleet"
+	@echo "make demo    run the whole stack on the demo fleet (DEMO_ARGS=--once: start, report, stop)"
 	@echo "make test    install dependencies (apt + $(VENV)) and run all tests"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run bench/*_bench.py"
@@ -42,8 +42,9 @@ lint: venv
 bench: venv
 	$(PY) bench/run.py
 
-demo: venv
-	$(PY) scripts/demo.py
+# DEMO_ARGS: flags of scripts/demo.py, e.g. DEMO_ARGS="--once --prometheus-port 0".
+demo: apt-deps venv
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,110 +1,853 @@
 #!/usr/bin/env python3
-"""`make demo`: run what exists of the stack natively on the built-in demo fleet.
+"""`make demo`: the whole InfraScope stack, natively, on the built-in demo fleet.
 
-So far: the Hetzner API simulator (demo fleet, simulated agents) and the
-exporter configured against it. Prints the URLs and this month's bill, then
-keeps running until Ctrl-C (or exits at once with --once) and stops every
-process it started, by pid. State lives in .demo/ only.
+One command, nothing else running, state in ``.demo/`` only:
+
+1. **The stack starts** under honcho, from a Procfile written into the state folder:
+   the Hetzner API simulator (the demo fleet plus one more dedicated server, the
+   machine the demo runs on, and a simulated agent per server), the exporter, the real
+   agent on this machine, Alertmanager with a webhook receiver that logs every
+   notification, Prometheus (waiting for the history) and the recommender (waiting for
+   Prometheus' 30-day figures, then ``recommender run`` and ``recommender serve``).
+2. **History.** The exporter's real backfill (``infrascope-exporter backfill``) writes
+   30 days of Cloud metrics and inventory from the simulator as OpenMetrics, and
+   ``infrascope-sim agents-history`` what the simulated agents would have reported
+   over the same days (memory of every server, CPU counters of the dedicated ones:
+   Hetzner keeps neither). ``promtool tsdb create-blocks-from openmetrics`` turns both
+   into TSDB blocks.
+3. **Recording-rule backfill.** ``infrascope-exporter backfill split-rules`` orders the
+   committed recording rules into passes; the passes that lead to the hourly series
+   the 30-day figures read are evaluated over the history with ``promtool tsdb
+   create-blocks-from rules`` against a temporary Prometheus, restarted after each pass
+   to load its blocks.
+4. **Prometheus starts** on that data with the rules pack; once the recommender has run,
+   the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM) stops every
+   process, by pid; ``--once`` stops right after the report.
+
+Ports are flags (0 picks a free one; a busy default port is replaced by a free one);
+``--state-dir`` moves the state folder (it is emptied at start). The choices and
+shortcuts are explained in the root README, "What the demo shows".
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import subprocess
 import sys
+
+sys.dont_write_bytecode = True  # nothing outside the state folder, not even __pycache__
+
+import argparse
+import functools
+import importlib.util
+import json
+import math
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from string import Template
+from types import FrameType, ModuleType
+from typing import Any
+
+import yaml
+
+from infrascope_sim.prom import Prometheus, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STATE = ROOT / ".demo"
+DEMO = ROOT / "demo"
+RULES = ROOT / "prometheus" / "rules"
+DEFAULT_STATE = ROOT / ".demo"
+MARKER = ".infrascope-demo"
+
+DEFAULT_PORTS = {"sim": 8480, "exporter": 8790, "agent": 8791, "recommender": 8792,
+                 "webhook": 8798, "prometheus": 9190, "alertmanager": 9193}
+PORT_HELP = {"sim": "Hetzner API simulator", "exporter": "exporter",
+             "agent": "the real agent on this machine", "recommender": "recommender API",
+             "webhook": "Alertmanager webhook receiver", "prometheus": "Prometheus",
+             "alertmanager": "Alertmanager"}
+
+THIS_MACHINE_NUMBER = 2391100
+THIS_MACHINE_NAME = "this-machine"
+HISTORY_DAYS = 30
+HISTORY_STEP = 300  # the exporter backfill's step, and the agents' memory samples
+END_OFFSET = 3 * 3600  # the exporter backfill ends 3 h before now (Prometheus' head)
+RETENTION = "40d"  # >= 35 d: the 30-day windows plus margin
+
+# Recording-rule backfill: the groups whose history the 30-day figures read, with the
+# interval promtool evaluates them at. The per-minute group runs every 5 minutes here:
+# its CPU series are 5-minute rates, so twelve of them tile each hour exactly and the
+# hourly averages stay the same, at a fifth of the evaluations.
+BACKFILL_GROUPS = {"infrascope-utilisation": "5m", "infrascope-utilisation-hourly": None}
+RULES_BLOCK = "486h"  # promtool writes 486-hour blocks: 5832 steps of 5m per query (< 11000)
+OM_BLOCK = "1458h"  # the largest block size promtool offers: the file is read once per block
+
+# The live demo rules: a copy of the committed files in which group intervals are 2 s
+# (so the 30-day figures and alerts are there within seconds of the start) except the
+# hourly group, whose rules write one sample in the first 5 minutes of every hour and
+# must keep their 5 minutes; alert `for` durations are divided by 60 (minutes become
+# seconds: the 1-hour InfraScopeServerIdle fires after a minute).
+DEMO_INTERVAL = "2s"
+KEEP_INTERVAL = {"infrascope-utilisation-hourly"}
+FOR_DIVISOR = 60
+# Alertmanager: every group_wait 5 s (the production digest waits 10 minutes).
+AM_TIMING = {"group_wait": "5s", "group_interval": "1m", "repeat_interval": "4h"}
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def wait_for(url: str, seconds: float, procs: list[subprocess.Popen]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                raise SystemExit(f"demo: {p.args[0]} exited with {p.returncode}; "
-                                 f"see {STATE}/*.log")
+class DemoError(Exception):
+    """The demo cannot go on; the message says why (and which log to read)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def log(message: str) -> None:
+    print(f"demo: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+def port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+            s.bind(("127.0.0.1", port))
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"demo: {url} did not answer within {seconds:.0f} s")
+            return True
+    return False
 
 
-def bill(metrics: str) -> tuple[float, int]:
-    total, servers = 0.0, 0
-    for line in metrics.splitlines():
-        if line.startswith(("hetzner_server_monthly_cost_euros{",
-                            "hetzner_resource_monthly_cost_euros{",
-                            "hetzner_server_traffic_overage_projected_cost_euros{")):
-            total += float(line.rsplit(" ", 1)[1])
-        if line.startswith("hetzner_server_info{"):
-            servers += 1
-    return total, servers
+def choose_ports(given: Mapping[str, int | None]) -> dict[str, int]:
+    """Each port as given; 0 is a free one; a busy *default* port becomes a free one."""
+    ports: dict[str, int] = {}
+    for name, default in DEFAULT_PORTS.items():
+        port = given.get(name)
+        if port == 0:
+            ports[name] = free_port()
+        elif port is not None:
+            if port_busy(port):
+                raise DemoError(f"--{name}-port {port} is in use (0 picks a free port)")
+            ports[name] = port
+        elif port_busy(default):
+            ports[name] = free_port()
+            log(f"port {default} ({PORT_HELP[name]}) is in use: using {ports[name]}")
+        else:
+            ports[name] = default
+    if len(set(ports.values())) != len(ports):
+        raise DemoError(f"two services on one port: {ports}")
+    return ports
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="start, print, stop (for tests)")
-    parser.add_argument("--sim-port", type=int, default=8480)
-    parser.add_argument("--exporter-port", type=int, default=8790)
-    args = parser.parse_args()
-    STATE.mkdir(exist_ok=True)
-    sim_url = f"http://127.0.0.1:{args.sim_port}"
-    exporter_url = f"http://127.0.0.1:{args.exporter_port}"
-    procs: list[subprocess.Popen] = []
+def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with open(STATE / "simulator.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [str(BIN / "infrascope-sim"), "serve", "--fleet", "demo",
-                 "--listen", f"127.0.0.1:{args.sim_port}"], stdout=log, stderr=log))
-        wait_for(sim_url + "/healthz", 30, procs)
-        config = subprocess.run(
-            [str(BIN / "infrascope-sim"), "exporter-config", "--fleet", "demo",
-             "--base-url", sim_url], check=True, capture_output=True, text=True).stdout
-        (STATE / "exporter.yaml").write_text(config)
-        os.chmod(STATE / "exporter.yaml", 0o600)  # it holds the demo fleet's tokens
-        with open(STATE / "exporter.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [str(BIN / "infrascope-exporter"), "--config.file", str(STATE / "exporter.yaml"),
-                 "--web.listen-address", f"127.0.0.1:{args.exporter_port}",
-                 "--render-interval", "2s"], stdout=log, stderr=log))
-        wait_for(exporter_url + "/readyz", 60, procs)
-        time.sleep(2.5)  # one render after the first refreshes
-        with urllib.request.urlopen(exporter_url + "/metrics", timeout=10) as r:
-            total, servers = bill(r.read().decode())
-        print("InfraScope demo (so far: Hetzner API simulator + exporter)")
-        print(f"  simulator:  {sim_url}/  (Cloud {sim_url}/v1, Robot {sim_url}/robot)")
-        print(f"  exporter:   {exporter_url}/metrics   service discovery: {exporter_url}/sd")
-        print(f"  demo fleet: {servers} servers; this month's projected bill: "
-              f"EUR {total:,.2f} net")
-        print(f"  logs and config: {STATE}/")
-        if args.once:
-            return 0
-        print("Press Ctrl-C to stop.", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in reversed(procs):
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return 200 <= int(r.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def duration_seconds(text: str) -> int:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(text)):
+        total += int(number) * units[unit]
+    return int(total)
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise DemoError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+@dataclass
+class Phases:
+    """Wall-clock time of each start-up phase (printed, and read by the benchmark)."""
+
+    start: float = field(default_factory=time.monotonic)
+    times: list[tuple[str, float]] = field(default_factory=list)
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    _last: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._last = self.start
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.times.append((name, now - self._last))
+        self._last = now
+
+    def step(self, name: str, seconds: float) -> None:
+        """A step inside a phase (steps of one phase may overlap)."""
+        self.steps.append((name, seconds))
+
+    def total(self) -> float:
+        return time.monotonic() - self.start
+
+    def summary(self) -> str:
+        text = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.times)
+        if self.steps:
+            text += "; steps: " + ", ".join(f"{n} {s:.1f} s" for n, s in self.steps)
+        return text
+
+
+class Children:
+    """Processes this script starts itself (outside honcho); stopped by pid."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: Sequence[str], logfile: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+        with open(logfile, "ab") as out:
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.terminate()
             try:
-                p.wait(timeout=15)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                proc.kill()
+                proc.wait()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float,
+             alive: Callable[[], str | None] = lambda: None, interval: float = 0.2) -> None:
+    """Poll ``check`` until it is true; ``alive`` returns a reason to give up early."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        reason = alive()
+        if reason:
+            raise DemoError(f"{what}: {reason}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what}: not there after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def run(cmd: Sequence[str], logfile: Path, what: str, timeout: float = 600,
+        log_stdout: bool = True) -> str:
+    """Run a command to completion, its stderr (and, unless it is data that must not be
+    logged, its stdout) appended to ``logfile``; returns its stdout."""
+    with open(logfile, "ab") as err:
+        result = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=err,
+                                stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    out = result.stdout.decode(errors="replace")
+    if log_stdout:
+        with open(logfile, "a", encoding="utf-8") as fh:
+            fh.write(out)
+    if result.returncode != 0:
+        raise DemoError(f"{what} exited with {result.returncode}:\n{tail(logfile)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------
+@dataclass
+class Demo:
+    state: Path
+    ports: dict[str, int]
+    children: Children = field(default_factory=Children)
+    phases: Phases = field(default_factory=Phases)
+    honcho: subprocess.Popen[bytes] | None = None
+    servers: int = 0
+    history_servers: int = 0
+    range_: tuple[int, int] = (0, 0)
+
+    # -- paths ---------------------------------------------------------------------
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state / "prometheus" / "data"
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def exe(self, name: str) -> str:
+        found = BIN / name
+        if found.exists():
+            return str(found)
+        other = shutil.which(name)
+        if other is None:
+            raise DemoError(f"{name} not found: run `make demo` (it installs what it needs)")
+        return other
+
+    # -- state and inputs ----------------------------------------------------------
+    def prepare(self) -> None:
+        for tool in ("prometheus", "promtool"):
+            if shutil.which(tool) is None:
+                raise DemoError(f"{tool} is not installed: `make demo` installs it "
+                                "(scripts/ensure-apt-deps.sh)")
+        alertmanager()  # raises when missing
+        if self.state.exists() and any(self.state.iterdir()) \
+                and not (self.state / MARKER).exists():
+            raise DemoError(f"{self.state} is not empty and not a demo state folder: "
+                            "choose another --state-dir")
+        if self.state.exists():
+            shutil.rmtree(self.state)
+        for sub in ("logs", "history", "prometheus/data", "prometheus/rules", "rule-passes",
+                    "alertmanager/data", "webhook", "recommender"):
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        (self.state / MARKER).write_text("state folder of scripts/demo.py; emptied at start\n")
+        (self.state / ".env").write_text("")  # honcho reads an env file; this one is empty
+        self.write_fleet()
+
+    def write_fleet(self) -> None:
+        """The demo fleet plus this machine as one more dedicated server."""
+        fleet = yaml.safe_load(resources.files("infrascope_sim").joinpath(
+            "demo_fleet.yaml").read_text())
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        fleet["robot"]["servers"].append({
+            "number": THIS_MACHINE_NUMBER, "name": THIS_MACHINE_NAME,
+            "product": "this machine", "dc": "FSN1-DC1",
+            "cores": os.cpu_count() or 1,
+            "memory_gb": max(1, round(pages / 1024**3)),
+            "disk_gb": max(1, round(shutil.disk_usage("/").total / 1e9)),
+            "paid_until": "2026-12-31",
+            # Nothing to pay: it is the machine the demo runs on. Priced, so the
+            # bill and the roll-ups know it (an unpriced server is flagged).
+            "monthly_price_net": "0.00",
+            "labels": {"env": "demo", "project": "infrascope"},
+            "workload": {"profile": "idle"},  # unused: the real agent reports it
+        })
+        self.servers = len(fleet["robot"]["servers"]) + sum(
+            len(p["servers"]) for p in fleet["cloud"]["projects"])
+        self.history_servers = self.servers - 1
+        text = ("# The built-in demo fleet plus this machine as dedicated server "
+                f"{THIS_MACHINE_NUMBER}\n# (written by scripts/demo.py).\n"
+                + yaml.safe_dump(fleet, sort_keys=False))
+        (self.state / "fleet.yaml").write_text(text)
+        config = run([self.exe("infrascope-sim"), "exporter-config", "--fleet",
+                      str(self.state / "fleet.yaml"), "--base-url", self.url("sim")],
+                     self.logs / "prepare.log", "infrascope-sim exporter-config",
+                     log_stdout=False)  # the configuration holds the fleet's credentials
+        path = self.state / "exporter.yaml"
+        path.touch(mode=0o600)
+        path.chmod(0o600)  # the demo fleet's tokens (public fixtures, still treated as such)
+        path.write_text(config)
+
+    # -- history and blocks ---------------------------------------------------------
+    def history(self) -> None:
+        """Both OpenMetrics files and their blocks. The exporter's backfill (the long
+        pole) runs while the agents' history is written and converted."""
+        now = time.time()
+        end = math.floor((now - END_OFFSET) / HISTORY_STEP) * HISTORY_STEP
+        start = math.ceil((now - HISTORY_DAYS * 86400 + 60) / HISTORY_STEP) * HISTORY_STEP
+        self.wait_stack(["sim"])
+        try:
+            hist = self.state / "history"
+            t0 = time.monotonic()
+            exporter = self.children.start(
+                [self.exe("infrascope-exporter"), "backfill", "--days", str(HISTORY_DAYS),
+                 "--output", str(hist / "hetzner.om"),
+                 "--config.file", str(self.state / "exporter.yaml"),
+                 "--instance", f"127.0.0.1:{self.ports['exporter']}",
+                 "--request-budget", "0.9"], self.logs / "history-exporter-backfill.log")
+            run([self.exe("infrascope-sim"), "agents-history",
+                 "--fleet", str(self.state / "fleet.yaml"), "--output", str(hist / "agents.om"),
+                 "--start", str(start), "--end", str(end), "--cpus", "1",
+                 "--exclude", f"dedicated/{THIS_MACHINE_NUMBER}"],
+                self.logs / "history-agents.log", "infrascope-sim agents-history")
+            self.phases.step("agents history", time.monotonic() - t0)
+            agents = self.promtool_openmetrics("agents")
+            code = exporter.wait(timeout=600)
+            self.phases.step("exporter backfill", time.monotonic() - t0)
+            if code != 0:
+                raise DemoError("infrascope-exporter backfill exited with "
+                                f"{code}:\n{tail(self.logs / 'history-exporter-backfill.log')}")
+            hetzner = self.promtool_openmetrics("hetzner")
+            for proc in (agents, hetzner):
+                self.finish_openmetrics(*proc)
+        finally:
+            self.children.stop_all()
+        text = (self.logs / "history-exporter-backfill.log").read_text(errors="replace")
+        m = re.search(r"wrote \S+: .*?(\d{4}-\d\d-\d\dT[\d:]+Z) \.\. (\d{4}-\d\d-\d\dT[\d:]+Z)",
+                      text)
+        if m is None:
+            raise DemoError("the exporter backfill did not print its range:\n"
+                            + tail(self.logs / "history-exporter-backfill.log"))
+        self.range_ = (parse_iso(m.group(1)), parse_iso(m.group(2)))
+        self.phases.done("history and blocks")
+
+    def promtool_openmetrics(self, name: str) -> tuple[str, float, subprocess.Popen[bytes]]:
+        hist = self.state / "history"
+        return name, time.monotonic(), self.children.start(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics",
+             f"--max-block-duration={OM_BLOCK}", str(hist / f"{name}.om"),
+             str(hist / f"{name}-blocks")], self.logs / f"promtool-{name}.log")
+
+    def finish_openmetrics(self, name: str, started: float,
+                           proc: subprocess.Popen[bytes]) -> None:
+        hist = self.state / "history"
+        if proc.wait(timeout=900) != 0:
+            raise DemoError(f"promtool (openmetrics, {name}) exited with {proc.returncode}:"
+                            f"\n{tail(self.logs / f'promtool-{name}.log')}")
+        self.phases.step(f"promtool {name}", time.monotonic() - started)
+        self.children.procs.remove(proc)
+        self.move_blocks(hist / f"{name}-blocks")
+        (hist / f"{name}.om").unlink()
+
+    def move_blocks(self, out: Path) -> int:
+        moved = 0
+        for block in sorted(out.iterdir()) if out.exists() else []:
+            if (block / "meta.json").is_file():
+                block.rename(self.data_dir / block.name)
+                moved += 1
+        shutil.rmtree(out, ignore_errors=True)
+        return moved
+
+    # -- recording-rule passes -------------------------------------------------------
+    def rule_passes(self) -> None:
+        """split-rules' passes, restricted to BACKFILL_GROUPS; each rule of a pass is
+        evaluated by its own promtool, in parallel, against one temporary Prometheus."""
+        passes_dir = self.state / "rule-passes"
+        start, end = (iso(t) for t in self.range_)
+        run([self.exe("infrascope-exporter"), "backfill", "split-rules", "--start", start,
+             "--end", end, "--url", "http://127.0.0.1:PORT", "--data-dir", str(self.data_dir),
+             "--output-dir", str(passes_dir), *sorted(str(p) for p in RULES.glob("*.yml"))],
+            self.logs / "rule-passes.log", "infrascope-exporter backfill split-rules")
+        passes: list[list[Path]] = []
+        for path in sorted(passes_dir.glob("pass-*.yml"), key=lambda p: int(p.stem[5:])):
+            files = []
+            for group in yaml.safe_load(path.read_text())["groups"]:
+                if group["name"] not in BACKFILL_GROUPS:
+                    continue
+                if BACKFILL_GROUPS[group["name"]]:
+                    group["interval"] = BACKFILL_GROUPS[group["name"]]
+                for i, rule in enumerate(group["rules"]):
+                    target = passes_dir / f"demo-{path.stem}-{group['name']}-{i}.yml"
+                    target.write_text(yaml.safe_dump(
+                        {"groups": [{**group, "rules": [rule]}]}, sort_keys=False))
+                    files.append(target)
+            if files:
+                passes.append(files)
+        if not passes:
+            raise DemoError("split-rules found none of the backfilled groups "
+                            f"{sorted(BACKFILL_GROUPS)} in {RULES}")
+        prom = Prometheus(self.data_dir, config="scrape_configs: []\n",
+                          workdir=self.state / "prometheus" / "backfill", retention=RETENTION)
+        try:
+            for n, files in enumerate(passes, start=1):
+                if prom.running():
+                    prom.restart()  # loads the blocks of the pass before
+                else:
+                    prom.start()
+                t0 = time.monotonic()
+                procs = [(path, self.children.start(
+                    ["promtool", "tsdb", "create-blocks-from", "rules", "--start", start,
+                     "--end", end, "--url", prom.url, "--output-dir",
+                     str(path.with_suffix(".blocks")), f"--max-block-duration={RULES_BLOCK}",
+                     str(path)], self.logs / "rule-passes.log")) for path in files]
+                for path, proc in procs:
+                    if proc.wait(timeout=600) != 0:
+                        raise DemoError(f"promtool (rules, {path.name}) exited with "
+                                        f"{proc.returncode}:\n"
+                                        f"{tail(self.logs / 'rule-passes.log')}")
+                    self.children.procs.remove(proc)
+                    if self.move_blocks(path.with_suffix(".blocks")) == 0:
+                        raise DemoError(f"promtool wrote no blocks for {path.name}: see "
+                                        f"{self.logs / 'rule-passes.log'}")
+                self.phases.step(f"rule pass {n} ({len(files)} rules)", time.monotonic() - t0)
+        finally:
+            prom.stop()
+        self.phases.done(f"rule passes ({len(passes)})")
+
+    # -- configuration of the stack -------------------------------------------------
+    def write_configs(self) -> None:
+        self.write_rules()
+        values = {f"{k}_port": str(v) for k, v in self.ports.items()}
+        values.update(rules_dir=str(self.state / "prometheus" / "rules"),
+                      this_machine_number=str(THIS_MACHINE_NUMBER),
+                      this_machine_name=THIS_MACHINE_NAME)
+        text = Template((DEMO / "prometheus.yml").read_text()).substitute(values)
+        (self.state / "prometheus" / "prometheus.yml").write_text(text)
+        self.write_alertmanager()
+        token = self.state / "recommender" / "api-token"
+        token.touch(mode=0o600)
+        token.chmod(0o600)
+        token.write_text(secrets.token_urlsafe(32) + "\n")
+        rec = {"prometheus": {"url": self.url("prometheus")},
+               "state": {"path": str(self.state / "recommender" / "state.db")},
+               "api": {"listen": f"127.0.0.1:{self.ports['recommender']}",
+                       "token_file": str(token)},
+               "schedule": {"interval": "1h"}}
+        (self.state / "recommender" / "recommender.yml").write_text(
+            "# The recommender of `make demo` (written by scripts/demo.py).\n"
+            + yaml.safe_dump(rec, sort_keys=False))
+        (self.state / "Procfile").write_text(self.procfile())
+
+    def write_rules(self) -> None:
+        """The committed rule files with demo intervals and `for` durations (see top)."""
+        out = self.state / "prometheus" / "rules"
+        for path in sorted(RULES.glob("*.rules.yml")):
+            doc = yaml.safe_load(path.read_text())
+            for group in doc["groups"]:
+                if group["name"] not in KEEP_INTERVAL:
+                    group["interval"] = DEMO_INTERVAL
+                for rule in group["rules"]:
+                    if "for" in rule:
+                        rule["for"] = f"{duration_seconds(rule['for']) // FOR_DIVISOR}s"
+            (out / path.name).write_text(
+                f"# {path.relative_to(ROOT)} for the demo (written by scripts/demo.py): group "
+                f"intervals {DEMO_INTERVAL} except {', '.join(sorted(KEEP_INTERVAL))}, every "
+                f"`for` divided by {FOR_DIVISOR}.\n"
+                + yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True))
+        result = subprocess.run(["promtool", "check", "rules", *map(str, out.glob("*.yml"))],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise DemoError(f"promtool check rules failed on the demo rules:\n{result.stdout}"
+                            f"{result.stderr}")
+
+    def write_alertmanager(self) -> None:
+        render_demo = load_module(ROOT / "alertmanager" / "render_demo.py", "render_demo")
+        production = render_demo.load(render_demo.PRODUCTION)
+        sink = self.url("webhook", "/alerts")
+        config = render_demo.render(production, sink,
+                                    template_dir=render_demo.PRODUCTION.parent)
+
+        def timing(route: dict[str, Any], root: bool) -> None:
+            for key, value in AM_TIMING.items():
+                if root or key in route:
+                    route[key] = value
+            for child in route.get("routes", []):
+                timing(child, False)
+
+        timing(config["route"], True)
+        (self.state / "alertmanager" / "alertmanager.yml").write_text(
+            render_demo.dump(config, sink).replace(
+                "# GENERATED by alertmanager/render_demo.py", "# Written by scripts/demo.py "
+                f"with alertmanager/render_demo.py (timings: {AM_TIMING})", 1))
+
+    def procfile(self) -> str:
+        s, q = self.state, shlex.quote
+        py = q(sys.executable)
+        rec_cfg = q(str(s / "recommender" / "recommender.yml"))
+        n = self.servers
+        ready_queries = [  # what the recommender's first run needs from Prometheus
+            f"count(up{{job=\"infrascope-agent\"}} == 1) >= {n}",
+            f"count(source_server_id:cpu_utilisation:ratio) >= {n}",
+            f"count(source_server_id:utilisation:tier30d) >= {n}",
+            f"count(source_server_id:cpu_utilisation:p95_30d) >= {self.history_servers}",
+            f"count(source_server_id:monthly_cost_euros:sum) >= {n}",
+            "count(hetzner_server_type_info) > 0",
+        ]
+        after = [py, q(str(DEMO / "after.py"))]
+        lines = {
+            "simulator": [q(self.exe("infrascope-sim")), "serve", "--fleet",
+                          q(str(s / "fleet.yaml")), "--listen", f"127.0.0.1:{self.ports['sim']}"],
+            # The exporter reads the simulator at start (Robot only every 10 minutes).
+            "exporter": [*after, "--name", "exporter", "--url", q(self.url("sim", "/healthz")),
+                         "--", q(self.exe("infrascope-exporter")), "--config.file",
+                         q(str(s / "exporter.yaml")), "--web.listen-address",
+                         f"127.0.0.1:{self.ports['exporter']}", "--render-interval", "2s"],
+            "agent": [q(self.exe("infrascope-agent")), "--web.listen-address",
+                      f"127.0.0.1:{self.ports['agent']}"],
+            "webhook": [py, q(str(DEMO / "webhook_receiver.py")), "--listen",
+                        f"127.0.0.1:{self.ports['webhook']}", "--log",
+                        q(str(s / "webhook" / "notifications.jsonl"))],
+            "alertmanager": [q(alertmanager()), "--config.file=" + q(str(s / "alertmanager" /
+                                                                      "alertmanager.yml")),
+                             "--storage.path=" + q(str(s / "alertmanager" / "data")),
+                             f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
+                             "--web.external-url=" + self.url("alertmanager", "/"),
+                             "--cluster.listen-address=", "--data.retention=192h"],
+            # Prometheus starts once the history is loaded and its targets answer (no
+            # alert fires for a target that is merely not up yet).
+            "prometheus": [*after, "--name", "prometheus", "--timeout", "900",
+                           "--file", q(str(s / "backfill.done")),
+                           "--url", q(self.url("sim", "/healthz")),
+                           "--url", q(self.url("exporter", "/readyz")),
+                           "--url", q(self.url("agent", "/metrics")),
+                           "--url", q(self.url("webhook", "/healthz")),
+                           "--url", q(self.url("alertmanager", "/-/ready")), "--",
+                           "prometheus", "--config.file=" + q(str(s / "prometheus" /
+                                                                  "prometheus.yml")),
+                           "--storage.tsdb.path=" + q(str(self.data_dir)),
+                           f"--storage.tsdb.retention.time={RETENTION}",
+                           f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}",
+                           "--web.external-url=" + self.url("prometheus", "/")],
+            # `recommender run` once Prometheus has the 30-day figures, then serve.
+            "recommender": [*after, "--name", "recommender", "--timeout", "900",
+                            "--prometheus", q(self.url("prometheus")),
+                            *[a for expr in ready_queries for a in ("--promql", q(expr))],
+                            "--run", q(shlex.join([self.exe("recommender"), "run", "--config",
+                                                   str(s / "recommender" / "recommender.yml")])),
+                            "--", q(self.exe("recommender")), "serve", "--config", rec_cfg],
+        }
+        out = ["# The demo's long-running processes, run by honcho (written by "
+               "scripts/demo.py).", "# Each one's output goes to logs/<name>.log."]
+        for name, words in lines.items():
+            out.append(f"{name}: exec {' '.join(words)} >> "
+                       f"{q(str(self.logs / (name + '.log')))} 2>&1")
+        return "\n".join(out) + "\n"
+
+    # -- the stack ------------------------------------------------------------------
+    def launch_stack(self) -> None:
+        """honcho with the Procfile: everything starts now; Prometheus waits for the
+        history (``backfill.done``), the recommender for Prometheus."""
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        with open(self.logs / "honcho.log", "ab") as out:
+            self.honcho = subprocess.Popen(
+                [self.exe("honcho"), "start", "--no-colour", "-e", str(self.state / ".env"),
+                 "-f", str(self.state / "Procfile"), "-d", str(self.state)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=self.state)
+
+    def stack_alive(self) -> str | None:
+        """Why the stack is gone, or None while honcho runs."""
+        if self.honcho is not None and self.honcho.poll() is not None:
+            stopped = re.findall(r"([\w-]+)\.\d+ stopped \(rc=", (self.logs / "honcho.log")
+                                 .read_text(errors="replace"))
+            first = stopped[0] if stopped else "a process"
+            return (f"{first} stopped, so honcho stopped the stack; "
+                    f"{self.logs / (first + '.log')}:\n{tail(self.logs / (first + '.log'))}")
+        return None
+
+    READY = {"sim": ("the simulator", "/healthz", 30),
+             "exporter": ("the exporter", "/readyz", 60),
+             "agent": ("the agent", "/metrics", 30),
+             "webhook": ("the webhook receiver", "/healthz", 30),
+             "alertmanager": ("Alertmanager", "/-/ready", 30),
+             "prometheus": ("Prometheus", "/-/ready", 90),
+             "recommender": ("the recommender (see logs/recommender.log)", "/readyz", 300)}
+
+    def wait_stack(self, names: Sequence[str]) -> None:
+        for name in names:
+            what, path, timeout = self.READY[name]
+            wait_for(what, functools.partial(http_ok, self.url(name, path)), timeout,
+                     self.stack_alive)
+
+    def children_pids(self) -> dict[str, int]:
+        """The pid of each Procfile process, as honcho logged it."""
+        text = (self.logs / "honcho.log").read_text(errors="replace") \
+            if (self.logs / "honcho.log").exists() else ""
+        return {name: int(pid) for name, pid in
+                re.findall(r"([\w-]+)\.\d+ started \(pid=(\d+)\)", text)}
+
+    def stop_stack(self) -> None:
+        """SIGTERM to honcho, which stops every process it runs (SIGKILL after 5 s);
+        then make sure each pid honcho started is gone."""
+        if self.honcho is not None:
+            if self.honcho.poll() is None:
+                self.honcho.send_signal(signal.SIGTERM)
+            try:
+                self.honcho.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.honcho.kill()
+                self.honcho.wait()
+        for name, pid in self.children_pids().items():
+            for _ in range(50):
+                if not pid_alive(pid):
+                    break
+                time.sleep(0.1)
+            else:
+                log(f"{name} (pid {pid}) still runs after honcho stopped: killing it")
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # honcho made it a process group leader
+                except OSError:
+                    pass
+
+    # -- the report -----------------------------------------------------------------
+    def report(self) -> str:
+        cfg = str(self.state / "recommender" / "recommender.yml")
+        table = run([self.exe("recommender"), "report", "--config", cfg, "--from-state"],
+                    self.logs / "report.log", "recommender report")
+        run([self.exe("recommender"), "report", "--config", cfg, "--from-state",
+             "--format", "html", "--output", str(self.state / "recommender" / "report.html")],
+            self.logs / "report.log", "recommender report --format html")
+        (self.state / "recommender" / "report.txt").write_text(table)
+        return table
+
+    def summary(self) -> str:
+        s = self.state
+        rows = [
+            ("Prometheus", self.url("prometheus", "/"), "rules /rules, alerts /alerts, "
+                                                        "targets /targets"),
+            ("Alertmanager", self.url("alertmanager", "/"), ""),
+            ("exporter", self.url("exporter", "/metrics"), f"service discovery "
+                                                           f"{self.url('exporter', '/sd')}"),
+            ("recommender API", self.url("recommender", "/api/recommendations"),
+             "docs /docs, annotations /api/annotations, summary /api/summary"),
+            ("HTML report", self.url("recommender", "/report"),
+             f"also {s / 'recommender' / 'report.html'}"),
+            ("agent (this machine)", self.url("agent", "/metrics"),
+             f"dedicated server {THIS_MACHINE_NUMBER} '{THIS_MACHINE_NAME}'"),
+            ("Hetzner API simulator", self.url("sim", "/"), "demo fleet, simulated agents"),
+            ("webhook receiver", self.url("webhook", "/"),
+             f"notifications: {s / 'webhook' / 'notifications.jsonl'}"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"InfraScope demo: {self.servers} servers ({self.servers - 8} Cloud, 8 "
+                 f"dedicated incl. this machine), {HISTORY_DAYS} days of history "
+                 f"({iso(self.range_[0])} .. {iso(self.range_[1])}), up in "
+                 f"{self.phases.total():.1f} s"]
+        for name, url, note in rows:
+            lines.append(f"  {name:<{width}}  {url}" + (f"   ({note})" if note else ""))
+        lines.append(f"  {'API token':<{width}}  {s / 'recommender' / 'api-token'} "
+                     "(for accept/dismiss)")
+        lines.append(f"  {'state and logs':<{width}}  {s}/ (logs/, Procfile)")
+        return "\n".join(lines)
+
+    def write_info(self) -> None:
+        info = {"state_dir": str(self.state), "ports": self.ports,
+                "urls": {name: self.url(name) for name in self.ports},
+                "honcho_pid": self.honcho.pid if self.honcho else None,
+                "pids": self.children_pids(), "servers": self.servers,
+                "this_machine": {"source": "dedicated", "server_id": str(THIS_MACHINE_NUMBER),
+                                 "server_name": THIS_MACHINE_NAME},
+                "history": {"start": self.range_[0], "end": self.range_[1]},
+                "phases": dict(self.phases.times), "steps": dict(self.phases.steps),
+                "ready_seconds": self.phases.total()}
+        (self.state / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def alertmanager() -> str:
+    """Alertmanager's binary: Debian calls it prometheus-alertmanager."""
+    for name in ("alertmanager", "prometheus-alertmanager"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise DemoError("Alertmanager is not installed: `make demo` installs it "
+                    "(Debian package prometheus-alertmanager, scripts/ensure-apt-deps.sh)")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    previous = {s: signal.signal(s, _interrupt) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true",
+                        help="start, print the report and the URLs, stop (for tests)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE,
+                        help="state folder, emptied at start (default: %(default)s)")
+    for name, default in DEFAULT_PORTS.items():
+        parser.add_argument(f"--{name}-port", type=int, default=None, metavar="PORT",
+                            help=f"{PORT_HELP[name]} (default {default}; 0: a free port)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for every Python program it starts
+    with signals_raise():
+        demo: Demo | None = None
+        try:
+            ports = choose_ports({n: getattr(args, f"{n}_port") for n in DEFAULT_PORTS})
+            demo = Demo(state=args.state_dir.resolve(), ports=ports)
+            log(f"state folder {demo.state}; building 30 days of history (about a minute)")
+            demo.prepare()
+            demo.write_configs()
+            demo.launch_stack()
+            demo.phases.done("prepare")
+            demo.history()
+            demo.rule_passes()
+            (demo.state / "backfill.done").write_text("")
+            log("history loaded; Prometheus starts")
+            demo.wait_stack(["exporter", "agent", "webhook", "alertmanager", "prometheus"])
+            demo.phases.done("Prometheus")
+            demo.wait_stack(["recommender"])
+            demo.phases.done("recommender")
+            table = demo.report()
+            demo.write_info()
+            print(table, end="" if table.endswith("\n") else "\n")
+            print()
+            print(demo.summary(), flush=True)
+            log(f"ready in {demo.phases.total():.1f} s ({demo.phases.summary()})")
+            if args.once:
+                return 0
+            print("Press Ctrl-C to stop.", flush=True)
+            while demo.honcho is not None and demo.honcho.poll() is None:
+                time.sleep(0.5)
+            raise DemoError("honcho stopped unexpectedly: see "
+                            f"{demo.logs / 'honcho.log'}\n{tail(demo.logs / 'honcho.log')}")
+        except Interrupted as exc:
+            log(f"{exc}: stopping")
+            return 0
+        except DemoError as exc:
+            log(f"failed: {exc}")
+            return 1
+        finally:
+            if demo is not None:
+                # A second Ctrl-C must not cut the clean-up short.
+                for s in SIGNALS:
+                    signal.signal(s, signal.SIG_IGN)
+                demo.children.stop_all()
+                demo.stop_stack()
+                log("stopped every process it started")
 
 
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     raise SystemExit(main())

@@ -1,35 +1,522 @@
-"""`make demo`'s runner starts the stack so far, prints it, and stops every process."""
+"""`make demo` end to end: the whole stack started by scripts/demo.py, checked through
+its real APIs, then stopped like Ctrl-C.
+
+One demo runs for this module and ``test_demo_dashboards.py`` (the stack is shared:
+it is started by the first module that asks for it and stopped, with the checks that
+it left nothing behind, when the last test using it is done). It runs with free ports
+in a temporary state folder, from an empty working directory.
+
+Expected savings are worked out here from the fleet and the simulator's catalogue (the
+prices the exporter reads), not copied from a run.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
+import pytest
+import yaml
+
+from infrascope_sim.catalogue import BACKUP_PERCENTAGE, PRIMARY_IPV4_MONTHLY, SERVER_TYPES
+from infrascope_sim.fleet import load_fleet
+
+# The first test waits for the demo to start (about a minute; more on a busy machine).
+pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "scripts" / "demo.py"
+PORTS = ("sim", "exporter", "agent", "recommender", "webhook", "prometheus", "alertmanager")
+START_TIMEOUT = 480  # the demo is up in about a minute; a busy shared machine is slower
+CENT = Decimal("0.01")
+T = TypeVar("T")
+
+needs_binaries = pytest.mark.skipif(
+    not all(os.access(p, os.X_OK) for p in ("/usr/bin/prometheus", "/usr/bin/promtool"))
+    or not any(os.access(p, os.X_OK) for p in ("/usr/bin/alertmanager",
+                                               "/usr/bin/prometheus-alertmanager")),
+    reason="the demo needs Prometheus, promtool and Alertmanager (make apt-deps)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --------------------------------------------------------------------------------------
+# The running demo, shared by the modules that use the `demo` fixture
+# --------------------------------------------------------------------------------------
+def repo_snapshot() -> set[str]:
+    """Files the demo could leave in the repository if it wrote outside its state
+    folder: the top level, and every folder whose code it runs or imports."""
+    out = {p.name for p in ROOT.iterdir()}
+    for folder in ("demo", "scripts", "alertmanager", "prometheus", "prometheus/rules"):
+        out |= {f"{folder}/{p.name}" for p in (ROOT / folder).iterdir()}
+    return out
 
 
-def test_demo_once_prints_urls_and_the_bill_then_stops() -> None:
-    sim_port, exporter_port = free_port(), free_port()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--once",
-         "--sim-port", str(sim_port), "--exporter-port", str(exporter_port)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert f"http://127.0.0.1:{exporter_port}/metrics" in out
-    assert "demo fleet: 19 servers" in out
-    bill = float(out.split("projected bill: EUR ")[1].split()[0].replace(",", ""))
-    assert 700 < bill < 1000
-    assert "demo-webshop-token" not in out + result.stderr
-    # Every process it started is gone: nothing listens on its ports any more.
-    for port in (sim_port, exporter_port):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0
+class DemoStack:
+    """scripts/demo.py running in the background until :meth:`stop`."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.state = self.tmp / "state"
+        self.cwd = self.tmp / "cwd"  # the demo's working directory: must stay empty
+        self.cwd.mkdir()
+        self.repo_before = repo_snapshot()
+        self.stdout_lines: list[str] = []
+        self.stderr_path = self.tmp / "demo.stderr"
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.stopped: tuple[int, float] | None = None
+
+    # -- start ---------------------------------------------------------------------
+    def start(self) -> DemoStack:
+        args = [sys.executable, str(DEMO), "--state-dir", str(self.state)]
+        for name in PORTS:
+            args += [f"--{name}-port", "0"]
+        self.started_at = time.monotonic()
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(args, cwd=self.cwd, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, bufsize=1)
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.stdout_lines.append(line)
+                if line.startswith("Press Ctrl-C to stop."):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(START_TIMEOUT) or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError(f"the demo did not come up:\n{self.stderr()}\n{self.stdout}")
+        self.ready_after = time.monotonic() - self.started_at
+        self.info = json.loads((self.state / "demo.json").read_text())
+        return self
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.stdout_lines)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def url(self, name: str, path: str = "") -> str:
+        return str(self.info["urls"][name]) + path
+
+    # -- HTTP ----------------------------------------------------------------------
+    def get(self, name: str, path: str, **params: str) -> Any:
+        url = self.url(name, path)
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=30) as r:
+            body = r.read().decode()
+        return json.loads(body) if body[:1] in "{[" else body
+
+    def prom(self, path: str, **params: str) -> Any:
+        url = self.url("prometheus", path)
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=60) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr} if at is None else {"query": expr, "time": str(at)}
+        return list(self.prom("/api/v1/query", **params)["result"])
+
+    def notifications(self) -> list[dict[str, Any]]:
+        path = self.state / "webhook" / "notifications.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # -- stop ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ctrl-C: SIGINT to the demo's pid; records its exit code and how long it took."""
+        if self.proc is None or self.stopped is not None:
+            return
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.stopped = (code, time.monotonic() - t0)
+
+    def check_nothing_left(self) -> None:
+        """After :meth:`stop`: exit 0, every process and port gone, no stray files."""
+        assert self.stopped is not None
+        code, seconds = self.stopped
+        assert code == 0, self.stderr()
+        assert seconds < 60
+        assert "stopped every process it started" in self.stderr()
+        pids = [int(self.info["honcho_pid"]), *map(int, self.info["pids"].values())]
+        assert len(pids) == 1 + 7  # honcho and the seven Procfile processes
+        assert sorted(self.info["pids"]) == ["agent", "alertmanager", "exporter", "prometheus",
+                                             "recommender", "simulator", "webhook"]
+        for pid in pids:
+            assert not pid_alive(pid), f"pid {pid} still runs"
+        for name, port in self.info["ports"].items():
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", int(port))) != 0, f"{name} still listens"
+        assert list(self.cwd.iterdir()) == []  # nothing written relative to the cwd
+        assert repo_snapshot() - self.repo_before == set()
+        assert (self.state / "demo.json").exists()  # everything stayed in the state folder
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_STACK: DemoStack | None = None
+
+
+def shared_demo(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    """The body of each module's ``demo`` fixture: one demo per test session; the
+    module that runs last among those using it stops it and checks what it left."""
+    global _STACK
+    if _STACK is None:
+        _STACK = DemoStack(tmp_path_factory.mktemp("demo"))
+        # Whatever happens (-x, an interrupt), the demo is stopped when pytest ends.
+        request.config.add_cleanup(_STACK.stop)
+        _STACK.start()
+    stack = _STACK
+    yield stack
+    users = [item for item in request.session.items
+             if "demo" in getattr(item, "fixturenames", ())]
+    if not users or getattr(users[-1], "module", None) is request.module:
+        stack.stop()
+        _STACK = None
+        stack.check_nothing_left()
+
+
+def poll(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def demo(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    yield from shared_demo(request, tmp_path_factory)
+
+
+# --------------------------------------------------------------------------------------
+# Expected figures, from the fleet and the catalogue
+# --------------------------------------------------------------------------------------
+FLEET = load_fleet("demo")
+
+
+def cloud(name: str) -> Any:
+    return next(s for s in FLEET.cloud_servers if s.name == name)
+
+
+def dedicated(name: str) -> Any:
+    assert FLEET.robot is not None
+    return next(d for d in FLEET.robot.servers if d.name == name)
+
+
+def monthly(server_type: str, location: str, backups: bool = False) -> Decimal:
+    """A Cloud server's month: the type's price, +20 % with backups, + a primary IPv4
+    (every demo server has one; IPv6 is free)."""
+    price = SERVER_TYPES[server_type].monthly_net(location)
+    if backups:
+        price += price * BACKUP_PERCENTAGE / 100
+    return price + PRIMARY_IPV4_MONTHLY
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def expected() -> dict[str, tuple[list[str], Decimal, Decimal]]:
+    """kind -> (servers, current, savings) of the recommendations the demo must show."""
+    jenkins = cloud("old-jenkins")  # cx42 (legacy) in fsn1: 18.59 + 0.60 = 19.19
+    assert (jenkins.server_type.name, jenkins.location, jenkins.backups) == \
+        ("cx42", "fsn1", False)
+    idle = monthly("cx42", "fsn1")
+
+    staging = [cloud(n) for n in ("shop-staging-web", "shop-staging-db", "shop-staging-worker")]
+    assert [(s.server_type.name, s.location) for s in staging] == \
+        [("cx33", "fsn1"), ("cx33", "fsn1"), ("cx23", "fsn1")]
+    # (5.99 + 0.60) + (5.99 + 0.60) + (3.49 + 0.60) = 17.27 onto one cx33 with one
+    # primary IPv4, 5.99 + 0.60 = 6.59: saves 10.68
+    merged = sum((monthly(s.server_type.name, s.location) for s in staging), Decimal(0))
+    onto = monthly("cx33", "fsn1")
+
+    db = cloud("shop-db-1")  # ccx33 with backups: 57.49 * 1.2 + 0.60 = 69.588
+    assert (db.server_type.name, db.location, db.backups) == ("ccx33", "fsn1", True)
+    # ... to ccx23 with backups: 28.99 * 1.2 + 0.60 = 35.388; saves 34.20
+    resize = monthly("ccx33", "fsn1", True)
+    target = monthly("ccx23", "fsn1", True)
+
+    legacy = dedicated("legacy-app")  # EX44 at 49.00 onto cx43 + IPv4: 10.99 + 0.60
+    assert legacy.monthly_price_net is not None
+    auction = dedicated("auction-box")
+    assert auction.monthly_price_net is not None
+    return {
+        "idle:old-jenkins": (["old-jenkins"], money(idle), money(idle)),
+        "idle:auction-box": (["auction-box"], money(auction.monthly_price_net),
+                             money(auction.monthly_price_net)),
+        "consolidation": (sorted(s.name for s in staging), money(merged),
+                          money(merged - onto)),
+        "rightsize": (["shop-db-1"], money(resize), money(resize - target)),
+        "dedicated_to_cloud": (["legacy-app"], money(legacy.monthly_price_net),
+                               money(legacy.monthly_price_net - monthly("cx43", "fsn1"))),
+    }
+
+
+def test_expected_figures_by_hand() -> None:
+    """The arithmetic above, spelled out once more in euros."""
+    e = expected()
+    assert e["idle:old-jenkins"][2] == Decimal("19.19")  # 18.59 + 0.60
+    assert e["consolidation"][1:] == (Decimal("17.27"), Decimal("10.68"))
+    assert e["rightsize"][1:] == (Decimal("69.59"), Decimal("34.20"))  # 28.50 * 1.2
+    assert e["dedicated_to_cloud"][2] == Decimal("37.41")  # 49.00 - 11.59
+    assert e["idle:auction-box"][2] == Decimal("36.00")
+
+
+# --------------------------------------------------------------------------------------
+# The tests
+# --------------------------------------------------------------------------------------
+def api_recommendations(demo: DemoStack) -> list[dict[str, Any]]:
+    body = demo.get("recommender", "/api/recommendations", limit="100")
+    items = body["items"] if isinstance(body, dict) else body
+    return list(items)
+
+
+def key_of(rec: dict[str, Any]) -> str:
+    names = sorted(s["name"] for s in rec["servers"])
+    if rec["kind"] == "idle":
+        return f"idle:{names[0]}"
+    return str(rec["kind"])
+
+
+@needs_binaries
+def test_report_shows_idle_consolidation_and_right_sizing(demo: DemoStack) -> None:
+    out = demo.stdout
+    assert out.startswith("InfraScope recommendations")
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"pending\s+(\w+)\s+(.+?)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(-?\d+\.\d\d)\s",
+                     line)
+        if m:
+            rows[(m.group(1), m.group(2))] = (Decimal(m.group(3)), Decimal(m.group(5)))
+    e = expected()
+    assert rows[("idle", "old-jenkins")] == e["idle:old-jenkins"][1:]
+    assert rows[("idle", "auction-box")] == e["idle:auction-box"][1:]
+    assert rows[("consolidation", "shop-staging-worker, shop-staging-db, shop-staging-web")] \
+        == e["consolidation"][1:]
+    assert rows[("rightsize", "shop-db-1")] == e["rightsize"][1:]
+    assert rows[("dedicated_to_cloud", "legacy-app")] == e["dedicated_to_cloud"][1:]
+    assert "Right-size shop-db-1: ccx33 → ccx23, saves 34.20 EUR/month" in out
+    assert "Delete idle old-jenkins (cx42), saves 19.19 EUR/month" in out
+    # this machine is in the fleet, excluded for want of 30 days of data
+    assert re.search(r"dedicated/2391100\s+this-machine", out)
+
+
+@needs_binaries
+def test_recommender_api_agrees_to_the_cent(demo: DemoStack) -> None:
+    listed = api_recommendations(demo)
+    recs = {key_of(r): r for r in listed}
+    for key, (servers, current, savings) in expected().items():
+        rec = recs[key]
+        assert sorted(s["name"] for s in rec["servers"]) == servers, key
+        assert Decimal(rec["current_monthly_cost"]) == current, key
+        assert Decimal(rec["monthly_savings"]) == savings, key
+        assert rec["status"] == "pending"
+    assert recs["consolidation"]["target_type"] == "cx33"
+    assert recs["rightsize"]["target_type"] == "ccx23"
+    assert recs["dedicated_to_cloud"]["target_type"] == "cx43"
+    summary = demo.get("recommender", "/api/summary")
+    assert Decimal(summary["pending_monthly_savings"]) == sum(
+        (Decimal(r["monthly_savings"]) for r in listed), Decimal(0))
+    metrics = demo.get("recommender", "/metrics")
+    assert 'infrascope_recommendation_monthly_savings_euros{' in metrics
+
+
+@needs_binaries
+def test_annotation_feed_and_html_report_answer(demo: DemoStack) -> None:
+    rows = demo.get("recommender", "/api/annotations")
+    assert len(rows) == len(api_recommendations(demo))
+    titles = [r["title"] for r in rows]
+    assert "Right-size shop-db-1: ccx33 → ccx23, saves 34.20 EUR/month" in titles
+    for row in rows:
+        assert row["time"] <= row["timeEnd"] and "infrascope" in row["tags"]
+    server = demo.get("recommender", "/api/annotations", server="cloud/41000103")
+    assert [r["title"] for r in server] == [
+        "Right-size shop-db-1: ccx33 → ccx23, saves 34.20 EUR/month"]
+    html = demo.get("recommender", "/report")
+    assert "shop-staging-db" in html and "34.20" in html
+    assert (demo.state / "recommender" / "report.html").read_text().startswith("<!")
+
+
+@needs_binaries
+def test_writes_need_the_generated_api_token(demo: DemoStack) -> None:
+    token = (demo.state / "recommender" / "api-token").read_text().strip()
+    assert len(token) >= 32
+    assert (demo.state / "recommender" / "api-token").stat().st_mode & 0o077 == 0
+    rec = api_recommendations(demo)[0]
+    req = urllib.request.Request(demo.url("recommender",
+                                          f"/api/recommendations/{rec['id']}/accept"),
+                                 data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer wrong"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 401
+
+
+def duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", text))
+
+
+@needs_binaries
+def test_the_demo_rules_are_the_committed_ones_with_short_intervals(demo: DemoStack) -> None:
+    for path in sorted((ROOT / "prometheus" / "rules").glob("*.rules.yml")):
+        committed = yaml.safe_load(path.read_text())["groups"]
+        copy = yaml.safe_load((demo.state / "prometheus" / "rules" / path.name).read_text())
+        assert [g["name"] for g in copy["groups"]] == [g["name"] for g in committed]
+        for want, got in zip(committed, copy["groups"], strict=True):
+            hourly = want["name"] == "infrascope-utilisation-hourly"
+            assert got["interval"] == (want["interval"] if hourly else "2s")
+            assert len(got["rules"]) == len(want["rules"])
+            for w, g in zip(want["rules"], got["rules"], strict=True):
+                if "for" in w:  # minutes become seconds
+                    assert duration(g.pop("for")) * 60 == duration(w.pop("for"))
+                assert g == w  # expression, labels and annotations unchanged
+
+
+@needs_binaries
+def test_every_rule_group_is_loaded_and_healthy(demo: DemoStack) -> None:
+    committed = {}
+    for path in sorted((ROOT / "prometheus" / "rules").glob("*.rules.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            committed[group["name"]] = group
+    groups = {g["name"]: g for g in demo.prom("/api/v1/rules")["groups"]}
+    assert set(groups) == set(committed)
+    for name, group in groups.items():
+        assert [r["name"] for r in group["rules"]] == \
+            [r.get("record") or r.get("alert") for r in committed[name]["rules"]], name
+        for rule in group["rules"]:
+            assert rule["health"] in ("ok", "unknown"), (name, rule["name"], rule["lastError"])
+            assert not rule.get("lastError"), (name, rule["name"], rule["lastError"])
+        if name == "infrascope-utilisation-hourly":
+            continue  # 5-minute group: its first evaluation may be minutes away (below)
+        assert {r["health"] for r in group["rules"]} == {"ok"}, name
+        assert not group["lastEvaluation"].startswith("0001"), name
+    # No evaluation failed, in any group.
+    failures = demo.query("sum(prometheus_rule_evaluation_failures_total)")
+    assert float(failures[0]["value"][1]) == 0
+    # The hourly rules (their live evaluation comes at the next 5-minute slot) were
+    # evaluated by the backfill over the history: every server with history has its
+    # hourly averages for nearly all of the 720 hours.
+    counts = demo.query("count_over_time(source_server_id:cpu_utilisation:avg1h[30d])")
+    assert len(counts) == 19
+    assert all(700 <= float(r["value"][1]) <= 720 for r in counts), counts
+
+
+@needs_binaries
+def test_no_target_is_down(demo: DemoStack) -> None:
+    def all_up() -> list[dict[str, Any]] | None:
+        targets = demo.prom("/api/v1/targets")["activeTargets"]
+        return targets if all(t["health"] == "up" for t in targets) else None
+
+    targets = poll("target list with every target up", all_up, 60)
+    jobs: dict[str, int] = {}
+    for t in targets:
+        jobs[t["labels"]["job"]] = jobs.get(t["labels"]["job"], 0) + 1
+    assert jobs == {"prometheus": 1, "hetzner": 1, "infrascope-agent": 20,
+                    "infrascope-recommender": 1, "alertmanager": 1}
+    real = [t for t in targets if t["labels"].get("server_id") == "2391100"]
+    assert len(real) == 1 and real[0]["scrapeUrl"] == demo.url("agent", "/metrics")
+    assert real[0]["labels"]["server_name"] == "this-machine"
+
+
+@needs_binaries
+def test_history_is_thirty_days_through_the_real_paths(demo: DemoStack) -> None:
+    start, end = demo.info["history"]["start"], demo.info["history"]["end"]
+    assert 29.5 * 86400 <= end - start <= 30 * 86400
+    assert time.time() - end >= 3 * 3600  # the exporter backfill ends 3 h before now
+    # Cloud metrics from the exporter's backfill: a sample every 300 s
+    cpu = demo.query('count_over_time(hetzner_server_cpu_cores_used{job="hetzner"}[30d])')
+    assert len(cpu) == 12 and all(float(r["value"][1]) >= 8400 for r in cpu)
+    # the simulated agents' memory, as scraped live (same series: job and instance)
+    mem = demo.query('count_over_time(node_memory_MemAvailable_bytes{job="infrascope-agent",'
+                     'instance="dedicated/2391001"}[30d])')
+    assert len(mem) == 1 and float(mem[0]["value"][1]) >= 8400
+    # the 30-day figures are there for every server with history, and this machine
+    # (no history) is known to the rules as the 20th server, tier unknown
+    tiers = {r["metric"]["server_name"]: r["metric"]["tier"]
+             for r in demo.query("source_server_id:utilisation:tier30d")}
+    assert len(tiers) == 20 and tiers["this-machine"] == "unknown"
+    assert tiers["old-jenkins"] == "idle" and tiers["analytics-ch"] == "critical"
+    coverage = demo.query('source_server_id:cpu_utilisation:coverage30d{server_name="shop-db-1"}')
+    assert float(coverage[0]["value"][1]) > 0.95
+
+
+@needs_binaries
+def test_an_alert_of_the_rules_pack_reaches_the_webhook(demo: DemoStack) -> None:
+    def idle_digest() -> list[dict[str, Any]]:
+        out = []
+        for n in demo.notifications():
+            payload = n["payload"]
+            if n["path"] == "/alerts/digest" and payload["receiver"] == "digest":
+                out += [a for a in payload["alerts"]
+                        if a["labels"]["alertname"] == "InfraScopeServerIdle"
+                        and a["status"] == "firing"]
+        return out
+
+    alerts = poll("InfraScopeServerIdle at the webhook", idle_digest, 240, 2.0)
+    servers = {a["labels"]["server_name"] for a in alerts}
+    assert {"old-jenkins", "auction-box"} <= servers
+    jenkins = next(a for a in alerts if a["labels"]["server_name"] == "old-jenkins")
+    assert jenkins["labels"]["severity"] == "warning"
+    assert jenkins["labels"]["category"] == "cost"
+    assert jenkins["labels"]["source"] == "cloud" and jenkins["labels"]["server_id"] == "41000108"
+    assert "19.19 € a month" in jenkins["annotations"]["description"]
+    assert jenkins["annotations"]["runbook_url"].endswith("/InfraScopeServerIdle.md")
+
+
+@needs_binaries
+def test_urls_are_printed_and_no_secret_is(demo: DemoStack) -> None:
+    out = demo.stdout
+    for name, path in [("prometheus", "/"), ("alertmanager", "/"), ("exporter", "/metrics"),
+                       ("recommender", "/api/recommendations"), ("recommender", "/report")]:
+        assert demo.url(name, path) in out, (name, path)
+    token = (demo.state / "recommender" / "api-token").read_text().strip()
+    fleet = yaml.safe_load((demo.state / "fleet.yaml").read_text())
+    secrets = [token, fleet["robot"]["password"],
+               *(p["token"] for p in fleet["cloud"]["projects"])]
+    logs = "".join(p.read_text(errors="replace") for p in (demo.state / "logs").iterdir())
+    for secret in secrets:
+        assert secret not in out + demo.stderr() + logs
+    assert (demo.state / "exporter.yaml").stat().st_mode & 0o077 == 0

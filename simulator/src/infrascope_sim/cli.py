@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import yaml
 
 from . import __version__
 from .faults import FaultError, fault_from_dict, parse_fault_spec
 from .fleet import FleetError, load_fleet
+from .history import CPU_CHOICES, parse_exclude, write_history
 from .server import Endpoints, bound_port, make_server
 from .state import Settings, Simulator
 
@@ -56,7 +61,75 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--fleet", default="demo")
     exp.add_argument("--base-url", default="http://127.0.0.1:8480",
                      help="where the simulator is served")
+
+    hist = sub.add_parser(
+        "agents-history",
+        help="write the simulated agents' past series as OpenMetrics (for promtool)",
+        description="Write what Prometheus would have scraped from the simulated agents "
+                    "(memory of every server, CPU counters of the servers --cpu picks) over a "
+                    "past range, as OpenMetrics for `promtool tsdb create-blocks-from "
+                    "openmetrics`, with the labels the scrape of /agents/sd adds.")
+    hist.add_argument("--fleet", default="demo")
+    hist.add_argument("--output", "-o", required=True, help="OpenMetrics file to write")
+    hist.add_argument("--days", type=float, default=30.0,
+                      help="days before --end (default 30; ignored with --start)")
+    hist.add_argument("--start", default=None,
+                      help="start of the range, exclusive (RFC 3339 or Unix seconds)")
+    hist.add_argument("--end", default=None,
+                      help="end of the range (RFC 3339 or Unix seconds; default now - 3h, "
+                           "rounded down to --step)")
+    hist.add_argument("--step", type=int, default=300,
+                      help="seconds between memory samples (default 300)")
+    hist.add_argument("--cpu-step", type=int, default=150,
+                      help="seconds between CPU counter samples (default 150: two per 5m rate)")
+    hist.add_argument("--cpu", choices=CPU_CHOICES, default="dedicated",
+                      help="servers whose node_cpu_seconds_total is written (default dedicated: "
+                           "Cloud servers' CPU history comes from the Cloud API)")
+    hist.add_argument("--cpus", type=int, default=None, metavar="N",
+                      help="write the first N CPUs of each server only (default: every CPU)")
+    hist.add_argument("--job", default="infrascope-agent",
+                      help="job label: the scrape job of the simulated agents")
+    hist.add_argument("--label", action="append", default=[], metavar="NAME=VALUE",
+                      help="another label the scrape adds (repeatable)")
+    hist.add_argument("--exclude", action="append", default=[], metavar="SOURCE/ID",
+                      help="leave a server out, e.g. dedicated/2391099 (repeatable)")
     return parser
+
+
+def _timestamp(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"{what}: expected RFC 3339 or Unix seconds, got {value!r}") from None
+
+
+def _agents_history(args: argparse.Namespace) -> int:
+    fleet = load_fleet(args.fleet)
+    if args.end is not None:
+        end = _timestamp(args.end, "--end")
+    else:
+        end = math.floor((time.time() - 3 * 3600) / args.step) * args.step
+    start = (_timestamp(args.start, "--start") if args.start is not None
+             else end - args.days * 86_400)
+    extra = {}
+    for item in args.label:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--label: expected NAME=VALUE, got {item!r}")
+        extra[name] = value
+    result = write_history(fleet, Path(args.output), start, end, step=args.step,
+                           cpu_step=args.cpu_step, cpu=args.cpu, cpus=args.cpus, job=args.job,
+                           extra_labels=extra, exclude=parse_exclude(args.exclude))
+    span = (datetime.fromtimestamp(result.start, UTC).isoformat().replace("+00:00", "Z")
+            + " .. " + datetime.fromtimestamp(result.end, UTC).isoformat().replace("+00:00", "Z"))
+    print(f"infrascope-sim agents-history: wrote {result.path}: {result.servers} servers, "
+          f"{result.series} series, {result.samples} samples, {span}, "
+          f"{result.bytes / 1e6:.1f} MB")
+    return 0
 
 
 def exporter_config(spec: str, base_url: str) -> dict:
@@ -125,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "fleet":
             return _print_fleet(args.fleet, args.format)
+        if args.command == "agents-history":
+            return _agents_history(args)
         if args.command == "exporter-config":
             print(yaml.safe_dump(exporter_config(args.fleet, args.base_url), sort_keys=False),
                   end="")
@@ -140,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.faults_file) as fh:
                 for entry in yaml.safe_load(fh) or []:
                     sim.faults.add(fault_from_dict(entry))
-    except (FleetError, FaultError, OSError, yaml.YAMLError) as exc:
+    except (FleetError, FaultError, OSError, ValueError, yaml.YAMLError) as exc:
         print(f"infrascope-sim: {exc}", file=sys.stderr)
         return 2
     host, port = args.listen

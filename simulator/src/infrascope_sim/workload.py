@@ -203,6 +203,13 @@ class Workload:
         start = cum[0] + values[0] * (lo - k0 * TICK_SECONDS)
         return at_edge - start
 
+    def cumulative(self, series: str, edges: np.ndarray) -> np.ndarray:
+        """Integral of ``cpu`` or ``mem`` from the smallest edge to each edge (ratio-seconds).
+
+        The same computation :meth:`integrate` does for two edges, for many at once.
+        """
+        return self._cumulative(series, np.asarray(edges, dtype=np.float64))
+
     def integrate(self, series: str, start: float, end: float) -> float:
         """Exact integral of ``cpu`` or ``mem`` over [start, end] (ratio * seconds)."""
         if end <= start:
