@@ -8,7 +8,7 @@
 # Missing and not root: names them, prints the command, exits 1.
 set -euo pipefail
 
-packages=(prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics shellcheck)
+packages=(prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics shellcheck wget)
 
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     packages+=(python3-venv)
