@@ -66,11 +66,6 @@ class Ipv4Prices:
         return self.default if price is None else price
 
 
-def ipv4_price(fleet: Fleet, location: str, th: Thresholds) -> Decimal:
-    """One location's IPv4 price (see :class:`Ipv4Prices`)."""
-    return Ipv4Prices(fleet, th)(location)
-
-
 def cloud_name(server: Server) -> str:
     name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in server.name.lower())
     name = "-".join(part for part in name.split("-") if part)
