@@ -96,7 +96,8 @@ systemd_running() {
 }
 
 have_group() { getent group "$1" >/dev/null 2>&1; }
-in_group() { id -nG "$NAME" 2>/dev/null | tr ' ' '\n' | grep -qx "$1"; }
+# No `| grep -q` under pipefail: an early grep exit can SIGPIPE the writer.
+in_group() { case " $(id -nG "$NAME" 2>/dev/null) " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # The shipped /etc/default file.
 defaults_text() {

@@ -15,9 +15,13 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >
 fi
 
 # `dpkg -s` exits 0 for any package dpkg knows about, including removed ones
-# with config files left, so look at the Status line itself.
+# with config files left, so look at the status itself. Read it into a variable
+# rather than piping into `grep -q`: grep exits at the first match, dpkg can then
+# die of SIGPIPE, and under `pipefail` an installed package would count as missing.
 is_installed() {
-    dpkg -s "$1" 2>/dev/null | grep -qx 'Status: install ok installed'
+    local status
+    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" || return 1
+    [ "$status" = "install ok installed" ] || [ "$status" = "hold ok installed" ]
 }
 
 missing_packages() {
