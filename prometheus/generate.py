@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generate the InfraScope rules pack from ``prometheus/config.yaml``.
 
-Writes ``rules/infrascope-recording.rules.yml`` and
-``rules/infrascope-alerts.rules.yml`` and the generated tables of
+Writes ``rules/infrascope-recording.rules.yml``, one
+``rules/infrascope-utilisation-30d-<shard>.rules.yml`` per shard of the 30-day
+figures, ``rules/infrascope-alerts.rules.yml`` and the generated tables of
 ``README.md`` (between ``<!-- BEGIN GENERATED: ... -->`` markers). The output is
 committed; ``tests/test_rules_generated.py`` fails while it is stale.
 
@@ -49,6 +50,8 @@ FIGURE_WORDS = {"avg30d": "30-day average", "max30d": "30-day maximum",
 REQUIRED_ATTRIBUTES = ("server_name", "server_type", "location", "hcloud_project")
 ID = "source, server_id"
 DAYS_30 = 30 * 24  # hours in the 30-day window
+SHARD_VALUES = tuple(f"{v:02d}" for v in range(100))  # label `shard`: last two digits of the id
+SHARD_COUNTS = (1, 2, 4, 5, 10, 20, 25, 50, 100)  # divisors of 100
 
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1)
@@ -136,9 +139,9 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 def validate_config(raw: Any) -> dict[str, Any]:
-    top = _mapping(raw, "config", ("jobs", "runbook_base_url", "intervals", "utilisation",
-                                   "attributes", "cost_labels", "tiers", "alerts",
-                                   "disk_fstype_exclude"),
+    top = _mapping(raw, "config", ("jobs", "runbook_base_url", "intervals", "window_shards",
+                                   "utilisation", "attributes", "cost_labels", "tiers",
+                                   "alerts", "disk_fstype_exclude"),
                    ("jobs", "runbook_base_url", "intervals", "utilisation", "attributes",
                     "cost_labels", "tiers", "alerts", "disk_fstype_exclude"))
     cfg: dict[str, Any] = {}
@@ -157,6 +160,11 @@ def validate_config(raw: Any) -> dict[str, Any]:
         if not 0 < s <= 300:
             raise ConfigError(f"intervals.{k}: {v} is above 5m (readers would see gaps)")
         cfg["intervals"][k] = (str(v), s)
+    shards = top.get("window_shards", 1)
+    if isinstance(shards, bool) or shards not in SHARD_COUNTS:
+        raise ConfigError(f"window_shards: one of {', '.join(map(str, SHARD_COUNTS))} "
+                          f"(a divisor of 100), got {shards!r}")
+    cfg["window_shards"] = shards
     util = _mapping(top["utilisation"], "utilisation", ("cpu_idle_modes",), ("cpu_idle_modes",))
     modes = util["cpu_idle_modes"]
     if (not isinstance(modes, list) or not modes
@@ -327,10 +335,54 @@ class Builder:
         return [
             Group("infrascope-utilisation", iv["fast"][0], self.utilisation()),
             Group("infrascope-utilisation-hourly", iv["hourly"][0], self.hourly()),
-            Group("infrascope-utilisation-30d", iv["window"][0], self.window()),
             Group("infrascope-cost", iv["fast"][0], self.cost()),
+            *(Group(self.shard_group_name(j), iv["window"][0], self.window(j))
+              for j in range(self.cfg["window_shards"])),
+            Group("infrascope-cost-by-tier", iv["window"][0], [self.cost_by_tier()]),
             Group("infrascope-cost-trend", iv["trend"][0], self.trend()),
         ]
+
+    # ---- shards of the 30-day work
+
+    def shard_group_name(self, j: int) -> str:
+        k = self.cfg["window_shards"]
+        return "infrascope-utilisation-30d" if k == 1 else f"infrascope-utilisation-30d-{j}"
+
+    def shard_values(self, j: int) -> list[str]:
+        k = self.cfg["window_shards"]
+        return [v for v in SHARD_VALUES if int(v) % k == j]
+
+    def shard_matcher(self, j: int) -> str:
+        """Label matcher selecting shard ``j`` of the hourly (and shard-level) series, with a
+        leading comma; empty with one shard. An exact or a small regular expression match
+        on the 100-valued label ``shard``: no per-server cost."""
+        values = self.shard_values(j)
+        if len(values) == len(SHARD_VALUES):
+            return ""
+        if len(values) == 1:
+            return f', shard="{values[0]}"'
+        if 10 % self.cfg["window_shards"] == 0:  # decided by the last digit alone
+            return f', shard=~".[{"".join(sorted({v[1] for v in values}))}]"'
+        return f', shard=~"{"|".join(values)}"'
+
+    def shard_id_regex(self, j: int) -> str | None:
+        """Regular expression on ``server_id`` (a decimal number) equivalent to shard ``j``,
+        for the inventory series, which carry no ``shard`` label; None with one shard."""
+        values = self.shard_values(j)
+        if len(values) == len(SHARD_VALUES):
+            return None
+        if 10 % self.cfg["window_shards"] == 0:
+            return f'.*[{"".join(sorted({v[1] for v in values}))}]'
+        single = [v[1] for v in values if v[0] == "0"]  # ids below 10: "7" is shard "07"
+        return "|".join([f'.*(?:{"|".join(values)})', *single])
+
+    def shard_info(self, j: int) -> str:
+        regex = self.shard_id_regex(j)
+        if regex is None:
+            return self.ctx["INFO"]
+        exporter = self.cfg["jobs"]["exporter"]
+        return (f"max by ({ID}, {self.ctx['ATTRS']}) "
+                f'(hetzner_server_info{{job="{exporter}", server_id=~"{regex}"}})')
 
     def utilisation(self) -> list[Record]:
         ident = "source, server_id"
@@ -399,60 +451,102 @@ class Builder:
     def hourly_condition(self) -> str:
         return f"and on () (vector(time()) % 3600 < {self.cfg['intervals']['hourly'][1]})"
 
+    @staticmethod
+    def with_shard(expr: str) -> str:
+        """``expr`` with label ``shard``: the last two digits of ``server_id`` ("07" for 7)."""
+        inner = textwrap.indent(expr, " " * 8)
+        return ('label_replace(\n'
+                '    label_replace(\n'
+                f'{inner},\n'
+                '        "shard", "0$1", "server_id", "([0-9])"\n'
+                '    ),\n'
+                '    "shard", "$1", "server_id", ".*([0-9][0-9])"\n'
+                ')')
+
     def hourly(self) -> list[Record]:
         out = []
         for metric in ("cpu", "memory"):
             ratio = f"source_server_id:{metric}_utilisation:ratio"
             name = "CPU" if metric == "cpu" else "Memory"
             lower = "CPU" if metric == "cpu" else "memory"
-            out.append(Record(f"source_server_id:{metric}_utilisation:avg1h", self.q("""
+            out.append(Record(f"source_server_id:{metric}_utilisation:avg1h", self.with_shard(
+                self.q("""
                 (
                     sum by ($ID) (sum_over_time($ratio[1h]))
                   /
                     sum by ($ID) (count_over_time($ratio[1h]))
                 )
-                $cond""", ratio=ratio, cond=self.hourly_condition()), "ratio 0-1",
+                $cond""", ratio=ratio, cond=self.hourly_condition())), "ratio 0-1",
                 f"{name} utilisation averaged over the past hour. One sample per hour (written "
                 "by the first evaluation of each hour): the input of the 30-day figures. Read "
-                "it with a range (`[1h]` or longer), not as an instant vector.",
-                "source, server_id"))
-            out.append(Record(f"source_server_id:{metric}_utilisation:max1h", self.q("""
+                "it with a range (`[1h]` or longer), not as an instant vector. Label `shard` "
+                "(the last two digits of `server_id`) lets each 30-day group select its "
+                "servers by an exact label match.",
+                "source, server_id, shard"))
+            out.append(Record(f"source_server_id:{metric}_utilisation:max1h", self.with_shard(
+                self.q("""
                 max by ($ID) (max_over_time($ratio[1h]))
-                $cond""", ratio=ratio, cond=self.hourly_condition()), "ratio 0-1",
+                $cond""", ratio=ratio, cond=self.hourly_condition())), "ratio 0-1",
                 f"Highest 5-minute {lower} utilisation of the past hour; one sample per "
-                "hour like `avg1h`.", "source, server_id"))
+                "hour like `avg1h`.", "source, server_id, shard"))
         return out
 
-    def window(self) -> list[Record]:
+    FIGURES = {
+        "avg30d": ("avg1h", "avg_over_time({x}[30d])",
+                   "{Name} utilisation averaged over 30 days (mean of the hourly averages)."),
+        "max30d": ("max1h", "max_over_time({x}[30d])",
+                   "Highest 5-minute {lower} utilisation of the 30 days."),
+        "p95_30d": ("avg1h", "quantile_over_time(0.95, {x}[30d])",
+                    "95th percentile of the hourly {lower} averages over 30 days (exceeded in "
+                    "36 of the 720 hours)."),
+        "coverage30d": ("avg1h", f"clamp_max(count_over_time({{x}}[30d]) / {DAYS_30}, 1)",
+                        f"Share of the 30 days with {{lower}} data: hours with at least one "
+                        f"value / {DAYS_30}. Tells a quiet server from one nothing is known "
+                        "about."),
+    }
+
+    def window(self, j: int) -> list[Record]:
+        """Shard ``j`` of the 30-day work. Each 30-day read is the only selector of its rule
+        (``shard_source_server_id:*``): a query's selectors are all looked up in every
+        TSDB block of its longest range, so an inventory selector beside a 30-day window
+        costs as much as the window itself. The attributes are joined by the rules after
+        them, whose instant selectors touch only the newest data."""
         out: list[Record] = []
+        shard = self.shard_matcher(j)
+        bare_labels = "shard, source, server_id"
         labels = f"source, server_id, {self.ctx['ATTRS']}"
+        bare: list[Record] = []
+        final: list[Record] = []
         for metric in ("cpu", "memory"):
-            base = f"source_server_id:{metric}_utilisation"
             name = "CPU" if metric == "cpu" else "Memory"
             lower = "CPU" if metric == "cpu" else "memory"
-            out += [
-                Record(f"{base}:avg30d",
-                       self.join_attrs(f"avg_over_time({base}:avg1h[30d])"), "ratio 0-1",
-                       f"{name} utilisation averaged over 30 days (mean of the hourly "
-                       "averages).", labels),
-                Record(f"{base}:max30d",
-                       self.join_attrs(f"max_over_time({base}:max1h[30d])"), "ratio 0-1",
-                       f"Highest 5-minute {lower} utilisation of the 30 days.", labels),
-                Record(f"{base}:p95_30d",
-                       self.join_attrs(f"quantile_over_time(0.95, {base}:avg1h[30d])"),
-                       "ratio 0-1",
-                       f"95th percentile of the hourly {lower} averages over 30 days "
-                       "(exceeded in 36 of the 720 hours).", labels),
-                Record(f"{base}:coverage30d",
-                       self.join_attrs(
-                           f"clamp_max(count_over_time({base}:avg1h[30d]) / {DAYS_30}, 1)"),
-                       "ratio 0-1",
-                       f"Share of the 30 days with {lower} data: hours with at least one "
-                       f"value / {DAYS_30}. Tells a quiet server from one nothing is known "
-                       "about.", labels),
-            ]
-        out.append(self.tier())
-        out.append(Record("tier:monthly_cost_euros:sum", self.q("""
+            for fig, (hourly, template, meaning) in self.FIGURES.items():
+                x = f"source_server_id:{metric}_utilisation:{hourly}{{{shard[2:]}}}" if shard \
+                    else f"source_server_id:{metric}_utilisation:{hourly}"
+                text = meaning.format(Name=name, lower=lower)
+                bare_name = f"shard_source_server_id:{metric}_utilisation:{fig}"
+                bare.append(Record(
+                    bare_name, template.format(x=x), "ratio 0-1",
+                    f"{text} Before the attributes are joined: read "
+                    f"`source_server_id:{metric}_utilisation:{fig}` instead.", bare_labels))
+                final.append(Record(
+                    f"source_server_id:{metric}_utilisation:{fig}",
+                    self.q("""
+                        max without (shard) ($bare)
+                        * on ($ID) group_left ($ATTRS)
+                          $info""", bare=self.sel(bare_name, shard), info=self.shard_info(j)),
+                    "ratio 0-1", text, labels))
+        out = bare + final
+        out.append(self.tier_number(shard))
+        out.append(self.tier(j, shard))
+        return out
+
+    @staticmethod
+    def sel(name: str, shard: str) -> str:
+        return f"{name}{{{shard[2:]}}}" if shard else name
+
+    def cost_by_tier(self) -> Record:
+        return Record("tier:monthly_cost_euros:sum", self.q("""
             sum by (tier) (
                 source_server_id:monthly_cost_euros:sum
                 * on ($ID) group_left (tier)
@@ -462,47 +556,66 @@ class Builder:
             )"""), "euros per month",
             "Projected monthly cost by utilisation tier: what idle servers cost. Servers with "
             "their attached resources and traffic; resources attached to no server are "
-            '`tier="unattached"`.', "tier"))
-        return out
+            '`tier="unattached"`.', "tier")
 
-    def tier(self) -> Record:
+    def tier_bound(self, metric: str, index: int) -> float | None:
+        """The lowest bound at or above tier ``index``: reaching "moderate" implies "low"."""
+        t = self.cfg["tiers"]
+        for name in TIERS[index:]:
+            if name in t[metric]:
+                return float(t[metric][name])
+        return None
+
+    def tier_number(self, shard: str) -> Record:
+        """The tier as a number, from comparisons (no set operations): per figure the count
+        of tier bounds it reaches, the highest of CPU and memory, where coverage suffices."""
         t = self.cfg["tiers"]
         fig = t["figure"]
-        cpu = f"source_server_id:cpu_utilisation:{fig}"
-        mem = f"source_server_id:memory_utilisation:{fig}"
-        covered = f"source_server_id:cpu_utilisation:coverage30d >= {number(t['min_coverage'])}"
 
-        def bound(metric: str, index: int) -> float | None:
-            # the lowest bound at or above the tier: reaching "moderate" implies reaching "low"
-            for name in TIERS[index:]:
-                if name in t[metric]:
-                    return t[metric][name]
-            return None
+        def reached(metric: str) -> str | None:
+            counts: dict[float, int] = {}
+            for index in range(1, len(TIERS)):
+                b = self.tier_bound(metric, index)
+                if b is not None:
+                    counts[b] = counts.get(b, 0) + 1
+            if not counts:
+                return None
+            x = self.sel(f"shard_source_server_id:{metric}_utilisation:{fig}", shard)
+            terms = [f"({x} >= bool {number(b)})" + (f" * {n}" if n > 1 else "")
+                     for b, n in counts.items()]
+            return "\n+ ".join(terms)
 
-        def reach(index: int) -> str:
-            parts = [f"{cpu} >= {number(bound('cpu', index) or 0)}"]
-            mem_bound = bound("memory", index)
-            if mem_bound is not None:
-                parts.append(f"{mem} >= {number(mem_bound)}")
-            if len(parts) == 1:
-                return parts[0]
-            return "(\n    " + f"\n  or on ({ID})\n    ".join(parts) + "\n)"
+        parts = []
+        for metric in ("cpu", "memory"):
+            r = reached(metric)
+            if r is not None:
+                parts.append(f'label_replace(\n{textwrap.indent(r, "    ")},\n'
+                             f'    "figure", "{metric}", "", ""\n)')
+        inner = textwrap.indent("\nor\n".join(parts), " " * 4)
+        cov = self.sel("shard_source_server_id:cpu_utilisation:coverage30d", shard)
+        expr = (f"max by (shard, {ID}) (\n{inner}\n)\n"
+                f"and on (shard, {ID})\n  {cov} >= {number(t['min_coverage'])}")
+        return Record(
+            "shard_source_server_id:utilisation:tier30d", expr,
+            "tier number: 0 idle, 1 low, 2 moderate, 3 high, 4 critical",
+            "The tier number before the tier name and the attributes are added (servers with "
+            "enough coverage only): read `source_server_id:utilisation:tier30d` instead.",
+            "shard, source, server_id")
 
-        def indent(text: str, by: int) -> str:
-            return textwrap.indent(text, " " * by)
-
-        branches = []
-        for index, name in enumerate(TIERS):
-            members = cpu if index == 0 else reach(index)
-            if index + 1 < len(TIERS):
-                members = f"{members}\nunless on ({ID})\n{indent(reach(index + 1), 2)}"
-            members = f"{members}\nand on ({ID})\n  {covered}"
-            branches.append(f"label_replace(\n  0 * (\n{indent(members, 4)}\n  ) + {index},\n"
-                            f'  "tier", "{name}", "", ""\n)')
-        unknown = f"{self.ctx['INFO']}\nunless on ({ID})\n  {covered}"
-        branches.append(f"label_replace(\n  -1 * (\n{indent(unknown, 4)}\n  ),\n"
-                        '  "tier", "unknown", "", ""\n)')
-        expr = "\nor\n".join(branches)
+    def tier(self, j: int, shard: str) -> Record:
+        t = self.cfg["tiers"]
+        fig = t["figure"]
+        bare = self.sel("shard_source_server_id:utilisation:tier30d", shard)
+        number_series = f"max without (shard) ({bare})"
+        branches = [f'label_replace({number_series} == {i}, "tier", "{name}", "", "")'
+                    for i, name in enumerate(TIERS)]
+        info = self.shard_info(j)
+        named = "\nor\n".join(branches)
+        expr = (f"(\n{textwrap.indent(named, '    ')}\n)\n"
+                f"* on ({ID}) group_left ({self.ctx['ATTRS']})\n  {info}\n"
+                f"or on ({ID})\n"
+                f'  label_replace(-1 * ({info} unless on ({ID}) {number_series}), '
+                f'"tier", "unknown", "", "")')
         cpu_b, mem_b = (", ".join(f"{k} ≥ {pct(t[m][k])}" for k in TIERS if k in t[m])
                         for m in ("cpu", "memory"))
         return Record(
@@ -825,11 +938,16 @@ def _cell(text: str) -> str:
 def readme_tables(cfg: dict[str, Any], builder: Builder) -> dict[str, str]:
     rec = ["| series | group (interval) | unit | labels | meaning |",
            "|---|---|---|---|---|"]
+    seen: dict[str, tuple[Record, list[Group]]] = {}
     for g in builder.recording_groups():
         for r in g.rules:
             assert isinstance(r, Record)
-            rec.append(f"| `{r.record}` | {g.name} ({g.interval}) | {_cell(r.unit)} | "
-                       f"{_cell(r.labels)} | {_cell(r.meaning)} |")
+            seen.setdefault(r.record, (r, []))[1].append(g)
+    for r, groups in seen.values():  # a 30-day series is recorded by every shard's group
+        where = groups[0].name if len(groups) == 1 else (
+            f"{groups[0].name} … {groups[-1].name} ({len(groups)} groups)")
+        rec.append(f"| `{r.record}` | {where} ({groups[0].interval}) | {_cell(r.unit)} | "
+                   f"{_cell(r.labels)} | {_cell(r.meaning)} |")
     alerts = ["| alert | severity | category | threshold | for | summary |",
               "|---|---|---|---|---|---|"]
     for g in builder.alert_groups():
@@ -852,11 +970,24 @@ def render_readme(current: str, tables: dict[str, str]) -> str:
     return current
 
 
+SHARD_FILE_GLOB = "infrascope-utilisation-30d*.rules.yml"
+
+
 def render(cfg: dict[str, Any]) -> dict[str, str]:
-    """File name -> content of every generated rule file."""
+    """File name -> content of every generated rule file.
+
+    Each shard of the 30-day work gets a file of its own: its rules record the same
+    names as the other shards' (for other servers), which promtool's duplicate-rules
+    lint, looking at names and static labels only, would report within one file."""
     b = Builder(cfg)
-    return {RECORDING_FILE: render_rules(b.recording_groups(), cfg),
-            ALERTS_FILE: render_rules(b.alert_groups(), cfg)}
+    groups = b.recording_groups()
+    shard_names = {b.shard_group_name(j) for j in range(cfg["window_shards"])}
+    out = {RECORDING_FILE: render_rules([g for g in groups if g.name not in shard_names], cfg)}
+    for g in groups:
+        if g.name in shard_names:
+            out[f"{g.name}.rules.yml"] = render_rules([g], cfg)
+    out[ALERTS_FILE] = render_rules(b.alert_groups(), cfg)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -883,14 +1014,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stale = [path for path, text in outputs.items()
              if not path.exists() or path.read_text() != text]
+    # shard files of an earlier window_shards: Prometheus would load them too
+    leftover = sorted(p for p in args.output_dir.glob(SHARD_FILE_GLOB) if p not in outputs)
     if args.check:
         for path in stale:
             print(f"generate: stale: {path}", file=sys.stderr)
-        return 1 if stale else 0
+        for path in leftover:
+            print(f"generate: not generated any more: {path}", file=sys.stderr)
+        return 1 if stale or leftover else 0
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for path in stale:
         path.write_text(outputs[path])
         print(f"generate: wrote {path}")
+    for path in leftover:
+        path.unlink()
+        print(f"generate: removed {path} (not generated any more)")
     return 0
 
 

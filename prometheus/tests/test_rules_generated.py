@@ -7,6 +7,7 @@ CI fails while they are stale: change prometheus/config.yaml, then run
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     assert cpu[0]["labels"]["severity"] == "critical"
     assert "(above 80% for 45m)" in cpu[0]["annotations"]["description"]
     text = "".join(files.values())
-    assert "cpu_utilisation:p95_30d >= 0.03" in text
+    assert re.search(r"cpu_utilisation:p95_30d\{[^}]*\} >= bool 0\.03\b", text)
     assert 'job="hetzner"' not in text and 'job="infrascope-agent"' not in text
     assert 'job="hcloud"' in text and 'job="node"' in text
 
@@ -100,3 +101,57 @@ def test_invalid_config_is_refused_naming_the_key(edit, message: str, tmp_path: 
     assert generator().main(["--config", str(path), "--output-dir", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def _shard_label(server_id: str) -> str:
+    """What the hourly rules' two label_replace calls make of a server id."""
+    if re.fullmatch(r"[0-9]", server_id):
+        return "0" + server_id
+    m = re.fullmatch(r".*([0-9][0-9])", server_id)
+    assert m, server_id
+    return m.group(1)
+
+
+def _matcher_regex(matcher: str) -> str:
+    """The regular expression of a generated `, shard="x"` / `, shard=~"x"` matcher."""
+    m = re.fullmatch(r', shard(=~?)"([^"]*)"', matcher)
+    assert m, matcher
+    return m.group(2) if m.group(1) == "=~" else re.escape(m.group(2))
+
+
+@pytest.mark.parametrize("shards", [1, 2, 4, 5, 10, 20, 25, 50, 100])
+def test_shards_partition_the_servers(shards: int) -> None:
+    """Every server id falls into exactly one shard's group, through its hourly series'
+    `shard` label and, for the inventory join, through its id, and both agree."""
+    gen = generator()
+    cfg = gen.validate_config({**config(), "window_shards": shards})
+    b = gen.Builder(cfg)
+    ids = [str(i) for i in range(0, 1000)] + ["4711", "2391100", "58213977", "100000000"]
+    for server_id in ids:
+        by_label = [j for j in range(shards) if not b.shard_matcher(j)
+                    or re.fullmatch(_matcher_regex(b.shard_matcher(j)), _shard_label(server_id))]
+        by_id = [j for j in range(shards) if b.shard_id_regex(j) is None
+                 or re.fullmatch(b.shard_id_regex(j), server_id)]
+        assert by_label == by_id and len(by_label) == 1, (server_id, by_label, by_id)
+    names = [b.shard_group_name(j) for j in range(shards)]
+    assert len(set(names)) == shards
+
+
+def test_window_shards_is_validated() -> None:
+    gen = generator()
+    for bad in (0, 3, 7, 200, "10", True):
+        with pytest.raises(gen.ConfigError, match="window_shards"):
+            gen.validate_config({**config(), "window_shards": bad})
+
+
+def test_fewer_shards_remove_the_files_of_the_others(tmp_path: Path) -> None:
+    files = generate(tmp_path, readme=False)
+    assert "infrascope-utilisation-30d-9.rules.yml" in files
+    cfg = {**config(), "window_shards": 5}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    argv = ["--config", str(tmp_path / "config.yaml"), "--output-dir", str(tmp_path / "rules")]
+    assert generator().main([*argv, "--check"]) == 1  # the extra files count as stale
+    assert generator().main(argv) == 0
+    left = sorted(p.name for p in (tmp_path / "rules").glob("infrascope-utilisation-30d*"))
+    assert left == [f"infrascope-utilisation-30d-{j}.rules.yml" for j in range(5)]
+    assert generator().main([*argv, "--check"]) == 0

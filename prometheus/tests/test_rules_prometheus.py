@@ -190,10 +190,14 @@ def test_rules_on_real_prometheus(tmp_path: Path, exporter_url: str, processes,
     base = f"http://127.0.0.1:{prom_port}"
     procs = [node, prom]
 
+    expected_groups = sum(len(yaml.safe_load(p.read_text())["groups"])
+                          for p in (tmp_path / "rules").glob("*.rules.yml"))
+    assert expected_groups == 8 + cfg["window_shards"]  # 5 + 3 alert groups + the shards
+
     def evaluated_twice() -> list[dict[str, Any]] | None:
         groups = httpx.get(f"{base}/api/v1/rules", timeout=5).json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        ready = (len(groups) == 8 and all(r["lastEvaluation"] > "2000" for r in rules)
+        ready = (len(groups) == expected_groups and all(r["lastEvaluation"] > "2000" for r in rules)
                  and query(base, 'source_server_id:cpu_utilisation:ratio{via="agent"}'))
         return rules if ready else None
 

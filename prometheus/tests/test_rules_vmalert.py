@@ -35,7 +35,7 @@ def test_vmalert_dry_run_rejects_a_broken_file(tmp_path: Path) -> None:
     assert dry_run(str(tmp_path / "*.yml")).returncode != 0
     alerts.write_text(alerts.read_text().replace("noSuchFunction", "humanizePercentage"))
     assert dry_run(str(tmp_path / "*.yml")).returncode == 0
-    recording = tmp_path / "infrascope-recording.rules.yml"
+    recording = sorted(tmp_path.glob("infrascope-utilisation-30d*.rules.yml"))[0]
     recording.write_text(recording.read_text().replace("[30d])", "[30d]", 1))
     proc = dry_run(str(tmp_path / "*.yml"))
     assert proc.returncode != 0

@@ -300,7 +300,9 @@ class History:
                 values[(res, "avg")][i, HOURS_30D - avg.size:] = avg
                 values[(res, "max")][i, HOURS_30D - top.size:] = top
                 has[res][i] = True
-        return cls([{"source": s.source, "server_id": s.server_id} for s in servers],
+        # `shard`: the last two digits of the id, as the hourly rules label their output
+        return cls([{"source": s.source, "server_id": s.server_id,
+                     "shard": s.server_id[-2:].zfill(2)} for s in servers],
                    np.asarray([s.hours for s in servers], dtype=np.int64), values, has)
 
     @property
