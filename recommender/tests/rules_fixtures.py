@@ -20,7 +20,6 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from infrascope_recommender.loader import InventoryServer
 from infrascope_recommender.model import (
     Fleet,
     Server,
@@ -117,7 +116,7 @@ def cloud(server_id: int | str, name: str, server_type: str = "cx33", *,
     if ipv4 is not None:
         breakdown["primary_ipv4"] = Decimal(ipv4)
     monthly = sum(breakdown.values(), Decimal(0))
-    return InventoryServer(
+    return Server(
         image=image,
         key=ServerKey("cloud", str(server_id)), name=name, server_type=server_type,
         location=location, project=project, architecture=t.architecture,

@@ -17,13 +17,11 @@ from rules_fixtures import FakePrometheus, Reply, Request, canned, error, ok, sa
 from infrascope_recommender import loader
 from infrascope_recommender.config import PrometheusSettings
 from infrascope_recommender.loader import (
-    AgentService,
-    InventoryServer,
     LoaderError,
     cost_history,
     load,
 )
-from infrascope_recommender.model import ServerKey
+from infrascope_recommender.model import ServerKey, Service
 from infrascope_recommender.promql import PrometheusClient, PrometheusError
 
 GiB = 1024 ** 3
@@ -191,7 +189,7 @@ def test_loads_every_family() -> None:
     web = fleet.servers[ServerKey("cloud", "101")]
     assert (web.name, web.server_type, web.location, web.project, web.status) == \
         ("shop-web-1", "cx33", "fsn1", "webshop", "running")
-    assert isinstance(web, InventoryServer) and web.image == "ubuntu-24.04"
+    assert web.image == "ubuntu-24.04"
     assert web.labels == {"env": "production", "role": "web"}
     assert (web.cores, web.memory_bytes, web.disk_bytes) == (4, 8 * GiB, 80 * 10 ** 9)
     assert web.disk_used_bytes == 12 * 10 ** 9
@@ -207,9 +205,9 @@ def test_loads_every_family() -> None:
         (0.5, 0.625, 0.55, 0.95)
     assert (u.via, u.tier) == ("agent", "moderate")
     assert web.services == [
-        AgentService("docker", "shop-app", "running", "ghcr.io/demo/shop:2.14", "shop"),
-        AgentService("process", "sshd", "listening", ports=["tcp/22"]),
-        AgentService("systemd", "nginx.service", "active", ports=["tcp/80", "tcp/443"]),
+        Service("docker", "shop-app", "running", "ghcr.io/demo/shop:2.14", "shop"),
+        Service("process", "sshd", "listening", ports=["tcp/22"]),
+        Service("systemd", "nginx.service", "active", ports=["tcp/80", "tcp/443"]),
     ]
 
     stg = fleet.servers[ServerKey("cloud", "104")]

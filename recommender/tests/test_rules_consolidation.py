@@ -7,8 +7,7 @@ from decimal import Decimal
 
 from rules_fixtures import cloud, fleet, util
 
-from infrascope_recommender.loader import AgentService
-from infrascope_recommender.model import Server
+from infrascope_recommender.model import Server, Service
 from infrascope_recommender.rules.consolidation import RULE, nonprod_reason
 from infrascope_recommender.thresholds import Thresholds
 
@@ -28,8 +27,8 @@ def staging_trio() -> list[Server]:
 
 def test_staging_servers_merge_onto_one() -> None:
     servers = staging_trio()
-    servers[0].services = [AgentService("docker", "shop-app", "running", ports=["tcp/8080"])]
-    servers[1].services = [AgentService("systemd", "postgresql@16-main.service", "active",
+    servers[0].services = [Service("docker", "shop-app", "running", ports=["tcp/8080"])]
+    servers[1].services = [Service("systemd", "postgresql@16-main.service", "active",
                                         ports=["tcp/5432"])]
     result = RULE.evaluate(fleet(*servers), TH)
     assert result.exclusions == []
@@ -76,7 +75,7 @@ def test_staging_servers_merge_onto_one() -> None:
 def test_port_conflicts_are_named() -> None:
     a, b = staging_trio()[:2]
     for s in (a, b):
-        s.services = [AgentService("systemd", "nginx.service", "active",
+        s.services = [Service("systemd", "nginx.service", "active",
                                    ports=["tcp/80", "tcp/443"])]
     [rec] = RULE.evaluate(fleet(a, b), TH).recommendations
     [conflict] = [r for r in rec.risk_reasons if r.figures.get("conflicts")]

@@ -31,7 +31,7 @@ import math
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -61,22 +61,6 @@ _TIER = "source_server_id:utilisation:tier30d"
 
 class LoaderError(PrometheusError):
     """Prometheus answered, but not with a fleet (e.g. no exporter data at all)."""
-
-
-@dataclass
-class AgentService(Service):
-    """A service with the ports it listens on (``infrascope_listen_port_info``), e.g.
-    ``tcp/5432``. (``model.Service`` has no ports field; rules read it with getattr.)"""
-
-    ports: list[str] = field(default_factory=list)
-
-
-@dataclass
-class InventoryServer(Server):
-    """A server with the image it was created from (``hetzner_server_info{image}``).
-    (``model.Server`` has no image field; rules read it with getattr.)"""
-
-    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,7 +270,7 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
         if not m.get("server_name"):
             skip("hetzner_server_info", "no server_name", m)
             continue
-        servers[_id(m)] = InventoryServer(
+        servers[_id(m)] = Server(
             key=key, name=m["server_name"], server_type=m.get("server_type", ""),
             location=m.get("location", ""), project=m.get("hcloud_project", ""),
             datacenter=m.get("datacenter", ""), architecture=m.get("architecture", ""),
@@ -507,7 +491,7 @@ def _agent(servers: Index, cores: list[dict[str, Any]],
 
 def _services(servers: Index, services: list[dict[str, Any]],
               ports: list[dict[str, Any]]) -> None:
-    found: dict[tuple[tuple[str, str], str, str], AgentService] = {}
+    found: dict[tuple[tuple[str, str], str, str], Service] = {}
     for sample in sorted(services, key=lambda s: sorted(_metric(s).items())):
         m = _metric(sample)
         key = _id(m)
@@ -516,7 +500,7 @@ def _services(servers: Index, services: list[dict[str, Any]],
         ident = (key, m.get("kind", ""), m["service"])
         if ident in found:
             continue
-        found[ident] = AgentService(kind=m.get("kind", ""), name=m["service"],
+        found[ident] = Service(kind=m.get("kind", ""), name=m["service"],
                                     state=m.get("state", ""), image=m.get("image", ""),
                                     compose_project=m.get("compose_project", ""))
     for sample in sorted(ports, key=lambda s: sorted(_metric(s).items())):
@@ -528,7 +512,7 @@ def _services(servers: Index, services: list[dict[str, Any]],
         ident = (key, m.get("kind", ""), owner)
         service = found.get(ident)
         if service is None:
-            service = found[ident] = AgentService(kind=m.get("kind", "") or "process",
+            service = found[ident] = Service(kind=m.get("kind", "") or "process",
                                                   name=owner, state="listening")
         port = f"{m.get('protocol', 'tcp')}/{m['port']}"
         if port not in service.ports:

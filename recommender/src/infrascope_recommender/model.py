@@ -80,6 +80,7 @@ class Service:
     state: str = ""
     image: str = ""
     compose_project: str = ""
+    ports: list[str] = field(default_factory=list)  # e.g. tcp/5432 (infrascope_listen_port_info)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Server:
     architecture: str = ""  # x86 or arm (Cloud); "" when unknown
     cpu_type: str = ""  # shared or dedicated (Cloud)
     status: str = ""
+    image: str = ""  # the image it was created from (hetzner_server_info{image}), Cloud
     labels: dict[str, str] = field(default_factory=dict)  # Hetzner labels, sanitised keys
     cores: int | None = None
     memory_bytes: int | None = None

@@ -60,14 +60,12 @@ def q(text: str) -> str:
 
 def image_of(server: Server) -> str:
     """The image the server was created from (``hetzner_server_info{image}``), if known."""
-    image = getattr(server, "image", "")  # set by the loader; not a model field (yet)
-    return str(image) if image else ""
+    return server.image
 
 
 def service_text(service: Service) -> str:
-    ports = getattr(service, "ports", None)  # set by the loader from the listen-port info
     text = f"{service.kind} {service.name}"
-    return f"{text} ({', '.join(ports)})" if ports else text
+    return f"{text} ({', '.join(service.ports)})" if service.ports else text
 
 
 # --------------------------------------------------------------------------- confidence

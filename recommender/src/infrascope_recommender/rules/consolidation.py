@@ -240,7 +240,7 @@ class ConsolidationRule:
     def _port_conflicts(servers: list[Server]) -> str:
         seen: dict[str, list[str]] = defaultdict(list)
         for s in servers:
-            ports = sorted({p for svc in s.services for p in getattr(svc, "ports", None) or []})
+            ports = sorted({p for svc in s.services for p in svc.ports})
             for port in ports:
                 seen[port].append(s.name)
         return ", ".join(f"{port} on {' and '.join(names)}"
