@@ -353,17 +353,17 @@ class Builder:
         return [v for v in SHARD_VALUES if int(v) % k == j]
 
     def shard_matcher(self, j: int) -> str:
-        """Label matcher selecting shard ``j`` of the hourly (and shard-level) series, with a
-        leading comma; empty with one shard. An exact or a small regular expression match
+        """Label matcher selecting shard ``j`` of the hourly (and shard-level) series; empty
+        with one shard. An exact or a small regular expression match
         on the 100-valued label ``shard``: no per-server cost."""
         values = self.shard_values(j)
         if len(values) == len(SHARD_VALUES):
             return ""
         if len(values) == 1:
-            return f', shard="{values[0]}"'
+            return f'shard="{values[0]}"'
         if 10 % self.cfg["window_shards"] == 0:  # decided by the last digit alone
-            return f', shard=~".[{"".join(sorted({v[1] for v in values}))}]"'
-        return f', shard=~"{"|".join(values)}"'
+            return f'shard=~".[{"".join(sorted({v[1] for v in values}))}]"'
+        return f'shard=~"{"|".join(values)}"'
 
     def shard_id_regex(self, j: int) -> str | None:
         """Regular expression on ``server_id`` (a decimal number) equivalent to shard ``j``,
@@ -521,8 +521,7 @@ class Builder:
             name = "CPU" if metric == "cpu" else "Memory"
             lower = "CPU" if metric == "cpu" else "memory"
             for fig, (hourly, template, meaning) in self.FIGURES.items():
-                x = f"source_server_id:{metric}_utilisation:{hourly}{{{shard[2:]}}}" if shard \
-                    else f"source_server_id:{metric}_utilisation:{hourly}"
+                x = self.sel(f"source_server_id:{metric}_utilisation:{hourly}", shard)
                 text = meaning.format(Name=name, lower=lower)
                 bare_name = f"shard_source_server_id:{metric}_utilisation:{fig}"
                 bare.append(Record(
@@ -542,8 +541,9 @@ class Builder:
         return out
 
     @staticmethod
-    def sel(name: str, shard: str) -> str:
-        return f"{name}{{{shard[2:]}}}" if shard else name
+    def sel(name: str, matcher: str) -> str:
+        """``name``, with ``{matcher}`` unless the matcher is empty."""
+        return f"{name}{{{matcher}}}" if matcher else name
 
     def cost_by_tier(self) -> Record:
         return Record("tier:monthly_cost_euros:sum", self.q("""

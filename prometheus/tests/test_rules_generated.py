@@ -113,8 +113,8 @@ def _shard_label(server_id: str) -> str:
 
 
 def _matcher_regex(matcher: str) -> str:
-    """The regular expression of a generated `, shard="x"` / `, shard=~"x"` matcher."""
-    m = re.fullmatch(r', shard(=~?)"([^"]*)"', matcher)
+    """The regular expression of a generated `shard="x"` / `shard=~"x"` matcher."""
+    m = re.fullmatch(r'shard(=~?)"([^"]*)"', matcher)
     assert m, matcher
     return m.group(2) if m.group(1) == "=~" else re.escape(m.group(2))
 
