@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import logging
 import shutil
 import socket
@@ -87,6 +88,23 @@ def test_bearer_token_and_extra_headers_are_sent() -> None:
     headers = fake.requests[0].headers
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     assert headers["X-Scope-OrgID"] == "tenant-1"
+
+
+@pytest.mark.parametrize(("compression", "encoding"), [(False, "identity"), (True, "gzip")])
+def test_compression_is_asked_for_only_when_configured(compression: bool,
+                                                      encoding: str) -> None:
+    """Off by default: gzip costs Prometheus more CPU than a fast link saves."""
+    def handler(request: Request) -> Reply:
+        status, headers, body = ok(VECTOR)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return status, {**headers, "Content-Encoding": "gzip"}, gzip.compress(body)
+        return status, headers, body
+
+    with FakePrometheus(handler).running() as fake, \
+            PrometheusClient(settings(fake.url, compression=compression)) as client:
+        assert client.query("up") == VECTOR
+    assert fake.requests[0].headers["Accept-Encoding"] == encoding
+    assert PrometheusSettings().compression is False
 
 
 def test_basic_auth_is_sent() -> None:

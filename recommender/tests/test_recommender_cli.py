@@ -118,6 +118,7 @@ def test_no_command_is_a_usage_error(cmd: list[str]) -> None:
 @pytest.mark.parametrize(("yaml_text", "key"), [
     ("prometheus:\n  url: ftp://nowhere\n", "prometheus.url"),
     ("prometheus:\n  retries: many\n", "prometheus.retries"),
+    ("prometheus:\n  compression: gzip\n", "prometheus.compression"),
     ("bogus: 1\n", "bogus"),
     ("api:\n  token_file: /nonexistent/token\n", "api.token_file"),
     ("schedule:\n  interval: soon\n", "schedule.interval"),

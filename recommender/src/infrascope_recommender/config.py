@@ -80,6 +80,10 @@ class PrometheusSettings:
     timeout_seconds: float = 30.0
     retries: int = 3  # extra attempts after the first, for connection errors / 5xx / 429
     backoff_seconds: float = 0.5  # first retry delay; doubles each retry
+    # Ask for gzip-compressed answers. A 10,000-server load is ~40 MB of JSON: compressing
+    # it costs Prometheus more CPU than sending it over loopback or a LAN takes; worth it
+    # across a slow link (another region, a hosted Mimir/Thanos).
+    compression: bool = False
     exporter_job: str = "hetzner"
     agent_job: str = "infrascope-agent"
 
@@ -117,7 +121,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _KEYS: dict[str, set[str]] = {
     "": {"prometheus", "rules", "state", "api", "schedule", "grafana", "dashboard_url"},
     "prometheus": {"url", "bearer_token_file", "basic_auth", "headers", "tls", "timeout",
-                   "retries", "backoff", "exporter_job", "agent_job"},
+                   "retries", "backoff", "compression", "exporter_job", "agent_job"},
     "prometheus.basic_auth": {"username", "password_file"},
     "prometheus.tls": {"ca_file", "cert_file", "key_file", "insecure_skip_verify"},
     "state": {"path"},
@@ -230,6 +234,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
     retries = prom.get("retries", 3)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
         raise ConfigError(f"prometheus.retries: expected an integer 0..10, got {retries!r}")
+    compression = prom.get("compression", False)
+    if not isinstance(compression, bool):
+        raise ConfigError(f"prometheus.compression: expected true or false, got {compression!r}")
     for tls_key in ("ca_file", "cert_file", "key_file"):
         if tls.get(tls_key) and not Path(str(tls[tls_key])).is_file():
             raise ConfigError(f"prometheus.tls.{tls_key}: no such file: {tls[tls_key]}")
@@ -245,6 +252,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         timeout_seconds=parse_duration(prom.get("timeout", "30s"), "prometheus.timeout"),
         retries=retries,
         backoff_seconds=parse_duration(prom.get("backoff", "0.5s"), "prometheus.backoff"),
+        compression=compression,
         exporter_job=str(prom.get("exporter_job", "hetzner")),
         agent_job=str(prom.get("agent_job", "infrascope-agent")),
     )

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -202,6 +202,10 @@ def _by_name(result: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 PARALLEL_QUERIES = 4  # concurrent queries per run: modest, Prometheus serves dashboards too
 
+#: The queries whose answers are largest at scale (most series), sent first so that the
+#: long ones start at once; the others fill the gaps.
+_LARGEST_FIRST = ("utilisation", "sizes_and_cost", "inventory", "agent_cores")
+
 
 def load(client: PrometheusClient, settings: PrometheusSettings,
          at: float | None = None) -> Fleet:
@@ -210,41 +214,51 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
     before = client.queries
     skip = _Skips()
     plan = queries(settings)
-    # The inventory first: without it nothing else is worth asking. The other queries are
-    # independent: run them side by side (Prometheus evaluates them in parallel, up to
-    # --query.max-concurrency, while this process decodes the answers). A failure
-    # surfaces as the first failing query in plan order.
-    first, rest = plan[0], plan[1:]
-    assert first.name == "inventory"
-    results: dict[str, list[dict[str, Any]]] = {first.name: client.query(first.expr, at)}
-    if not any(_metric(s).get("__name__") == "hetzner_server_info"
-               for s in results[first.name]):
+    # The queries are independent: run them side by side, the largest first (Prometheus
+    # evaluates them in parallel, up to --query.max-concurrency), and build the fleet
+    # from each answer as soon as it and the ones it builds on are in, while the rest
+    # are still being evaluated and decoded. A failure surfaces as the first failing
+    # query in plan order; the inventory is checked before anything else is built.
+    rank = {name: i for i, name in enumerate(_LARGEST_FIRST)}
+    order = sorted(plan, key=lambda q: rank.get(q.name, len(rank)))  # stable: plan order
+    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
+                            thread_name_prefix="promql") as pool:
+        futures = {q.name: pool.submit(client.query, q.expr, at) for q in order}
+        try:
+            return _build(futures, settings, skip, at, client, before)
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
+
+
+def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: PrometheusSettings,
+           skip: _Skips, at: float, client: PrometheusClient, before: int) -> Fleet:
+    def result(name: str) -> list[dict[str, Any]]:
+        return futures[name].result()
+
+    inventory = result("inventory")
+    if not any(_metric(s).get("__name__") == "hetzner_server_info" for s in inventory):
         raise LoaderError(
             f"no hetzner_server_info series at {display_url(settings.url)} — is the "
             f"exporter scraped with job=\"{settings.exporter_job}\"?",
             url=display_url(settings.url))
-    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
-                            thread_name_prefix="promql") as pool:
-        futures = [(q, pool.submit(client.query, q.expr, at)) for q in rest]
-    for q, future in futures:
-        results[q.name] = future.result()
-
-    servers = _inventory(results["inventory"] + results["labels"], skip)
-    _sizes_and_cost(servers, results["sizes_and_cost"], skip)
-    types = _catalogue(results["catalogue"], skip)
+    servers = _inventory(inventory + result("labels"), skip)
+    _sizes_and_cost(servers, result("sizes_and_cost"), skip)
+    types = _catalogue(result("catalogue"), skip)
     if not types:
         log.warning("no server type catalogue (hetzner_server_type_*) at %s: no type change "
                     "can be recommended", display_url(settings.url))
-    price_mode, backup_ratio = _pricing(results["pricing"], skip)
-    if not _utilisation(servers, results["utilisation"], skip):
+    price_mode, backup_ratio = _pricing(result("pricing"), skip)
+    if not _utilisation(servers, result("utilisation"), skip):
         log.warning("no 30-day utilisation series (source_server_id:*_utilisation:*30d) at %s: "
                     "are the InfraScope recording rules loaded? Every server will be excluded "
                     "for lack of data", display_url(settings.url))
-    _via(servers, results["via"])
-    costs = _costs(servers, results["costs"], skip, settings)
-    _agent(servers, results["agent_cores"], results["agent_memory"],
-           results["agent_disk_used"], skip)
-    _services(servers, results["services"], results["ports"])
+    _via(servers, result("via"))
+    costs = _costs(servers, result("costs"), skip, settings)
+    _agent(servers, result("agent_cores"), result("agent_memory"),
+           result("agent_disk_used"), skip)
+    _services(servers, result("services"), result("ports"))
     skip.summary()
     return Fleet(servers={s.key: s for s in servers.values()}, types=types,
                  backup_ratio=backup_ratio, price_mode=price_mode, costs=costs, loaded_at=at,

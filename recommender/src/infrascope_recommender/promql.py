@@ -22,7 +22,6 @@ the retries); :attr:`PrometheusClient.attempts` counts HTTP requests, retries in
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import ssl
@@ -34,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import orjson
 
 from .config import PrometheusSettings
 
@@ -104,6 +104,7 @@ class PrometheusClient:
         self._count_lock = threading.Lock()  # the loader queries from several threads
         self._sleep = sleep
         headers = {"Accept": "application/json",
+                   "Accept-Encoding": "gzip" if settings.compression else "identity",
                    "User-Agent": "infrascope-recommender"}
         headers.update({str(k): str(v) for k, v in settings.headers.items()})
         if settings.bearer_token:
@@ -200,8 +201,8 @@ class PrometheusClient:
                 self._message(shown, f"credentials rejected (HTTP {status})", attempts),
                 url=shown, status=status)
         try:
-            body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(response.content)
+        except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict):
             if status >= 300:
