@@ -139,9 +139,9 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
         sample("hcloud_project:monthly_cost_euros:sum", "49"),
     ]
     agent_ids = {"source": "dedicated", "server_id": "2391007"}
-    cores = [sample(None, "8", **agent_ids), sample(None, "4", source="cloud", server_id="101")]
-    memory = [sample(None, str(64 * GiB), **agent_ids),
-              sample(None, str(7 * GiB), source="cloud", server_id="101")]
+    # core count and memory: asked of the dedicated servers' agents only
+    cores = [sample(None, "8", **agent_ids)]
+    memory = [sample(None, str(64 * GiB), **agent_ids)]
     disk = [sample(None, "50000000000", **agent_ids),
             sample(None, "12000000000", source="cloud", server_id="101")]
     services = [
@@ -232,6 +232,30 @@ def test_loads_every_family() -> None:
     assert fleet.costs.by_source == {"cloud": Decimal("12.178"), "dedicated": Decimal("49")}
     assert fleet.costs.by_location == {"fsn1": Decimal("61.178")}
     assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "": Decimal("49")}
+
+
+def test_cloud_sizes_come_from_the_exporter_or_the_catalogue() -> None:
+    """Agents are asked for the core count and memory of dedicated servers only; a Cloud
+    server the exporter gave no sizes gets its type's from the catalogue (not the disk:
+    the primary disk may have been kept larger than the type's)."""
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    assert 'source="dedicated"' in q["agent_cores"] and 'mode="idle"' in q["agent_cores"]
+    assert 'source="dedicated"' in q["agent_memory"]
+    responses = small_fleet()
+    responses[q["sizes_and_cost"]] = [
+        s for s in responses[q["sizes_and_cost"]]
+        if not (s["metric"]["server_id"] == "101" and s["metric"]["__name__"] in (
+            "hetzner_server_cpu_cores", "hetzner_server_memory_bytes",
+            "hetzner_server_disk_bytes"))]
+    # a Cloud agent's figures, were any to arrive, would not be taken
+    responses[q["agent_cores"]].append(sample(None, "16", source="cloud", server_id="104"))
+    fleet, _, _ = run_load(responses)
+    web = fleet.servers[ServerKey("cloud", "101")]
+    assert (web.cores, web.memory_bytes, web.disk_bytes) == (4, 8 * GiB, None)  # cx33
+    stg = fleet.servers[ServerKey("cloud", "104")]
+    assert (stg.cores, stg.memory_bytes) == (2, 4 * GiB)  # the exporter's
+    ded = fleet.servers[ServerKey("dedicated", "2391007")]
+    assert (ded.cores, ded.memory_bytes) == (8, 64 * GiB)  # the agent's
 
 
 def synthetic(n: int) -> dict[str, list[dict[str, Any]]]:

@@ -16,7 +16,9 @@ Sources:
 - the rules pack's recorded series: the 30-day CPU and memory figures and the tier,
   ``via`` from ``source_server_id:cpu_utilisation:ratio``, the cost roll-ups;
 - the agents (job ``settings.agent_job``, series carrying the ``source``/``server_id``
-  target labels): core count, memory, used disk, services and listening ports.
+  target labels): core count and memory of dedicated servers (a Cloud server's come from
+  the exporter, or from the catalogue when the exporter has none), used disk, services
+  and listening ports.
 
 Values arrive as strings; money is converted with ``Decimal(text)``, never through a
 float. A malformed or incomplete record is skipped with a warning naming the series;
@@ -104,11 +106,15 @@ def queries(settings: PrometheusSettings) -> list[Query]:
               "max by (__name__, source, server_id, location, hcloud_project) ("
               '{__name__=~"(source_server_id|source|location|hcloud_project|)'
               ':monthly_cost_euros:sum"})'),
+        # Sizes from the agent for dedicated servers only: Robot reports none, while a
+        # Cloud server's come from the exporter (or the catalogue); at 10,000 servers the
+        # Cloud agents' per-CPU series would be most of this query's cost.
         Query("agent_cores",
               f'count by (source, server_id) (node_cpu_seconds_total{{job="{agent}",'
-              'mode="idle"})'),
+              'mode="idle",source="dedicated"})'),
         Query("agent_memory",
-              f'max by (source, server_id) (node_memory_MemTotal_bytes{{job="{agent}"}})'),
+              f'max by (source, server_id) (node_memory_MemTotal_bytes{{job="{agent}",'
+              'source="dedicated"})'),
         Query("agent_disk_used",
               "sum by (source, server_id) (max by (source, server_id, device) ("
               f"node_filesystem_size_bytes{{{fs}}} - node_filesystem_avail_bytes{{{fs}}}))"),
@@ -246,6 +252,7 @@ def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: Prometheu
     servers = _inventory(inventory + result("labels"), skip)
     _sizes_and_cost(servers, result("sizes_and_cost"), skip)
     types = _catalogue(result("catalogue"), skip)
+    _sizes_from_catalogue(servers, types)
     if not types:
         log.warning("no server type catalogue (hetzner_server_type_*) at %s: no type change "
                     "can be recommended", display_url(settings.url))
@@ -339,6 +346,23 @@ def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
                     skip(name, "no component label", m)
                     continue
                 server.cost_breakdown[m["component"]] = amount
+
+
+def _sizes_from_catalogue(servers: Index, types: dict[str, ServerType]) -> None:
+    """A Cloud server the exporter gave no core count or memory size (a malformed API
+    record) gets its type's from the catalogue. Not the disk: a server's primary disk may
+    be larger than its type's (an upgrade kept when the type was changed)."""
+    for server in servers.values():
+        if server.source != "cloud" or (server.cores is not None
+                                        and server.memory_bytes is not None):
+            continue
+        t = types.get(server.server_type)
+        if t is None:
+            continue
+        if server.cores is None:
+            server.cores = t.cores
+        if server.memory_bytes is None:
+            server.memory_bytes = t.memory_bytes
 
 
 def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerType]:
@@ -475,21 +499,19 @@ def _agent(servers: Index, cores: list[dict[str, Any]],
         m = _metric(sample)
         server = servers.get(_id(m))
         value = _float(sample)
-        if server is None or value is None or value < 1:
+        if server is None or server.source != "dedicated" or value is None or value < 1:
             continue
-        if server.source == "dedicated" or server.cores is None:
-            server.cores = int(value)
+        server.cores = int(value)
     for sample in memory:
         m = _metric(sample)
         server = servers.get(_id(m))
         value = _float(sample)
-        if server is None:
+        if server is None or server.source != "dedicated":
             continue
         if value is None or value <= 0:
             skip("node_memory_MemTotal_bytes", f"bad value {_text(sample)!r}", m)
             continue
-        if server.source == "dedicated" or server.memory_bytes is None:
-            server.memory_bytes = int(value)
+        server.memory_bytes = int(value)
     for sample in disk:
         m = _metric(sample)
         server = servers.get(_id(m))
