@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import subprocess
@@ -256,6 +257,32 @@ def test_cloud_sizes_come_from_the_exporter_or_the_catalogue() -> None:
     assert (stg.cores, stg.memory_bytes) == (2, 4 * GiB)  # the exporter's
     ded = fleet.servers[ServerKey("dedicated", "2391007")]
     assert (ded.cores, ded.memory_bytes) == (8, 64 * GiB)  # the agent's
+
+
+def test_garbage_collection_is_paused_during_the_load_and_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = loader._inventory
+
+    def spy(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    monkeypatch.setattr(loader, "_inventory", spy)
+    assert gc.isenabled()
+    run_load(small_fleet())
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a caller's choice is kept
+    try:
+        run_load(small_fleet())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    responses = small_fleet()
+    responses[loader.queries(SETTINGS)[0].expr] = []  # no inventory: LoaderError
+    with pytest.raises(LoaderError):
+        run_load(responses)
+    assert gc.isenabled()
 
 
 def synthetic(n: int) -> dict[str, list[dict[str, Any]]]:

@@ -28,11 +28,14 @@ the load never fails on one bad record. No ``hetzner_server_info`` at all raises
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -227,8 +230,8 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
     # query in plan order; the inventory is checked before anything else is built.
     rank = {name: i for i, name in enumerate(_LARGEST_FIRST)}
     order = sorted(plan, key=lambda q: rank.get(q.name, len(rank)))  # stable: plan order
-    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
-                            thread_name_prefix="promql") as pool:
+    with _gc_paused(), ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
+                                          thread_name_prefix="promql") as pool:
         futures = {q.name: pool.submit(client.query, q.expr, at) for q in order}
         try:
             return _build(futures, settings, skip, at, client, before)
@@ -236,6 +239,23 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
             for future in futures.values():
                 future.cancel()
             raise
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the answers are decoded and the fleet is built.
+
+    A 10,000-server load creates a few million objects that all stay alive, none of them
+    in a reference cycle; the collector's passes over them found nothing and cost about
+    a third of this process' CPU time, on a machine where Prometheus needs the cores.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: PrometheusSettings,
@@ -314,26 +334,26 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
     return servers
 
 
+_SIZES = {"hetzner_server_cpu_cores": "cores", "hetzner_server_memory_bytes": "memory_bytes",
+          "hetzner_server_disk_bytes": "disk_bytes"}
+
+
 def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
                     skip: _Skips) -> None:
+    find = servers.get
     for name, samples in _by_name(result).items():
+        size = _SIZES.get(name)
         for sample in samples:
             m = _metric(sample)
-            server = servers.get(_id(m))
+            server = find((m.get("source", ""), m.get("server_id", "")))
             if server is None:
                 continue  # a server without inventory: nothing to attach it to
-            if name in ("hetzner_server_cpu_cores", "hetzner_server_memory_bytes",
-                        "hetzner_server_disk_bytes"):
+            if size is not None:
                 value = _float(sample)
                 if value is None or value < 0:
                     skip(name, f"bad value {_text(sample)!r}", m)
                     continue
-                if name == "hetzner_server_cpu_cores":
-                    server.cores = int(value)
-                elif name == "hetzner_server_memory_bytes":
-                    server.memory_bytes = int(value)
-                else:
-                    server.disk_bytes = int(value)
+                setattr(server, size, int(value))
                 continue
             amount = _money(sample)
             if amount is None or amount < 0:
@@ -430,16 +450,19 @@ def _pricing(result: list[dict[str, Any]], skip: _Skips) -> tuple[str, dict[str,
 
 def _utilisation(servers: Index, result: list[dict[str, Any]],
                  skip: _Skips) -> bool:
+    # ~90,000 samples at 10,000 servers: the hot loop of the load, kept lean
+    fields, find, found = _UTILISATION_FIELDS, servers.get, False
     for sample in result:
         m = _metric(sample)
         name = m.get("__name__", "")
-        server = servers.get(_id(m))
+        attr = fields.get(name)
+        found = found or attr is not None
+        server = find((m.get("source", ""), m.get("server_id", "")))
         if server is None:
             continue
         if name == _TIER:
             server.utilisation.tier = m.get("tier") or server.utilisation.tier
             continue
-        attr = _UTILISATION_FIELDS.get(name)
         if attr is None:
             continue
         value = _float(sample)
@@ -447,7 +470,7 @@ def _utilisation(servers: Index, result: list[dict[str, Any]],
             skip(name, f"bad value {_text(sample)!r}", m)
             continue
         setattr(server.utilisation, attr, value)
-    return any(_metric(s).get("__name__") in _UTILISATION_FIELDS for s in result)
+    return found
 
 
 def _via(servers: Index, result: list[dict[str, Any]]) -> None:
