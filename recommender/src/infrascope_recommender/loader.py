@@ -340,12 +340,11 @@ _SIZES = {"hetzner_server_cpu_cores": "cores", "hetzner_server_memory_bytes": "m
 
 def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
                     skip: _Skips) -> None:
-    find = servers.get
     for name, samples in _by_name(result).items():
         size = _SIZES.get(name)
         for sample in samples:
             m = _metric(sample)
-            server = find((m.get("source", ""), m.get("server_id", "")))
+            server = servers.get(_id(m))
             if server is None:
                 continue  # a server without inventory: nothing to attach it to
             if size is not None:
@@ -450,14 +449,13 @@ def _pricing(result: list[dict[str, Any]], skip: _Skips) -> tuple[str, dict[str,
 
 def _utilisation(servers: Index, result: list[dict[str, Any]],
                  skip: _Skips) -> bool:
-    # ~90,000 samples at 10,000 servers: the hot loop of the load, kept lean
-    fields, find, found = _UTILISATION_FIELDS, servers.get, False
+    found = False  # any 30-day figure at all, for any server
     for sample in result:
         m = _metric(sample)
         name = m.get("__name__", "")
-        attr = fields.get(name)
+        attr = _UTILISATION_FIELDS.get(name)
         found = found or attr is not None
-        server = find((m.get("source", ""), m.get("server_id", "")))
+        server = servers.get(_id(m))
         if server is None:
             continue
         if name == _TIER:

@@ -202,7 +202,7 @@ class PrometheusClient:
                 url=shown, status=status)
         try:
             body = orjson.loads(response.content)
-        except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError):
+        except ValueError:  # orjson.JSONDecodeError, invalid UTF-8 included
             body = None
         if not isinstance(body, dict):
             if status >= 300:
