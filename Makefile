@@ -6,7 +6,7 @@
 VENV ?= .venv
 PY = $(VENV)/bin/python
 
-PROJECTS = simulator exporter agent recommender
+PROJECTS = core simulator exporter agent recommender cli
 SRC_DIRS = $(addsuffix /src,$(PROJECTS))
 STAMP = $(VENV)/.installed
 

@@ -111,16 +111,16 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from infrascope_sim.prom import (
+from infrascope_core.prometheus import (
     PROMTOOL,
-    OpenMetricsWriter,
     Prometheus,
     binaries_available,
     block_stats,
     parse_samples,
     promtool_blocks,
 )
+
+from infrascope_sim.prom import OpenMetricsWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"

@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import yaml
+from infrascope_core.prometheus import Prometheus, block_stats, promtool_blocks
 
 from infrascope_sim.catalogue import (
     BACKUP_PERCENTAGE,
@@ -82,13 +83,7 @@ from infrascope_sim.catalogue import (
     SERVER_TYPES,
     VAT_RATE,
 )
-from infrascope_sim.prom import (
-    OpenMetricsWriter,
-    Prometheus,
-    block_stats,
-    format_labels,
-    promtool_blocks,
-)
+from infrascope_sim.prom import OpenMetricsWriter, format_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"

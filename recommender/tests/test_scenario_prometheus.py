@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from infrascope_core.prometheus import binaries_available
 from scenario_lib import (
     GIB,
     FleetServer,
@@ -72,7 +73,6 @@ from infrascope_recommender.config import Config, load_config
 from infrascope_recommender.model import RunResult, cents
 from infrascope_recommender.promql import PrometheusClient
 from infrascope_recommender.state import Store
-from infrascope_sim.prom import binaries_available
 
 pytestmark = pytest.mark.skipif(not binaries_available(),
                                 reason="needs /usr/bin/prometheus and /usr/bin/promtool")
