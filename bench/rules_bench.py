@@ -111,6 +111,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from infrascope_core.prometheus import (
     PROMTOOL,
     Prometheus,
@@ -119,7 +120,6 @@ from infrascope_core.prometheus import (
     parse_samples,
     promtool_blocks,
 )
-
 from infrascope_sim.prom import OpenMetricsWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -63,6 +63,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 import yaml
+
 from infrascope_core.prometheus import Prometheus, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -72,8 +72,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import yaml
-from infrascope_core.prometheus import Prometheus, block_stats, promtool_blocks
 
+from infrascope_core.prometheus import Prometheus, block_stats, promtool_blocks
 from infrascope_sim.catalogue import (
     BACKUP_PERCENTAGE,
     LOCATIONS,

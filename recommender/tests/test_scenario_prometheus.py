@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infrascope_core.prometheus import binaries_available
 from scenario_lib import (
     GIB,
     FleetServer,
@@ -68,6 +67,7 @@ from scenario_lib import (
     vector,
 )
 
+from infrascope_core.prometheus import binaries_available
 from infrascope_recommender import engine
 from infrascope_recommender.config import Config, load_config
 from infrascope_recommender.model import RunResult, cents
