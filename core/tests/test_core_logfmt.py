@@ -1,0 +1,35 @@
+"""logfmt: one line per event whatever the values hold, Prometheus' timestamp format,
+secrets scrubbed."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+from infrascope_core.logfmt import quote, setup, timestamp
+
+
+def test_values_are_bare_or_quoted_and_never_break_the_line() -> None:
+    assert quote("plain") == "plain"
+    assert quote("") == '""'
+    assert quote('a "b"=c') == '"a \\"b\\"=c"'
+    assert quote("x\ny\x00z") == '"x\\ny\\u0000z"'
+    assert quote("back\\slash") == '"back\\\\slash"'
+
+
+def test_timestamp_is_rfc3339_utc_with_milliseconds() -> None:
+    assert timestamp(1_765_100_932.0195) == "2025-12-07T09:48:52.019Z"
+
+
+def test_a_record_is_one_line_with_its_fields_and_no_secret() -> None:
+    out = io.StringIO()
+    log = setup("infrascope_test_logfmt", "info", secrets=["s3cr3t"], stream=out)
+    log.info("refresh failed\nfor s3cr3t", extra={"event": "refresh", "detail": "a=b"})
+    log.debug("not shown")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r'ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=info '
+                        r'msg="refresh failed\\nfor \*\*\*" event=refresh detail="a=b"',
+                        lines[0]), lines[0]
+    assert logging.getLogger("infrascope_test_logfmt").propagate is False
