@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -39,6 +38,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from infrascope_cli import history, rulespack
 from infrascope_exporter import backfill
 from infrascope_exporter.config import load_config
 from infrascope_exporter.exporter import Exporter
@@ -305,10 +305,9 @@ def test_progress_and_next_steps_are_printed(world: World, tmp_path: Path, capsy
     assert "servers_done=3 servers_total=3" in captured.err
     assert "requests_used=" in captured.err
     end = backfill.floor_to(time.time() - 3 * 3600, STEP)
-    assert f"promtool tsdb create-blocks-from openmetrics {out} " in captured.out
-    assert re.search(r"promtool tsdb create-blocks-from rules --start \S+Z --end \S+Z "
-                     r"--url http://prometheus:9090", captured.out)
-    assert iso(end) in captured.out
+    # The next step is the one pipeline that loads history, with this file and range.
+    assert re.search(r"infrascope history load --no-backfill --openmetrics "
+                     + re.escape(str(out)) + " --end " + re.escape(iso(end)), captured.out)
     for secret in (TOKEN, ROBOT_PASSWORD):
         assert secret not in captured.out + captured.err
 
@@ -666,54 +665,29 @@ groups:
 """
 
 
-def test_split_rules_orders_by_dependency(tmp_path: Path) -> None:
-    docs = [("a.yml", yaml.safe_load(RULES)), ("b.yml", {"groups": [
-        {"name": "infrascope-backfill-test", "interval": "1h", "rules": [
-            {"record": "x:cpu:avg30d",
-             "expr": "avg_over_time(source_server_id:cpu_utilisation:avg1h[30d])"},
-            {"record": "x:raw", "expr": "sum(hetzner_server_cpu_cores)"}]}]})]
-    passes = backfill.split_rules(docs)
-    names = [[[r["record"] for r in g["rules"]] for g in p["groups"]] for p in passes]
-    assert names == [[["source_server_id:cpu_utilisation:ratio"], ["x:raw"]],
-                     [["source_server_id:cpu_utilisation:avg1h"]],
-                     [["x:cpu:avg30d"]]]
-    assert passes[0]["groups"][0]["interval"] == "1m"
-    assert len({g["name"] for g in passes[0]["groups"]}) == 2  # unique within a file
-    with pytest.raises(backfill.ConfigError, match="cycle"):
-        backfill.split_rules([("c.yml", {"groups": [{"name": "g", "rules": [
-            {"record": "a:b", "expr": "c:d"}, {"record": "c:d", "expr": "a:b + 1"}]}]})])
-
-
 @needs_prometheus
-def test_recording_rules_backfill_in_two_passes(world: World, prometheus_30d, tmp_path: Path,
-                                                capsys) -> None:
-    """The documented procedure: split-rules, then promtool pass by pass, loading each."""
+def test_recording_rules_backfill_in_two_passes(world: World, prometheus_30d, tmp_path: Path
+                                                ) -> None:
+    """The backfilled file through the one pipeline's rule passes (infrascope history
+    load, with a stopped Prometheus: its temporary one per pass): the ratio, then the
+    hourly average that reads it — exact against the workload."""
     prom, parsed, timings = prometheus_30d
     web = parsed.one("hetzner_server_cpu_cores_used", server_id=str(WEB_ID))
-    last = web[-1][0]
+    last = int(web[-1][0])
     start = last - 6 * 3600  # six hours keep the test short; the procedure is the same
-    rule_file = tmp_path / "rules.yml"
-    rule_file.write_text(RULES)
-    assert backfill.main(["split-rules", "--output-dir", str(tmp_path / "passes"),
-                          "--start", iso(start), "--end", iso(last), "--url", prom.url,
-                          "--data-dir", str(prom.data), str(rule_file)]) == 0
-    printed = capsys.readouterr().out
-    commands = [shlex.split(line) for line in printed.splitlines()
-                if line.startswith("promtool ")]
-    assert len(commands) == 2  # ratio, then avg1h (which reads ratio); the alert is dropped
+    passes = rulespack.split_passes([("rules.yml", yaml.safe_load(RULES))])
+    assert len(passes) == 2  # ratio, then avg1h (which reads ratio); the alert is dropped
+    plan = history.Plan(data_dir=prom.data, work_dir=tmp_path / "work", rules_dir=tmp_path,
+                        start=start, end=last, openmetrics=[], backfill=None,
+                        prometheus_url=None, jobs=2, passes=passes)
     started = time.monotonic()
-    for i, command in enumerate(commands, start=1):
-        assert command[-1].endswith(f"pass-{i}.yml")
-        proc = subprocess.run([PROMTOOL, *command[1:]], capture_output=True, text=True,
-                              timeout=300)  # exactly the printed command
-        assert proc.returncode == 0, proc.stderr
-        out = Path(command[command.index("--output-dir") + 1])
-        blocks = [p for p in out.iterdir() if (p / "meta.json").is_file()]
-        assert blocks, proc.stderr
-        for block in blocks:  # the printed `mv rule-blocks-N/* DATA_DIR/`
-            shutil.move(str(block), str(prom.data / block.name))
-        prom.restart()
+    prom.stop()
+    try:
+        summary = history.load(plan, progress_mode="none")
+    finally:
+        prom.start()
     timings["rules_two_passes"] = time.monotonic() - started
+    assert summary.rule_blocks >= 2 and not summary.empty_rules
 
     # Pass 2's last evaluation e2 read pass 1's samples in its window (they were loaded).
     avg1h = prom.query(f'source_server_id:cpu_utilisation:avg1h{{server_id="{WEB_ID}"}}[10m]',

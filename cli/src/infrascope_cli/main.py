@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from . import __version__
 
 # The command modules, in the order `infrascope --help` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS = ("history",)
 
 
 def _modules() -> list[ModuleType]:
@@ -38,11 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every command cleans up the same way."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args.run(args))
-    except KeyboardInterrupt:
-        print("infrascope: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"infrascope: {name}; stopped what it had started", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

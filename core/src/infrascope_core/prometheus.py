@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -367,14 +368,52 @@ def promtool_blocks(openmetrics_file: Path, data_dir: Path, *flags: str,
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     before = {p.name for p in data_dir.iterdir()}
-    proc = subprocess.run([binary, "tsdb", "create-blocks-from", "openmetrics", *flags,
-                           str(openmetrics_file), str(data_dir)],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = run_tool([binary, "tsdb", "create-blocks-from", "openmetrics", *flags,
+                     str(openmetrics_file), str(data_dir)], timeout=timeout)
     if proc.returncode != 0:
         raise PromtoolError(f"promtool exited with {proc.returncode} on {openmetrics_file}: "
                             f"{(proc.stderr or proc.stdout)[-3000:]}")
     return sorted(p for p in data_dir.iterdir()
                   if p.name not in before and (p / "meta.json").is_file())
+
+
+_tools: set[subprocess.Popen[str]] = set()
+_tools_lock = threading.Lock()
+
+
+def run_tool(cmd: Sequence[str], timeout: float | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end (output captured), like :func:`subprocess.run`, but
+    known to :func:`terminate_tools` while it runs: an interrupted caller stops it
+    instead of waiting for it."""
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace")
+    with _tools_lock:
+        _tools.add(proc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        with _tools_lock:
+            _tools.discard(proc)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def terminate_tools(timeout: float = 10.0) -> None:
+    """SIGTERM every command :func:`run_tool` runs now (SIGKILL after ``timeout``)."""
+    with _tools_lock:
+        running = list(_tools)
+    for proc in running:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in running:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def block_stats(block: Path) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """``infrascope-exporter backfill``: Hetzner's kept Cloud metrics as OpenMetrics for promtool.
 
     infrascope-exporter backfill --days 30 --output FILE [--step 300] [--end-offset 3h]
-        [--job hetzner] [--instance HOST:PORT] [--label NAME=VALUE ...] [EXPORTER FLAGS]
-    infrascope-exporter backfill split-rules --output-dir DIR [--start/--end/--url] RULE_FILES
+        [--end TIME] [--dry-run] [--job hetzner] [--instance HOST:PORT]
+        [--label NAME=VALUE ...] [EXPORTER FLAGS]
+
+Loading the file into Prometheus — blocks, the recording rules over them — is
+``infrascope history load``'s job (it runs this command as its first step).
 
 The exporter's own configuration (``--config.file``, environment, every flag of
 ``infrascope-exporter``) says which projects and Robot account to read; the
@@ -30,10 +33,6 @@ The names, labels and scale of the Cloud metrics series are not repeated
 here: they are read off the live exposition code by rendering a probe
 exporter holding one server with one series set, so both can never drift.
 
-``split-rules`` orders recording rules for ``promtool tsdb create-blocks-from
-rules``: one rule file per dependency level, since a rule reading recorded
-series needs the blocks of the pass that recorded them loaded first.
-
 The file is streamed (one part file per family, concatenated at the end, one
 server in memory at a time), written as ``FILE.tmp`` and renamed only when
 complete. Exit codes: 0 done, 2 bad configuration or options, 1 API or I/O
@@ -46,7 +45,6 @@ import argparse
 import logging
 import math
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -60,7 +58,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import logs
@@ -109,6 +106,8 @@ class Options:
     end_offset: float = MIN_END_OFFSET
     points_per_request: int = DEFAULT_POINTS_PER_REQUEST
     target_labels: Mapping[str, str] = field(default_factory=dict)
+    end: float | None = None  # the range's end (Unix seconds); None: now - end_offset
+    dry_run: bool = False
 
 
 def build_backfill_parser() -> argparse.ArgumentParser:
@@ -116,8 +115,8 @@ def build_backfill_parser() -> argparse.ArgumentParser:
         prog=PROG, add_help=False, allow_abbrev=False,
         description="Write the Cloud metrics Hetzner keeps (30 days) and the inventory series "
                     "as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`. "
-                    "Every exporter flag (--config.file, ...) is accepted too. Recording "
-                    "rules: `infrascope-exporter backfill split-rules --help`.")
+                    "Every exporter flag (--config.file, ...) is accepted too. Loading it "
+                    "into Prometheus, recording rules included: `infrascope history load`.")
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("--output", "-o", default=None,
                         help="file to write (written as FILE.tmp, renamed when complete)")
@@ -129,6 +128,12 @@ def build_backfill_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end-offset", default="3h",
                         help="end this long before now, at least 3h: Prometheus' head block "
                              "must not be overlapped (default 3h)")
+    parser.add_argument("--end", default=None,
+                        help="end of the range (RFC 3339 or Unix seconds), at least "
+                             "--end-offset before now (default: now minus --end-offset)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read the inventory (a few requests), print the plan — servers, "
+                             "metrics requests, time within the request budget — and stop")
     parser.add_argument("--points-per-request", default=str(DEFAULT_POINTS_PER_REQUEST),
                         help="buckets per metrics request (Hetzner's point cap, default 500)")
     parser.add_argument("--job", default="hetzner",
@@ -180,8 +185,19 @@ def parse_options(args: argparse.Namespace) -> Options:
                 or name.startswith("__"):
             raise ConfigError(f"--label: {pair!r} is not NAME=VALUE with a valid label name")
         labels[name] = value
+    end = None
+    if args.end:
+        try:
+            end = float(args.end)
+        except ValueError:
+            try:
+                end = datetime.fromisoformat(args.end.replace("Z", "+00:00")).timestamp()
+            except ValueError as exc:
+                raise ConfigError(f"--end: {args.end!r} is neither RFC 3339 nor Unix "
+                                  "seconds") from exc
     return Options(output=Path(args.output), days=days, step=step, end_offset=end_offset,
-                   points_per_request=ppr, target_labels=labels)
+                   points_per_request=ppr, target_labels=labels, end=end,
+                   dry_run=args.dry_run)
 
 
 # ----------------------------------------------------------------------------
@@ -413,6 +429,12 @@ def plan_range(now: float, options: Options) -> tuple[int, int]:
     """(start, end) on the step grid: buckets [start, end) → samples at (start, end]."""
     step = options.step
     end = floor_to(now - options.end_offset, step)
+    if options.end is not None:
+        if options.end > now - options.end_offset:
+            raise ConfigError(f"--end: {iso(options.end)} is less than --end-offset "
+                              f"({options.end_offset:g}s) before now: Prometheus' head block "
+                              "must not be overlapped")
+        end = floor_to(options.end, step)
     start = max(ceil_to(end - options.days * 86_400, step), retention_floor(now, step))
     if start >= end:
         raise ConfigError("--days: the range before --end-offset is empty")
@@ -492,6 +514,9 @@ class Result:
     requests: int
     seconds: float
     exporter: Exporter | None = None
+    planned_only: bool = False  # --dry-run: metric_requests are planned, nothing written
+    estimated_minutes: float = 0.0
+    budget_per_hour: int = 0
 
 
 class Progress:
@@ -582,11 +607,13 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
     output = options.output
     if output.is_dir():
         raise ConfigError(f"--output: {output} is a directory")
-    if not output.parent.is_dir():
+    if not output.parent.is_dir() and not options.dry_run:
         raise ConfigError(f"--output: directory {output.parent} does not exist")
     tmp = output.with_name(output.name + ".tmp")
-    # Parts next to the output: same file system, and /tmp may be too small.
-    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-", dir=output.parent))
+    # Parts next to the output: same file system, and /tmp may be too small. A dry run
+    # writes nothing: its (empty) parts folder is a temporary one.
+    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-",
+                                      dir=None if options.dry_run else output.parent))
     writer = OpenMetricsWriter(parts_dir)
     exporter = Exporter(config, clock=clock)
     try:
@@ -629,6 +656,13 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
             "cloud_servers": len(servers), "dedicated_servers": len(dedicated_keys),
             "metric_requests": planned, "budget_per_hour": round(budget),
             "estimated_minutes": round(estimate_h * 60, 1)})
+        if options.dry_run:
+            return Result(output=output, start=start, end=end, step=step,
+                          servers_cloud=len(servers), servers_dedicated=len(dedicated_keys),
+                          series=0, samples=0, metric_requests=planned, requests=0,
+                          seconds=time.monotonic() - started, planned_only=True,
+                          estimated_minutes=round(estimate_h * 60, 1),
+                          budget_per_hour=round(budget))
         if "instance" not in options.target_labels:
             log.warning("no --instance given: Prometheus gives scraped series an instance "
                         "label, so backfilled series without it are different series; pass "
@@ -716,40 +750,22 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
 # Command line
 # ----------------------------------------------------------------------------
 def next_steps(result: Result) -> str:
-    q = shlex.quote
-    out = str(result.output)
     start, end = iso(result.start), iso(result.end)
+    servers = (f"{result.servers_cloud} Cloud and {result.servers_dedicated} dedicated "
+               "servers")
+    if result.planned_only:
+        return (f"{PROG}: plan: {start} .. {end}, step {result.step}s, {servers}: "
+                f"{result.metric_requests} metrics requests within a budget of "
+                f"{result.budget_per_hour} requests an hour, about "
+                f"{result.estimated_minutes:g} minutes; nothing written (--dry-run)")
     return "\n".join([
-        f"{PROG}: wrote {out}: {result.series} series, {result.samples} samples, "
-        f"{start} .. {end}, step {result.step}s ({result.servers_cloud} Cloud and "
-        f"{result.servers_dedicated} dedicated servers, {result.requests} Cloud API requests, "
-        f"{result.seconds:.1f}s)",
-        "",
-        "Load it into Prometheus (details: exporter/docs/backfill.md):",
-        "",
-        "  # 1. OpenMetrics -> TSDB blocks (--max-block-duration=24h: fewer passes on long spans)",
-        f"  promtool tsdb create-blocks-from openmetrics {q(out)} ./hetzner-blocks",
-        "",
-        "  # 2. Move the blocks into Prometheus' data dir (its --storage.tsdb.path), owned by",
-        "  #    the Prometheus user; run Prometheus with --storage.tsdb.retention.time=35d or",
-        "  #    more (else it deletes them), then restart it (or wait a minute: it loads new",
-        "  #    blocks on its own)",
-        "  mv ./hetzner-blocks/* DATA_DIR/",
-        "  chown -R prometheus:prometheus DATA_DIR",
-        "  systemctl restart prometheus",
-        "",
-        "  # 3. Recording rules over the same range, evaluated by promtool against the running",
-        "  #    Prometheus, in dependency order: split-rules writes one rule file per pass",
-        "  #    (rules reading recorded series come after the pass recording them) and prints",
-        "  #    every pass's commands; load each pass's blocks before running the next",
-        f"  infrascope-exporter backfill split-rules --start {start} --end {end} "
-        "--url http://prometheus:9090 --data-dir DATA_DIR --output-dir ./rule-passes "
-        "RULE_FILES",
-        f"  promtool tsdb create-blocks-from rules --start {start} --end {end} "
-        "--url http://prometheus:9090 --output-dir ./rule-passes/rule-blocks-1 "
-        "./rule-passes/pass-1.yml",
-        "  mv ./rule-passes/rule-blocks-1/* DATA_DIR/ && systemctl restart prometheus",
-        "  # ... pass-2.yml the same way, and so on",
+        f"{PROG}: wrote {result.output}: {result.series} series, {result.samples} samples, "
+        f"{start} .. {end}, step {result.step}s ({servers}, {result.requests} Cloud API "
+        f"requests, {result.seconds:.1f}s)",
+        "Load it into Prometheus, with the recording rules over it: `infrascope history "
+        f"load --no-backfill --openmetrics {shlex.quote(str(result.output))} --end {end} ...` "
+        "(or let `infrascope history load` run this backfill itself; "
+        "exporter/docs/backfill.md)",
     ])
 
 
@@ -766,116 +782,8 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# ----------------------------------------------------------------------------
-# Recording rules in dependency order
-# ----------------------------------------------------------------------------
-_IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-
-
-def split_rules(documents: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """Recording rules of rule files, split into passes by dependency level.
-
-    A rule reading only scraped (or backfilled) series is in pass 1; a rule
-    reading series recorded by pass-N rules is in pass N+1 — promtool evaluates
-    rules against Prometheus, so those need the earlier passes' blocks loaded.
-    Alerting rules are left out (promtool does not backfill them). Returns one
-    rule-file document per pass, groups keeping their name and settings.
-    """
-    rules: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []  # file, group, ...
-    for name, doc in documents:
-        if not isinstance(doc, Mapping) or not isinstance(doc.get("groups"), list):
-            raise ConfigError(f"{name}: not a Prometheus rule file (no groups list)")
-        for gi, group in enumerate(doc["groups"]):
-            if not isinstance(group, Mapping) or not isinstance(group.get("rules"), list):
-                raise ConfigError(f"{name}: groups[{gi}] has no rules list")
-            for rule in group["rules"]:
-                if isinstance(rule, Mapping) and "record" in rule:
-                    if not isinstance(rule.get("expr"), (str, int, float)):
-                        raise ConfigError(f"{name}: rule {rule['record']} has no expr")
-                    rules.append((name, gi, dict(group), dict(rule)))
-    recorded = {str(r["record"]) for *_, r in rules}
-    reads: dict[str, set[str]] = {}  # recorded name -> recorded names its rules read
-    for *_, r in rules:
-        reads.setdefault(str(r["record"]), set()).update(
-            t for t in _IDENT.findall(str(r["expr"])) if t in recorded)
-    level: dict[str, int] = {}
-
-    def level_of(name: str, path: tuple[str, ...]) -> int:
-        if name in path:
-            raise ConfigError("recording rules read each other in a cycle: "
-                              + " -> ".join((*path[path.index(name):], name)))
-        if name not in level:
-            level[name] = 1 + max((level_of(d, (*path, name)) for d in reads[name]),
-                                  default=0)
-        return level[name]
-
-    for name in sorted(recorded):
-        level_of(name, ())
-    passes: list[dict[str, Any]] = []
-    for n in range(1, max(level.values(), default=0) + 1):
-        groups: dict[tuple[str, int], dict[str, Any]] = {}
-        for file, gi, group, rule in rules:
-            if level[str(rule["record"])] != n:
-                continue
-            if (file, gi) not in groups:
-                settings = {k: v for k, v in group.items() if k != "rules"}
-                taken = {g.get("name") for g in groups.values()}
-                if settings.get("name") in taken:  # names must be unique within a file
-                    settings["name"] = f"{settings.get('name')}-{Path(file).stem}-{gi}"
-                groups[(file, gi)] = {**settings, "rules": []}
-            groups[(file, gi)]["rules"].append(rule)
-        passes.append({"groups": list(groups.values())})
-    return passes
-
-
-def split_rules_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} split-rules", allow_abbrev=False,
-        description="Split recording rules into dependency passes for "
-                    "`promtool tsdb create-blocks-from rules`, and print the commands.")
-    parser.add_argument("--output-dir", required=True, help="where pass-N.yml are written")
-    parser.add_argument("--start", default="START", help="first time to backfill (RFC3339)")
-    parser.add_argument("--end", default="END", help="last time to backfill (RFC3339)")
-    parser.add_argument("--url", default="http://prometheus:9090", help="Prometheus URL")
-    parser.add_argument("--data-dir", default="DATA_DIR", help="Prometheus' data dir")
-    parser.add_argument("rule_files", nargs="+")
-    args = parser.parse_args(list(argv))
-    try:
-        documents = []
-        for path in args.rule_files:
-            try:
-                documents.append((path, yaml.safe_load(Path(path).read_text())))
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: cannot read rules: {exc}") from exc
-        passes = split_rules(documents)
-    except ConfigError as exc:
-        print(f"{PROG} split-rules: configuration error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    q = shlex.quote
-    lines = []
-    for n, doc in enumerate(passes, start=1):
-        path = out / f"pass-{n}.yml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        blocks = out / f"rule-blocks-{n}"
-        count = sum(len(g["rules"]) for g in doc["groups"])
-        lines += [f"# pass {n}: {count} recording rule{'s' if count != 1 else ''}",
-                  f"promtool tsdb create-blocks-from rules --start {q(args.start)} "
-                  f"--end {q(args.end)} --url {q(args.url)} --output-dir {q(str(blocks))} "
-                  f"{q(str(path))}",
-                  f"mv {q(str(blocks))}/* {q(args.data_dir)}/",
-                  "systemctl restart prometheus   # pass "
-                  f"{n + 1} reads these blocks" if n < len(passes) else
-                  "systemctl restart prometheus"]
-    print("\n".join(lines) if lines else f"{PROG} split-rules: no recording rules found")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["split-rules"]:
-        return split_rules_main(args_list[1:])
     parser = build_backfill_parser()
     args, rest = parser.parse_known_args(args_list)
     if args.help:
