@@ -112,13 +112,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from infrascope_cli.history import openmetrics_to_blocks
 from infrascope_core.prometheus import (
     PROMTOOL,
     Prometheus,
     binaries_available,
     block_stats,
     parse_samples,
-    promtool_blocks,
 )
 from infrascope_sim.prom import OpenMetricsWriter
 
@@ -135,7 +135,7 @@ MINUTE, HOUR, DAY = 60, 3600, 86_400
 HOURLY_SAMPLES = 720  # 30 days of one sample an hour
 RAW_SAMPLES = 43_200  # 30 days of one sample a minute
 BLOCK = 54 * HOUR  # promtool --max-block-duration=72h -> 54-hour blocks
-BLOCK_FLAG = "--max-block-duration=72h"
+MAX_BLOCK_DURATION = "72h"  # promtool --max-block-duration: 54-hour blocks
 LOOKBACK = "6h"
 # Instant inputs: every hour over the 30 days (on the hourly grid) plus every 10 minutes
 # over the last hour.
@@ -468,7 +468,7 @@ def backfill(fleet: Fleet, span: Span, out: Path, raw: bool, workers: int) -> Ba
     def convert(path: Path) -> tuple[list[Path], float]:
         t0 = time.monotonic()
         own = out / (path.stem + ".blocks")  # promtool processes in parallel: one dir each
-        made = promtool_blocks(path, own, BLOCK_FLAG, timeout=6 * HOUR)
+        made = openmetrics_to_blocks(path, own, block=MAX_BLOCK_DURATION, timeout=6 * HOUR)
         seconds = time.monotonic() - t0
         path.unlink()
         blocks = [b.rename(blocks_dir / b.name) for b in made]

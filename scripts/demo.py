@@ -9,18 +9,14 @@ One command, nothing else running, state in ``.demo/`` only:
    agent on this machine, Alertmanager with a webhook receiver that logs every
    notification, Prometheus (waiting for the history) and the recommender (waiting for
    Prometheus' 30-day figures, then ``recommender run`` and ``recommender serve``).
-2. **History.** The exporter's real backfill (``infrascope-exporter backfill``) writes
-   30 days of Cloud metrics and inventory from the simulator as OpenMetrics, and
-   ``infrascope-sim agents-history`` what the simulated agents would have reported
-   over the same days (memory of every server, CPU counters of the dedicated ones:
-   Hetzner keeps neither). ``promtool tsdb create-blocks-from openmetrics`` turns both
-   into TSDB blocks.
-3. **Recording-rule backfill.** ``infrascope-exporter backfill split-rules`` orders the
-   committed recording rules into passes; the passes that lead to the hourly series
-   the 30-day figures read are evaluated over the history with ``promtool tsdb
-   create-blocks-from rules`` against a temporary Prometheus, restarted after each pass
-   to load its blocks.
-4. **Prometheus starts** on that data with the rules pack; once the recommender has run,
+2. **History**, through the one pipeline, ``infrascope history load`` (as on a real
+   account): the exporter's real backfill writes 30 days of Cloud metrics and inventory
+   from the simulator; ``infrascope-sim agents-history`` what the simulated agents would
+   have reported over the same days (memory of every server, CPU counters of the
+   dedicated ones: Hetzner keeps neither), handed to the pipeline as agents' history;
+   the pipeline turns both into blocks and evaluates the recording-rule passes over them
+   against a temporary Prometheus.
+3. **Prometheus starts** on that data with the rules pack; once the recommender has run,
    the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM) stops every
    process, by pid; ``--once`` stops right after the report.
 
@@ -40,7 +36,6 @@ import argparse
 import functools
 import importlib.util
 import json
-import math
 import os
 import re
 import secrets
@@ -64,7 +59,8 @@ from typing import Any
 
 import yaml
 
-from infrascope_core.prometheus import Prometheus, free_port
+from infrascope_cli.history import plan_range
+from infrascope_core.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,17 +79,7 @@ PORT_HELP = {"sim": "Hetzner API simulator", "exporter": "exporter",
 THIS_MACHINE_NUMBER = 2391100
 THIS_MACHINE_NAME = "this-machine"
 HISTORY_DAYS = 30
-HISTORY_STEP = 300  # the exporter backfill's step, and the agents' memory samples
-END_OFFSET = 3 * 3600  # the exporter backfill ends 3 h before now (Prometheus' head)
 RETENTION = "40d"  # >= 35 d: the 30-day windows plus margin
-
-# Recording-rule backfill: the groups whose history the 30-day figures read, with the
-# interval promtool evaluates them at. The per-minute group runs every 5 minutes here:
-# its CPU series are 5-minute rates, so twelve of them tile each hour exactly and the
-# hourly averages stay the same, at a fifth of the evaluations.
-BACKFILL_GROUPS = {"infrascope-utilisation": "5m", "infrascope-utilisation-hourly": None}
-RULES_BLOCK = "486h"  # promtool writes 486-hour blocks: 5832 steps of 5m per query (< 11000)
-OM_BLOCK = "1458h"  # the largest block size promtool offers: the file is read once per block
 
 # The live demo rules: a copy of the committed files in which group intervals are 2 s
 # (so the 30-day figures and alerts are there within seconds of the start) except the
@@ -169,10 +155,6 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
 def duration_seconds(text: str) -> int:
@@ -337,7 +319,7 @@ class Demo:
                             "choose another --state-dir")
         if self.state.exists():
             shutil.rmtree(self.state)
-        for sub in ("logs", "history", "prometheus/data", "prometheus/rules", "rule-passes",
+        for sub in ("logs", "history", "prometheus/data", "prometheus/rules",
                     "alertmanager/data", "webhook", "recommender"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         (self.state / MARKER).write_text("state folder of scripts/demo.py; emptied at start\n")
@@ -378,131 +360,36 @@ class Demo:
         path.chmod(0o600)  # the demo fleet's tokens (public fixtures, still treated as such)
         path.write_text(config)
 
-    # -- history and blocks ---------------------------------------------------------
+    # -- history ---------------------------------------------------------------------
     def history(self) -> None:
-        """Both OpenMetrics files and their blocks. The exporter's backfill (the long
-        pole) runs while the agents' history is written and converted."""
-        now = time.time()
-        end = math.floor((now - END_OFFSET) / HISTORY_STEP) * HISTORY_STEP
-        start = math.ceil((now - HISTORY_DAYS * 86400 + 60) / HISTORY_STEP) * HISTORY_STEP
+        """30 days of history through the one pipeline, ``infrascope history load``: the
+        exporter's real backfill from the simulator and, as agents' history, what the
+        simulated agents would have reported (Hetzner keeps no memory figures and no
+        dedicated servers' metrics), into blocks, with the recording-rule passes over
+        them against a temporary Prometheus (the demo's starts afterwards)."""
+        self.range_ = plan_range(time.time(), HISTORY_DAYS)
+        start, end = self.range_
         self.wait_stack(["sim"])
-        try:
-            hist = self.state / "history"
-            t0 = time.monotonic()
-            exporter = self.children.start(
-                [self.exe("infrascope-exporter"), "backfill", "--days", str(HISTORY_DAYS),
-                 "--output", str(hist / "hetzner.om"),
-                 "--config.file", str(self.state / "exporter.yaml"),
-                 "--instance", f"127.0.0.1:{self.ports['exporter']}",
-                 "--request-budget", "0.9"], self.logs / "history-exporter-backfill.log")
-            run([self.exe("infrascope-sim"), "agents-history",
-                 "--fleet", str(self.state / "fleet.yaml"), "--output", str(hist / "agents.om"),
-                 "--start", str(start), "--end", str(end), "--cpus", "1",
-                 "--exclude", f"dedicated/{THIS_MACHINE_NUMBER}"],
-                self.logs / "history-agents.log", "infrascope-sim agents-history")
-            self.phases.step("agents history", time.monotonic() - t0)
-            agents = self.promtool_openmetrics("agents")
-            code = exporter.wait(timeout=600)
-            self.phases.step("exporter backfill", time.monotonic() - t0)
-            if code != 0:
-                raise DemoError("infrascope-exporter backfill exited with "
-                                f"{code}:\n{tail(self.logs / 'history-exporter-backfill.log')}")
-            hetzner = self.promtool_openmetrics("hetzner")
-            for proc in (agents, hetzner):
-                self.finish_openmetrics(*proc)
-        finally:
-            self.children.stop_all()
-        text = (self.logs / "history-exporter-backfill.log").read_text(errors="replace")
-        m = re.search(r"wrote \S+: .*?(\d{4}-\d\d-\d\dT[\d:]+Z) \.\. (\d{4}-\d\d-\d\dT[\d:]+Z)",
-                      text)
-        if m is None:
-            raise DemoError("the exporter backfill did not print its range:\n"
-                            + tail(self.logs / "history-exporter-backfill.log"))
-        self.range_ = (parse_iso(m.group(1)), parse_iso(m.group(2)))
-        self.phases.done("history and blocks")
-
-    def promtool_openmetrics(self, name: str) -> tuple[str, float, subprocess.Popen[bytes]]:
         hist = self.state / "history"
-        return name, time.monotonic(), self.children.start(
-            ["promtool", "tsdb", "create-blocks-from", "openmetrics",
-             f"--max-block-duration={OM_BLOCK}", str(hist / f"{name}.om"),
-             str(hist / f"{name}-blocks")], self.logs / f"promtool-{name}.log")
-
-    def finish_openmetrics(self, name: str, started: float,
-                           proc: subprocess.Popen[bytes]) -> None:
-        hist = self.state / "history"
-        if proc.wait(timeout=900) != 0:
-            raise DemoError(f"promtool (openmetrics, {name}) exited with {proc.returncode}:"
-                            f"\n{tail(self.logs / f'promtool-{name}.log')}")
-        self.phases.step(f"promtool {name}", time.monotonic() - started)
-        self.children.procs.remove(proc)
-        self.move_blocks(hist / f"{name}-blocks")
-        (hist / f"{name}.om").unlink()
-
-    def move_blocks(self, out: Path) -> int:
-        moved = 0
-        for block in sorted(out.iterdir()) if out.exists() else []:
-            if (block / "meta.json").is_file():
-                block.rename(self.data_dir / block.name)
-                moved += 1
-        shutil.rmtree(out, ignore_errors=True)
-        return moved
-
-    # -- recording-rule passes -------------------------------------------------------
-    def rule_passes(self) -> None:
-        """split-rules' passes, restricted to BACKFILL_GROUPS; each rule of a pass is
-        evaluated by its own promtool, in parallel, against one temporary Prometheus."""
-        passes_dir = self.state / "rule-passes"
-        start, end = (iso(t) for t in self.range_)
-        run([self.exe("infrascope-exporter"), "backfill", "split-rules", "--start", start,
-             "--end", end, "--url", "http://127.0.0.1:PORT", "--data-dir", str(self.data_dir),
-             "--output-dir", str(passes_dir), *sorted(str(p) for p in RULES.glob("*.yml"))],
-            self.logs / "rule-passes.log", "infrascope-exporter backfill split-rules")
-        passes: list[list[Path]] = []
-        for path in sorted(passes_dir.glob("pass-*.yml"), key=lambda p: int(p.stem[5:])):
-            files = []
-            for group in yaml.safe_load(path.read_text())["groups"]:
-                if group["name"] not in BACKFILL_GROUPS:
-                    continue
-                if BACKFILL_GROUPS[group["name"]]:
-                    group["interval"] = BACKFILL_GROUPS[group["name"]]
-                for i, rule in enumerate(group["rules"]):
-                    target = passes_dir / f"demo-{path.stem}-{group['name']}-{i}.yml"
-                    target.write_text(yaml.safe_dump(
-                        {"groups": [{**group, "rules": [rule]}]}, sort_keys=False))
-                    files.append(target)
-            if files:
-                passes.append(files)
-        if not passes:
-            raise DemoError("split-rules found none of the backfilled groups "
-                            f"{sorted(BACKFILL_GROUPS)} in {RULES}")
-        prom = Prometheus(self.data_dir, config="scrape_configs: []\n",
-                          workdir=self.state / "prometheus" / "backfill", retention=RETENTION)
-        try:
-            for n, files in enumerate(passes, start=1):
-                if prom.running():
-                    prom.restart()  # loads the blocks of the pass before
-                else:
-                    prom.start()
-                t0 = time.monotonic()
-                procs = [(path, self.children.start(
-                    ["promtool", "tsdb", "create-blocks-from", "rules", "--start", start,
-                     "--end", end, "--url", prom.url, "--output-dir",
-                     str(path.with_suffix(".blocks")), f"--max-block-duration={RULES_BLOCK}",
-                     str(path)], self.logs / "rule-passes.log")) for path in files]
-                for path, proc in procs:
-                    if proc.wait(timeout=600) != 0:
-                        raise DemoError(f"promtool (rules, {path.name}) exited with "
-                                        f"{proc.returncode}:\n"
-                                        f"{tail(self.logs / 'rule-passes.log')}")
-                    self.children.procs.remove(proc)
-                    if self.move_blocks(path.with_suffix(".blocks")) == 0:
-                        raise DemoError(f"promtool wrote no blocks for {path.name}: see "
-                                        f"{self.logs / 'rule-passes.log'}")
-                self.phases.step(f"rule pass {n} ({len(files)} rules)", time.monotonic() - t0)
-        finally:
-            prom.stop()
-        self.phases.done(f"rule passes ({len(passes)})")
+        t0 = time.monotonic()
+        run([self.exe("infrascope-sim"), "agents-history",
+             "--fleet", str(self.state / "fleet.yaml"), "--output", str(hist / "agents.om"),
+             "--start", str(start), "--end", str(end), "--cpus", "1",
+             "--exclude", f"dedicated/{THIS_MACHINE_NUMBER}"],
+            self.logs / "history-agents.log", "infrascope-sim agents-history")
+        self.phases.step("agents history", time.monotonic() - t0)
+        t0 = time.monotonic()
+        run([self.exe("infrascope"), "history", "load",
+             "--exporter.config-file", str(self.state / "exporter.yaml"),
+             "--exporter.instance", f"127.0.0.1:{self.ports['exporter']}",
+             "--exporter.request-budget", "0.9", "--openmetrics", str(hist / "agents.om"),
+             "--data-dir", str(self.data_dir), "--work-dir", str(hist / "load"),
+             "--rules-dir", str(RULES), "--days", str(HISTORY_DAYS), "--end", iso(end),
+             "--progress", "lines"],
+            self.logs / "history-load.log", "infrascope history load", timeout=900)
+        self.phases.step("infrascope history load", time.monotonic() - t0)
+        (hist / "agents.om").unlink()
+        self.phases.done("history")
 
     # -- configuration of the stack -------------------------------------------------
     def write_configs(self) -> None:
@@ -813,7 +700,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo.launch_stack()
             demo.phases.done("prepare")
             demo.history()
-            demo.rule_passes()
             (demo.state / "backfill.done").write_text("")
             log("history loaded; Prometheus starts")
             demo.wait_stack(["exporter", "agent", "webhook", "alertmanager", "prometheus"])

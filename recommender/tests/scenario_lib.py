@@ -73,7 +73,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from infrascope_core.prometheus import Prometheus, block_stats, promtool_blocks
+from infrascope_cli.history import openmetrics_to_blocks
+from infrascope_core.prometheus import Prometheus, block_stats
 from infrascope_sim.catalogue import (
     BACKUP_PERCENTAGE,
     LOCATIONS,
@@ -91,7 +92,7 @@ GIB = 1024**3
 HOUR = 3600
 HOURS_30D = 720
 BLOCK = 54 * HOUR  # promtool --max-block-duration=72h writes 54-hour blocks
-BLOCK_FLAG = "--max-block-duration=72h"
+MAX_BLOCK_DURATION = "72h"  # promtool --max-block-duration: 54-hour blocks
 LOOKBACK_SECONDS = 300  # Prometheus' default --query.lookback-delta
 INFO_OFFSETS = (240, 120, 0)  # backfilled hetzner_server_info: seconds before the end
 
@@ -376,7 +377,7 @@ def backfill(history: History, end: int, data_dir: Path, workdir: Path,
         count = write_history(path, history, end, window)
         nbytes = path.stat().st_size
         own = workdir / f"blocks-{i}"
-        made = promtool_blocks(path, own, BLOCK_FLAG, timeout=3600)
+        made = openmetrics_to_blocks(path, own, block=MAX_BLOCK_DURATION, timeout=3600)
         path.unlink()
         moved = [b.rename(data_dir / b.name) for b in made]
         shutil.rmtree(own)
