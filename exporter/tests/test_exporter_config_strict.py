@@ -240,3 +240,54 @@ def test_check_config_prints_the_warning_and_rejects_a_two_line_token_file(
     assert bad.returncode == 2
     assert f"cloud.token_file: {token_file}" in bad.stderr and "one line" in bad.stderr
     assert TOKEN not in bad.stdout + bad.stderr
+
+
+# ---------------------------------------------------------------------------
+# One flag style (issue 12, point 7): --section.flag-name, old spellings as aliases
+# ---------------------------------------------------------------------------
+def test_every_flag_is_in_prometheus_style_and_old_spellings_still_work(tmp_path: Path
+                                                                         ) -> None:
+    import re
+
+    from infrascope_exporter.config import FLAG_ALIASES, SCALARS, build_parser
+
+    parser = build_parser()
+    primary = {a.option_strings[0] for a in parser._actions if a.option_strings != ["-h",
+                                                                                  "--help"]}
+    for flag in primary:
+        assert re.fullmatch(r"--[a-z]+\.[a-z]+(-[a-z]+)*", flag), flag
+    assert {flag for _, flag, _, _ in SCALARS} | {"--config.file"} == primary
+    token_file = tmp_path / "t"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    new_style = ["--cloud.token-file", str(token_file), "--cloud.project-name", "shop",
+                 "--cloud.endpoint", "http://127.0.0.1:9/v1", "--prices.mode", "gross",
+                 "--prices.vat-rate-percent", "19", "--no-prices.dedicated-default-from-catalogue",
+                 "--refresh.inventory-interval", "7m", "--refresh.pricing-interval", "2h",
+                 "--refresh.metrics-interval", "9m", "--refresh.robot-interval", "20m",
+                 "--refresh.render-interval", "30s", "--budget.share", "0.5",
+                 "--no-cloud.metrics", "--http.timeout", "3s", "--robot.user", "#ws+x",
+                 "--robot.password-file", str(token_file), "--robot.endpoint",
+                 "http://127.0.0.1:9"]
+    old_style = ["--hcloud-token-file", str(token_file), "--hcloud-project-name", "shop",
+                 "--hcloud-endpoint", "http://127.0.0.1:9/v1", "--price-mode", "gross",
+                 "--vat-rate-percent", "19", "--no-dedicated-prices-from-catalogue",
+                 "--inventory-interval", "7m", "--pricing-interval", "2h",
+                 "--metrics-interval", "9m", "--robot-interval", "20m",
+                 "--render-interval", "30s", "--request-budget", "0.5",
+                 "--no-cloud-metrics", "--http-timeout", "3s", "--robot-user", "#ws+x",
+                 "--robot-password-file", str(token_file), "--robot-endpoint",
+                 "http://127.0.0.1:9"]
+    assert set(FLAG_ALIASES.values()) <= {a for a in old_style if a.startswith("--")} | {
+        "--dedicated-prices-from-catalogue", "--cloud-metrics"}
+    new = load_config(new_style, environ={})
+    old = load_config(old_style, environ={})
+    assert new == old
+    assert (new.projects[0].name, new.price_mode, new.inventory_interval, new.request_budget,
+            new.cloud_metrics, new.http_timeout, new.robot_interval,
+            new.dedicated_prices.default_from_catalogue) == (
+        "shop", "gross", 420.0, 0.5, False, 3.0, 1200.0, False)
+    # an error names the flag as it was typed
+    for flag in ("--refresh.inventory-interval", "--inventory-interval"):
+        with pytest.raises(ConfigError, match=f"^{flag}:"):
+            load_config(["--cloud.token-file", str(token_file), flag, "soon"], environ={})

@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter_testlib import demo_config_data, refresh_all
-from infrascope_exporter.config import SCALARS
+from infrascope_exporter.config import FLAG_ALIASES, SCALARS
 from infrascope_exporter.exporter import Exporter
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
@@ -38,5 +38,11 @@ def test_every_exposed_metric_is_documented(served, make_config) -> None:
 def test_every_setting_is_documented() -> None:
     for path, flag, env, _ in SCALARS:
         assert f"`{path}`" in README, path
-        assert flag in README or flag.replace("--", "--[no-]", 1) in README, flag
-        assert f"`{env}`" in README, env
+        row = next(r for r in README.splitlines() if r.startswith(f"| `{path}` |"))
+        flags = row.split("|")[2]
+        assert f"`{flag}`" in flags or f"`{flag.replace('--', '--[no-]', 1)}`" in flags, flag
+        alias = FLAG_ALIASES.get(path)
+        if alias:  # the old spelling is listed as an alias on the same row
+            assert f"alias `{alias}`" in flags or f"alias `{alias.replace('--', '--[no-]', 1)}`" \
+                in flags, alias
+        assert f"`{env}`" in row, env

@@ -282,32 +282,62 @@ def _bool(value: Any, key: str) -> bool:
     raise ConfigError(f"{key}: {value!r} is not a boolean")
 
 
-# (yaml path, flag, env var, kind) for every scalar setting.
-SCALARS: list[tuple[str, str, str, str]] = [
-    ("cloud.endpoint", "--hcloud-endpoint", "HCLOUD_ENDPOINT", "str"),
-    ("cloud.project_name", "--hcloud-project-name", "HCLOUD_PROJECT_NAME", "str"),
-    ("cloud.token_file", "--hcloud-token-file", "HCLOUD_TOKEN_FILE", "str"),
-    ("robot.endpoint", "--robot-endpoint", "ROBOT_ENDPOINT", "str"),
-    ("robot.user", "--robot-user", "ROBOT_USER", "str"),
-    ("robot.password_file", "--robot-password-file", "ROBOT_PASSWORD_FILE", "str"),
-    ("prices.mode", "--price-mode", "INFRASCOPE_PRICE_MODE", "str"),
-    ("prices.vat_rate_percent", "--vat-rate-percent", "INFRASCOPE_VAT_RATE_PERCENT", "money"),
-    ("prices.dedicated_default_from_catalogue", "--dedicated-prices-from-catalogue",
-     "INFRASCOPE_DEDICATED_PRICES_FROM_CATALOGUE", "bool"),
-    ("refresh.inventory_interval", "--inventory-interval", "INFRASCOPE_INVENTORY_INTERVAL",
-     "duration"),
-    ("refresh.pricing_interval", "--pricing-interval", "INFRASCOPE_PRICING_INTERVAL", "duration"),
-    ("refresh.metrics_interval", "--metrics-interval", "INFRASCOPE_METRICS_INTERVAL", "duration"),
-    ("refresh.robot_interval", "--robot-interval", "INFRASCOPE_ROBOT_INTERVAL", "duration"),
-    ("refresh.render_interval", "--render-interval", "INFRASCOPE_RENDER_INTERVAL", "duration"),
-    ("budget.share", "--request-budget", "INFRASCOPE_REQUEST_BUDGET", "float"),
-    ("cloud.metrics", "--cloud-metrics", "INFRASCOPE_CLOUD_METRICS", "bool"),
-    ("http.timeout", "--http-timeout", "INFRASCOPE_HTTP_TIMEOUT", "duration"),
-    ("web.listen_address", "--web.listen-address", "INFRASCOPE_LISTEN_ADDRESS", "str"),
-    ("sd.address", "--sd.address", "INFRASCOPE_SD_ADDRESS", "str"),
-    ("sd.agent_port", "--sd.agent-port", "INFRASCOPE_SD_AGENT_PORT", "int"),
-    ("log.level", "--log.level", "INFRASCOPE_LOG_LEVEL", "str"),
+# (yaml path, flag, env var, kind) for every scalar setting. Flags are Prometheus'
+# ``--section.flag-name``: the YAML path with ``-`` for ``_`` (see flag_for).
+_SETTINGS: list[tuple[str, str, str]] = [
+    ("cloud.endpoint", "HCLOUD_ENDPOINT", "str"),
+    ("cloud.project_name", "HCLOUD_PROJECT_NAME", "str"),
+    ("cloud.token_file", "HCLOUD_TOKEN_FILE", "str"),
+    ("robot.endpoint", "ROBOT_ENDPOINT", "str"),
+    ("robot.user", "ROBOT_USER", "str"),
+    ("robot.password_file", "ROBOT_PASSWORD_FILE", "str"),
+    ("prices.mode", "INFRASCOPE_PRICE_MODE", "str"),
+    ("prices.vat_rate_percent", "INFRASCOPE_VAT_RATE_PERCENT", "money"),
+    ("prices.dedicated_default_from_catalogue", "INFRASCOPE_DEDICATED_PRICES_FROM_CATALOGUE",
+     "bool"),
+    ("refresh.inventory_interval", "INFRASCOPE_INVENTORY_INTERVAL", "duration"),
+    ("refresh.pricing_interval", "INFRASCOPE_PRICING_INTERVAL", "duration"),
+    ("refresh.metrics_interval", "INFRASCOPE_METRICS_INTERVAL", "duration"),
+    ("refresh.robot_interval", "INFRASCOPE_ROBOT_INTERVAL", "duration"),
+    ("refresh.render_interval", "INFRASCOPE_RENDER_INTERVAL", "duration"),
+    ("budget.share", "INFRASCOPE_REQUEST_BUDGET", "float"),
+    ("cloud.metrics", "INFRASCOPE_CLOUD_METRICS", "bool"),
+    ("http.timeout", "INFRASCOPE_HTTP_TIMEOUT", "duration"),
+    ("web.listen_address", "INFRASCOPE_LISTEN_ADDRESS", "str"),
+    ("sd.address", "INFRASCOPE_SD_ADDRESS", "str"),
+    ("sd.agent_port", "INFRASCOPE_SD_AGENT_PORT", "int"),
+    ("log.level", "INFRASCOPE_LOG_LEVEL", "str"),
 ]
+
+
+def flag_for(path: str) -> str:
+    """A YAML path as a flag: ``refresh.inventory_interval``, ``--refresh.inventory-interval``."""
+    return "--" + path.replace("_", "-")
+
+
+SCALARS: list[tuple[str, str, str, str]] = [(path, flag_for(path), env, kind)
+                                            for path, env, kind in _SETTINGS]
+# The spellings of the first releases, kept as aliases: scripts and units that use them
+# keep working (the README lists them beside the flags).
+FLAG_ALIASES: dict[str, str] = {
+    "cloud.endpoint": "--hcloud-endpoint",
+    "cloud.project_name": "--hcloud-project-name",
+    "cloud.token_file": "--hcloud-token-file",
+    "robot.endpoint": "--robot-endpoint",
+    "robot.user": "--robot-user",
+    "robot.password_file": "--robot-password-file",
+    "prices.mode": "--price-mode",
+    "prices.vat_rate_percent": "--vat-rate-percent",
+    "prices.dedicated_default_from_catalogue": "--dedicated-prices-from-catalogue",
+    "refresh.inventory_interval": "--inventory-interval",
+    "refresh.pricing_interval": "--pricing-interval",
+    "refresh.metrics_interval": "--metrics-interval",
+    "refresh.robot_interval": "--robot-interval",
+    "refresh.render_interval": "--render-interval",
+    "budget.share": "--request-budget",
+    "cloud.metrics": "--cloud-metrics",
+    "http.timeout": "--http-timeout",
+}
 HELP = {
     "cloud.endpoint": "Cloud API base URL",
     "cloud.project_name": "name of the single project given by HCLOUD_TOKEN",
@@ -335,19 +365,41 @@ HELP = {
 }
 
 
+class _Store(argparse.Action):
+    """Store the value and remember the spelling used, so an error names the flag as typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        _remember(namespace, self.dest, option_string)
+
+
+class _StoreBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        _remember(namespace, self.dest, option_string)
+
+
+def _remember(namespace: argparse.Namespace, dest: str, option_string: str | None) -> None:
+    if option_string:
+        spellings = vars(namespace).setdefault("flag_spellings", {})
+        spellings[dest] = option_string
+
+
 def build_parser(prog: str = "infrascope-exporter") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, add_help=True)
     parser.add_argument("--config.file", dest="config_file", default=None,
                         help="YAML configuration file (env INFRASCOPE_CONFIG)")
     for path, flag, env, kind in SCALARS:
         dest = path.replace(".", "__")
+        flags = [flag] + ([FLAG_ALIASES[path]] if path in FLAG_ALIASES else [])
+        text = f"{HELP[path]} (env {env}; yaml {path})"
         if kind == "bool":
-            parser.add_argument(flag, dest=dest, default=None,
-                                action=argparse.BooleanOptionalAction,
-                                help=f"{HELP[path]} (env {env}; yaml {path})")
+            parser.add_argument(*flags, dest=dest, default=None, action=_StoreBool, help=text)
         else:
-            parser.add_argument(flag, dest=dest, default=None,
-                                help=f"{HELP[path]} (env {env}; yaml {path})")
+            parser.add_argument(*flags, dest=dest, default=None, action=_Store, help=text,
+                                metavar=path.rsplit(".", 1)[1].upper())
     return parser
 
 
@@ -451,9 +503,10 @@ def load_config(argv: Sequence[str] | None = None,
         raw, key = _get(data, path), path
         if env_name in env and env[env_name] != "":
             raw, key = env[env_name], env_name
-        flag_value = getattr(args, path.replace(".", "__"))
+        dest = path.replace(".", "__")
+        flag_value = getattr(args, dest)
         if flag_value is not None:
-            raw, key = flag_value, flag
+            raw, key = flag_value, vars(args).get("flag_spellings", {}).get(dest, flag)
         if raw is not None:
             values[path] = _convert(kind, raw, key)
             named[path] = key
@@ -490,7 +543,7 @@ def load_config(argv: Sequence[str] | None = None,
         raise ConfigError("log.level: must be debug, info, warning or error")
     if not projects and robot is None:
         raise ConfigError("cloud.projects: nothing to export — set HCLOUD_TOKEN, "
-                          "--hcloud-token-file, a projects: list, or a Robot user")
+                          "--cloud.token-file, a projects: list, or a Robot user")
     prices = data.get("prices") or {}
     if not isinstance(prices, Mapping):
         raise ConfigError("prices: must be a mapping")
@@ -597,7 +650,7 @@ def _robot(data: Mapping[str, Any], values: Mapping[str, Any],
         password = Secret(check_secret_shape(value, "robot.password", spaces=True))
     if password is None:
         raise ConfigError("robot.password: a Robot user needs a password "
-                          "(ROBOT_PASSWORD, --robot-password-file or robot.password_file)")
+                          "(ROBOT_PASSWORD, --robot.password-file or robot.password_file)")
     return RobotAccount(user, password,
                         values.get("robot.endpoint", DEFAULT_ROBOT_ENDPOINT).rstrip("/"))
 
