@@ -17,7 +17,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 def documented_names() -> set[str]:
     names: set[str] = set()
     for row in README.splitlines():
-        if not row.startswith("| `hetzner_"):
+        if not row.startswith(("| `hetzner_", "| `infrascope_", "| `process_", "| `python_")):
             continue
         names.update(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
     return names
@@ -26,9 +26,13 @@ def documented_names() -> set[str]:
 def test_every_exposed_metric_is_documented(served, make_config) -> None:
     exporter = Exporter(make_config(demo_config_data(served)))
     refresh_all(exporter)
-    families = {f.name for f in text_string_to_metric_families(exporter.rendered.decode())}
+    # what a scrape gets: the rendering and the series collected per scrape
+    families = {f.name for f in text_string_to_metric_families(exporter.exposition().decode())}
+    assert {"infrascope_exporter_build_info", "process_cpu_seconds_total"} <= {
+        f + "_total" if f.startswith("process_cpu") else f for f in families}
     exposed = {name + "_total" if name in ("hetzner_api_requests",
-                                           "hetzner_exporter_skipped_records") else name
+                                           "hetzner_exporter_skipped_records",
+                                           "process_cpu_seconds") else name
                for name in families}
     documented = documented_names()
     missing = sorted(n for n in exposed if n not in documented)

@@ -1,6 +1,7 @@
 """The exporter's HTTP endpoints, served from the last rendering only.
 
-``/metrics`` (pre-rendered, gzip when asked), ``/sd`` (and ``/sd/cloud``,
+``/metrics`` (pre-rendered, gzip when asked; only the process's own series
+are collected per scrape), ``/sd`` (and ``/sd/cloud``,
 ``/sd/dedicated``), ``/healthz`` (the process answers), ``/readyz`` (503 until
 the first refresh completed), and ``/`` (a landing page). No request here
 ever calls a Hetzner API. Every endpoint is read-only: GET and HEAD everywhere,
@@ -85,12 +86,11 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                with exporter.lock:
-                    plain, gz = exporter.rendered, exporter.rendered_gzip
                 if "gzip" in self.headers.get("Accept-Encoding", ""):
-                    self._send(200, gz, CONTENT_TYPE, {"Content-Encoding": "gzip"})
+                    self._send(200, exporter.exposition(gzipped=True), CONTENT_TYPE,
+                               {"Content-Encoding": "gzip"})
                 else:
-                    self._send(200, plain, CONTENT_TYPE)
+                    self._send(200, exporter.exposition(), CONTENT_TYPE)
             elif path == "/sd":
                 with exporter.lock:
                     body = exporter.rendered_sd
