@@ -16,7 +16,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import __version__, logs
+from infrascope_core import logfmt
+
+from . import __version__
 from .config import ConfigError, build_parser, load_config, parse_host_port
 
 PROG = "infrascope-exporter"
@@ -31,7 +33,7 @@ def serve(argv: Sequence[str]) -> int:
     secrets = [p.token.reveal() for p in config.projects]
     if config.robot:
         secrets.append(config.robot.password.reveal())
-    logs.setup(config.log_level, secrets)
+    logfmt.setup("infrascope_exporter", config.log_level, secrets)
     for warning in config.warnings:
         log.warning(warning, extra={"event": "config"})
     exporter = Exporter(config)
