@@ -48,7 +48,7 @@ from exporter_testlib import (
     refresh_all,
     serving,
 )
-from infrascope_exporter import logs
+from infrascope_core import logfmt
 from infrascope_exporter.api import ApiError, CloudClient
 from infrascope_exporter.config import CloudProject, Secret
 from infrascope_exporter.exporter import Exporter
@@ -692,7 +692,7 @@ def test_no_secret_in_logs_errors_or_exposition(rig: Callable[..., Rig], sim: Si
                                                 restore_logging: None) -> None:
     """With scrubbing off: the secrets never get into a message in the first place."""
     stream = io.StringIO()
-    logs.setup(level="debug", secrets=(), stream=stream)
+    logfmt.setup("infrascope_exporter", "debug", secrets=(), stream=stream)
     caplog.set_level(logging.DEBUG)  # httpx/httpcore chatter, if any, is checked too
     grow_webshop(sim)  # two pages of servers, so that a pagination can break
     r = rig()
@@ -749,7 +749,7 @@ def test_no_secret_in_logs_errors_or_exposition(rig: Callable[..., Rig], sim: Si
 
 def test_log_scrubbing_is_a_last_line_of_defence(restore_logging: None) -> None:
     stream = io.StringIO()
-    logs.setup(level="debug", secrets=SECRETS, stream=stream)
+    logfmt.setup("infrascope_exporter", "debug", secrets=SECRETS, stream=stream)
     log = logging.getLogger("infrascope_exporter.test")
     log.warning("oops %s", SECRETS[0], extra={"reason": f"Bearer {SECRETS[1]}"})
     try:

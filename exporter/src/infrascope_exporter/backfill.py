@@ -60,7 +60,8 @@ from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import logs
+from infrascope_core import logfmt
+
 from .api import ApiError, Stopped
 from .config import CloudProject, Config, ConfigError, build_parser, load_config, parse_duration
 from .exporter import METRIC_SERIES, Exporter, MetricsSample
@@ -798,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     secrets = _secrets(config)
-    logs.setup(config.log_level, secrets)
+    logfmt.setup("infrascope_exporter", config.log_level, secrets)
     try:
         result = run(config, options)
     except ConfigError as exc:

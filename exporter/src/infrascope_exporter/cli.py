@@ -16,16 +16,13 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import __version__, logs
-from .config import ConfigError, build_parser, load_config
+from infrascope_core import logfmt
+
+from . import __version__
+from .config import ConfigError, build_parser, load_config, parse_host_port
 
 PROG = "infrascope-exporter"
 log = logging.getLogger("infrascope_exporter")
-
-
-def _split_listen(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def serve(argv: Sequence[str]) -> int:
@@ -36,9 +33,12 @@ def serve(argv: Sequence[str]) -> int:
     secrets = [p.token.reveal() for p in config.projects]
     if config.robot:
         secrets.append(config.robot.password.reveal())
-    logs.setup(config.log_level, secrets)
+    logfmt.setup("infrascope_exporter", config.log_level, secrets)
+    for warning in config.warnings:
+        log.warning(warning, extra={"event": "config"})
     exporter = Exporter(config)
-    host, port = _split_listen(config.listen_address)
+    host, port = parse_host_port(config.listen_address, "web.listen_address")
+    host = host or "0.0.0.0"
     try:
         http = ExporterHTTPServer(exporter, host, port)
     except OSError as exc:
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] == ["check-config"]:
             config = load_config(args[1:])
+            for warning in config.warnings:
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
             print(f"{PROG}: configuration OK: {config.describe()}")
             return 0
         if args[:1] == ["backfill"]:

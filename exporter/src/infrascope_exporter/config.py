@@ -10,8 +10,11 @@ so that no repr, log line or error message can show them.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
+import shlex
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -100,6 +103,9 @@ class Config:
     agent_port: int = DEFAULT_AGENT_PORT
     render_interval: float = 10.0
     log_level: str = "info"
+    # Problems worth a word that do not stop the exporter (secret files readable by
+    # others): check-config prints them, the exporter logs them at start.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def describe(self) -> dict[str, Any]:
         """A secret-free summary, for the start-up log line."""
@@ -143,14 +149,126 @@ def parse_money(value: Any, key: str) -> Decimal:
     return amount
 
 
-def _read_secret_file(path: str, key: str) -> Secret:
+def check_secret_shape(value: str, key: str, *, spaces: bool = False) -> str:
+    """``value`` if it is one line without whitespace (``spaces``: inner spaces allowed).
+
+    A token with a second line or a space is a copy-and-paste accident; sent as an HTTP
+    header it fails at run time as if the API were down. The message never shows it.
+    """
+    if not value:
+        raise ConfigError(f"{key}: is empty")
+    bad = [c for c in value if not c.isprintable() or (c.isspace() and not (
+        spaces and c == " "))]
+    if bad or (spaces and value != value.strip()):
+        what = "one line" if spaces else "one line without whitespace"
+        raise ConfigError(f"{key}: must be {what} (it holds "
+                          f"{_describe_whitespace(value)})")
+    return value
+
+
+def _describe_whitespace(value: str) -> str:
+    lines = value.count("\n") + 1
+    if lines > 1:
+        return f"{lines} lines"
+    if any(not c.isprintable() and not c.isspace() for c in value):
+        return "control characters"
+    return "whitespace"
+
+
+def _read_secret_file(path: str, key: str, warnings: list[str], *,
+                      spaces: bool = False) -> Secret:
+    """The secret in ``path``: one line, a trailing newline allowed. The messages name the
+    file, never its content; a file readable by group or others adds a warning."""
     try:
-        value = Path(path).read_text().strip()
+        raw = Path(path).read_bytes()
+        mode = os.stat(path).st_mode
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
-    if not value:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            text = text[:-len(ending)]
+            break
+    if not text.strip():
         raise ConfigError(f"{key}: {path} is empty")
-    return Secret(value)
+    try:
+        check_secret_shape(text, key, spaces=spaces)
+    except ConfigError:
+        what = "one line" if spaces else "one line without whitespace"
+        raise ConfigError(f"{key}: {path} must hold the secret alone on {what} "
+                          f"(a trailing newline is fine); it holds "
+                          f"{_describe_whitespace(text)}") from None
+    warn_if_readable_by_others(path, mode, key, warnings)
+    return Secret(text)
+
+
+def warn_if_readable_by_others(path: str, mode: int, key: str, warnings: list[str]) -> None:
+    if stat.S_ISREG(mode) and mode & 0o077:
+        warnings.append(f"{key}: {path} holds a secret and is accessible by group or others "
+                        f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 {shlex.quote(path)}")
+
+
+def _string(value: Any, key: str, *, numbers: bool = True) -> str:
+    """A YAML scalar as a string; lists, mappings, booleans and null are errors
+    (``numbers``: an unquoted number is taken as its text)."""
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    hint = " (quote it)" if isinstance(value, (int, float, bool)) else ""
+    raise ConfigError(f"{key}: must be a string{hint}, not {_yaml_type(value)}")
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def parse_host_port(value: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port): host an IPv4 address, a bracketed IPv6 address, a
+    hostname or empty (every interface); port 0-65535 (0: the system picks one, for
+    tests). The one rule for every address the exporter listens on."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ConfigError(f"{key}: {value!r}: the port must be a number from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r}: {host} is not an IPv6 address") from None
+        return host[1:-1], int(port_text)
+    if host and not _valid_host(host):
+        raise ConfigError(f"{key}: {value!r}: {host!r} is neither an IP address nor a "
+                          f"hostname (IPv6: [::1]:8790)")
+    return host, int(port_text)
+
+
+def _valid_host(host: str) -> bool:
+    labels = host.rstrip(".").split(".")
+    if all(label.isascii() and label.isdigit() for label in labels):
+        try:  # all-numeric: only a dotted-quad IPv4 address
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -164,32 +282,62 @@ def _bool(value: Any, key: str) -> bool:
     raise ConfigError(f"{key}: {value!r} is not a boolean")
 
 
-# (yaml path, flag, env var, kind) for every scalar setting.
-SCALARS: list[tuple[str, str, str, str]] = [
-    ("cloud.endpoint", "--hcloud-endpoint", "HCLOUD_ENDPOINT", "str"),
-    ("cloud.project_name", "--hcloud-project-name", "HCLOUD_PROJECT_NAME", "str"),
-    ("cloud.token_file", "--hcloud-token-file", "HCLOUD_TOKEN_FILE", "str"),
-    ("robot.endpoint", "--robot-endpoint", "ROBOT_ENDPOINT", "str"),
-    ("robot.user", "--robot-user", "ROBOT_USER", "str"),
-    ("robot.password_file", "--robot-password-file", "ROBOT_PASSWORD_FILE", "str"),
-    ("prices.mode", "--price-mode", "INFRASCOPE_PRICE_MODE", "str"),
-    ("prices.vat_rate_percent", "--vat-rate-percent", "INFRASCOPE_VAT_RATE_PERCENT", "money"),
-    ("prices.dedicated_default_from_catalogue", "--dedicated-prices-from-catalogue",
-     "INFRASCOPE_DEDICATED_PRICES_FROM_CATALOGUE", "bool"),
-    ("refresh.inventory_interval", "--inventory-interval", "INFRASCOPE_INVENTORY_INTERVAL",
-     "duration"),
-    ("refresh.pricing_interval", "--pricing-interval", "INFRASCOPE_PRICING_INTERVAL", "duration"),
-    ("refresh.metrics_interval", "--metrics-interval", "INFRASCOPE_METRICS_INTERVAL", "duration"),
-    ("refresh.robot_interval", "--robot-interval", "INFRASCOPE_ROBOT_INTERVAL", "duration"),
-    ("refresh.render_interval", "--render-interval", "INFRASCOPE_RENDER_INTERVAL", "duration"),
-    ("budget.share", "--request-budget", "INFRASCOPE_REQUEST_BUDGET", "float"),
-    ("cloud.metrics", "--cloud-metrics", "INFRASCOPE_CLOUD_METRICS", "bool"),
-    ("http.timeout", "--http-timeout", "INFRASCOPE_HTTP_TIMEOUT", "duration"),
-    ("web.listen_address", "--web.listen-address", "INFRASCOPE_LISTEN_ADDRESS", "str"),
-    ("sd.address", "--sd.address", "INFRASCOPE_SD_ADDRESS", "str"),
-    ("sd.agent_port", "--sd.agent-port", "INFRASCOPE_SD_AGENT_PORT", "int"),
-    ("log.level", "--log.level", "INFRASCOPE_LOG_LEVEL", "str"),
+# (yaml path, flag, env var, kind) for every scalar setting. Flags are Prometheus'
+# ``--section.flag-name``: the YAML path with ``-`` for ``_`` (see flag_for).
+_SETTINGS: list[tuple[str, str, str]] = [
+    ("cloud.endpoint", "HCLOUD_ENDPOINT", "str"),
+    ("cloud.project_name", "HCLOUD_PROJECT_NAME", "str"),
+    ("cloud.token_file", "HCLOUD_TOKEN_FILE", "str"),
+    ("robot.endpoint", "ROBOT_ENDPOINT", "str"),
+    ("robot.user", "ROBOT_USER", "str"),
+    ("robot.password_file", "ROBOT_PASSWORD_FILE", "str"),
+    ("prices.mode", "INFRASCOPE_PRICE_MODE", "str"),
+    ("prices.vat_rate_percent", "INFRASCOPE_VAT_RATE_PERCENT", "money"),
+    ("prices.dedicated_default_from_catalogue", "INFRASCOPE_DEDICATED_PRICES_FROM_CATALOGUE",
+     "bool"),
+    ("refresh.inventory_interval", "INFRASCOPE_INVENTORY_INTERVAL", "duration"),
+    ("refresh.pricing_interval", "INFRASCOPE_PRICING_INTERVAL", "duration"),
+    ("refresh.metrics_interval", "INFRASCOPE_METRICS_INTERVAL", "duration"),
+    ("refresh.robot_interval", "INFRASCOPE_ROBOT_INTERVAL", "duration"),
+    ("refresh.render_interval", "INFRASCOPE_RENDER_INTERVAL", "duration"),
+    ("budget.share", "INFRASCOPE_REQUEST_BUDGET", "float"),
+    ("cloud.metrics", "INFRASCOPE_CLOUD_METRICS", "bool"),
+    ("http.timeout", "INFRASCOPE_HTTP_TIMEOUT", "duration"),
+    ("web.listen_address", "INFRASCOPE_LISTEN_ADDRESS", "str"),
+    ("sd.address", "INFRASCOPE_SD_ADDRESS", "str"),
+    ("sd.agent_port", "INFRASCOPE_SD_AGENT_PORT", "int"),
+    ("log.level", "INFRASCOPE_LOG_LEVEL", "str"),
 ]
+
+
+def flag_for(path: str) -> str:
+    """A YAML path as a flag: ``refresh.inventory_interval``, ``--refresh.inventory-interval``."""
+    return "--" + path.replace("_", "-")
+
+
+SCALARS: list[tuple[str, str, str, str]] = [(path, flag_for(path), env, kind)
+                                            for path, env, kind in _SETTINGS]
+# The spellings of the first releases, kept as aliases: scripts and units that use them
+# keep working (the README lists them beside the flags).
+FLAG_ALIASES: dict[str, str] = {
+    "cloud.endpoint": "--hcloud-endpoint",
+    "cloud.project_name": "--hcloud-project-name",
+    "cloud.token_file": "--hcloud-token-file",
+    "robot.endpoint": "--robot-endpoint",
+    "robot.user": "--robot-user",
+    "robot.password_file": "--robot-password-file",
+    "prices.mode": "--price-mode",
+    "prices.vat_rate_percent": "--vat-rate-percent",
+    "prices.dedicated_default_from_catalogue": "--dedicated-prices-from-catalogue",
+    "refresh.inventory_interval": "--inventory-interval",
+    "refresh.pricing_interval": "--pricing-interval",
+    "refresh.metrics_interval": "--metrics-interval",
+    "refresh.robot_interval": "--robot-interval",
+    "refresh.render_interval": "--render-interval",
+    "budget.share": "--request-budget",
+    "cloud.metrics": "--cloud-metrics",
+    "http.timeout": "--http-timeout",
+}
 HELP = {
     "cloud.endpoint": "Cloud API base URL",
     "cloud.project_name": "name of the single project given by HCLOUD_TOKEN",
@@ -217,19 +365,41 @@ HELP = {
 }
 
 
+class _Store(argparse.Action):
+    """Store the value and remember the spelling used, so an error names the flag as typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        _remember(namespace, self.dest, option_string)
+
+
+class _StoreBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        _remember(namespace, self.dest, option_string)
+
+
+def _remember(namespace: argparse.Namespace, dest: str, option_string: str | None) -> None:
+    if option_string:
+        spellings = vars(namespace).setdefault("flag_spellings", {})
+        spellings[dest] = option_string
+
+
 def build_parser(prog: str = "infrascope-exporter") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, add_help=True)
     parser.add_argument("--config.file", dest="config_file", default=None,
                         help="YAML configuration file (env INFRASCOPE_CONFIG)")
     for path, flag, env, kind in SCALARS:
         dest = path.replace(".", "__")
+        flags = [flag] + ([FLAG_ALIASES[path]] if path in FLAG_ALIASES else [])
+        text = f"{HELP[path]} (env {env}; yaml {path})"
         if kind == "bool":
-            parser.add_argument(flag, dest=dest, default=None,
-                                action=argparse.BooleanOptionalAction,
-                                help=f"{HELP[path]} (env {env}; yaml {path})")
+            parser.add_argument(*flags, dest=dest, default=None, action=_StoreBool, help=text)
         else:
-            parser.add_argument(flag, dest=dest, default=None,
-                                help=f"{HELP[path]} (env {env}; yaml {path})")
+            parser.add_argument(*flags, dest=dest, default=None, action=_Store, help=text,
+                                metavar=path.rsplit(".", 1)[1].upper())
     return parser
 
 
@@ -244,8 +414,12 @@ def _get(data: Mapping[str, Any], path: str) -> Any:
 
 def _convert(kind: str, value: Any, key: str) -> Any:
     if kind == "str":
-        return str(value)
+        return _string(value, key)
+    if isinstance(value, (list, Mapping)) or (isinstance(value, bool) and kind != "bool"):
+        raise ConfigError(f"{key}: must be a single value, not {_yaml_type(value)}")
     if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}: {value!r} is not an integer")
         try:
             return int(value)
         except (TypeError, ValueError) as exc:
@@ -303,6 +477,10 @@ def load_config(argv: Sequence[str] | None = None,
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError("config.file: the top level must be a mapping")
+        for section in loaded:
+            if not isinstance(section, str):
+                raise ConfigError(f"{section}: unknown configuration section "
+                                  f"(known: {', '.join(sorted(_KNOWN_TOP))})")
         unknown = set(loaded) - _KNOWN_TOP
         if unknown:
             raise ConfigError(f"{sorted(unknown)[0]}: unknown configuration section "
@@ -314,24 +492,34 @@ def load_config(argv: Sequence[str] | None = None,
                 raise ConfigError(f"{section}: must be a mapping")
             allowed = _SECTION_KEYS[section]
             for key in value:
-                if key not in allowed:
+                if not isinstance(key, str) or key not in allowed:
                     raise ConfigError(f"{section}.{key}: unknown key "
                                       f"(known in {section}: {', '.join(sorted(allowed))})")
         data = loaded
 
     values: dict[str, Any] = {}
+    named: dict[str, str] = {}  # setting -> where it came from, for error messages
     for path, flag, env_name, kind in SCALARS:
         raw, key = _get(data, path), path
         if env_name in env and env[env_name] != "":
             raw, key = env[env_name], env_name
-        flag_value = getattr(args, path.replace(".", "__"))
+        dest = path.replace(".", "__")
+        flag_value = getattr(args, dest)
         if flag_value is not None:
-            raw, key = flag_value, flag
+            raw, key = flag_value, vars(args).get("flag_spellings", {}).get(dest, flag)
         if raw is not None:
             values[path] = _convert(kind, raw, key)
+            named[path] = key
 
-    projects = _projects(data, values, env)
-    robot = _robot(data, values, env)
+    warnings: list[str] = []
+    projects = _projects(data, values, env, warnings)
+    robot = _robot(data, values, env, warnings)
+    if config_file and _has_inline_secret(data):
+        try:
+            mode = os.stat(config_file).st_mode
+        except OSError:
+            mode = 0
+        warn_if_readable_by_others(config_file, mode, "config.file", warnings)
     mode = values.get("prices.mode", "net")
     if mode not in ("net", "gross"):
         raise ConfigError(f"prices.mode: {mode!r} must be 'net' or 'gross'")
@@ -345,8 +533,7 @@ def load_config(argv: Sequence[str] | None = None,
     if not 0 < port < 65536:
         raise ConfigError("sd.agent_port: must be a TCP port")
     listen = values.get("web.listen_address", DEFAULT_LISTEN)
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d+$", listen):
-        raise ConfigError(f"web.listen_address: {listen!r} is not HOST:PORT")
+    parse_host_port(listen, named.get("web.listen_address", "web.listen_address"))
     robot_interval = values.get("refresh.robot_interval", 600.0)
     if robot_interval < 18.0:
         raise ConfigError("refresh.robot_interval: must be at least 18s (Robot allows 200 "
@@ -356,7 +543,7 @@ def load_config(argv: Sequence[str] | None = None,
         raise ConfigError("log.level: must be debug, info, warning or error")
     if not projects and robot is None:
         raise ConfigError("cloud.projects: nothing to export — set HCLOUD_TOKEN, "
-                          "--hcloud-token-file, a projects: list, or a Robot user")
+                          "--cloud.token-file, a projects: list, or a Robot user")
     prices = data.get("prices") or {}
     if not isinstance(prices, Mapping):
         raise ConfigError("prices: must be a mapping")
@@ -385,11 +572,21 @@ def load_config(argv: Sequence[str] | None = None,
         sd_address=sd_address,
         agent_port=port,
         log_level=level,
+        warnings=tuple(warnings),
     )
 
 
+def _has_inline_secret(data: Mapping[str, Any]) -> bool:
+    listed = _get(data, "cloud.projects")
+    return bool(_get(data, "robot.password")) or (isinstance(listed, list) and any(
+        isinstance(entry, Mapping) and entry.get("token") for entry in listed))
+
+
+_PROJECT_KEYS = ("name", "token", "token_file", "endpoint")
+
+
 def _projects(data: Mapping[str, Any], values: Mapping[str, Any],
-              env: Mapping[str, str]) -> tuple[CloudProject, ...]:
+              env: Mapping[str, str], warnings: list[str]) -> tuple[CloudProject, ...]:
     endpoint = values.get("cloud.endpoint", DEFAULT_CLOUD_ENDPOINT).rstrip("/")
     listed = _get(data, "cloud.projects")
     projects: list[CloudProject] = []
@@ -398,23 +595,33 @@ def _projects(data: Mapping[str, Any], values: Mapping[str, Any],
             raise ConfigError("cloud.projects: must be a list")
         for i, entry in enumerate(listed):
             key = f"cloud.projects[{i}]"
-            if not isinstance(entry, Mapping) or not entry.get("name"):
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{key}: must be a mapping (name, token or token_file, "
+                                  f"endpoint), not {_yaml_type(entry)}")
+            for k in entry:
+                if k not in _PROJECT_KEYS:
+                    raise ConfigError(f"{key}.{k}: unknown key "
+                                      f"(known in a project: {', '.join(_PROJECT_KEYS)})")
+            if not entry.get("name"):
                 raise ConfigError(f"{key}.name: every project needs a name")
+            name = _string(entry["name"], f"{key}.name")
             if entry.get("token") and entry.get("token_file"):
                 raise ConfigError(f"{key}: give token or token_file, not both")
             if entry.get("token_file"):
-                token = _read_secret_file(str(entry["token_file"]), f"{key}.token_file")
-            elif entry.get("token"):
-                token = Secret(str(entry["token"]))
+                token = _read_secret_file(_string(entry["token_file"], f"{key}.token_file"),
+                                          f"{key}.token_file", warnings)
+            elif entry.get("token") is not None and entry.get("token") != "":
+                value = _string(entry["token"], f"{key}.token", numbers=False)
+                token = Secret(check_secret_shape(value, f"{key}.token"))
             else:
                 raise ConfigError(f"{key}.token: missing (or token_file)")
-            projects.append(CloudProject(str(entry["name"]), token,
-                                         str(entry.get("endpoint", endpoint)).rstrip("/")))
+            project_endpoint = _string(entry.get("endpoint", endpoint), f"{key}.endpoint")
+            projects.append(CloudProject(name, token, project_endpoint.rstrip("/")))
     single: Secret | None = None
     if values.get("cloud.token_file"):
-        single = _read_secret_file(values["cloud.token_file"], "cloud.token_file")
+        single = _read_secret_file(values["cloud.token_file"], "cloud.token_file", warnings)
     elif env.get("HCLOUD_TOKEN"):
-        single = Secret(env["HCLOUD_TOKEN"])
+        single = Secret(check_secret_shape(env["HCLOUD_TOKEN"], "HCLOUD_TOKEN"))
     if single is not None:
         projects.append(CloudProject(values.get("cloud.project_name", "default"), single,
                                      endpoint))
@@ -426,20 +633,24 @@ def _projects(data: Mapping[str, Any], values: Mapping[str, Any],
 
 
 def _robot(data: Mapping[str, Any], values: Mapping[str, Any],
-           env: Mapping[str, str]) -> RobotAccount | None:
+           env: Mapping[str, str], warnings: list[str]) -> RobotAccount | None:
     user = values.get("robot.user")
     if not user:
         return None
     password: Secret | None = None
     if values.get("robot.password_file"):
-        password = _read_secret_file(values["robot.password_file"], "robot.password_file")
+        # Robot passwords are chosen by people: inner spaces are allowed, lines are not.
+        password = _read_secret_file(values["robot.password_file"], "robot.password_file",
+                                     warnings, spaces=True)
     elif env.get("ROBOT_PASSWORD"):
-        password = Secret(env["ROBOT_PASSWORD"])
-    elif _get(data, "robot.password"):
-        password = Secret(str(_get(data, "robot.password")))
+        password = Secret(check_secret_shape(env["ROBOT_PASSWORD"], "ROBOT_PASSWORD",
+                                             spaces=True))
+    elif _get(data, "robot.password") is not None:
+        value = _string(_get(data, "robot.password"), "robot.password", numbers=False)
+        password = Secret(check_secret_shape(value, "robot.password", spaces=True))
     if password is None:
         raise ConfigError("robot.password: a Robot user needs a password "
-                          "(ROBOT_PASSWORD, --robot-password-file or robot.password_file)")
+                          "(ROBOT_PASSWORD, --robot.password-file or robot.password_file)")
     return RobotAccount(user, password,
                         values.get("robot.endpoint", DEFAULT_ROBOT_ENDPOINT).rstrip("/"))
 
@@ -473,5 +684,6 @@ def _dedicated_labels(data: Mapping[str, Any]) -> dict[int, dict[str, str]]:
             raise ConfigError(f"robot.labels.{number}: not a server number") from exc
         if not isinstance(labels, Mapping):
             raise ConfigError(f"robot.labels.{number}: must be a label map")
-        out[key] = {str(k): str(v) for k, v in labels.items()}
+        out[key] = {_string(k, f"robot.labels.{number}.{k}"):
+                    _string(v, f"robot.labels.{number}.{k}") for k, v in labels.items()}
     return out

@@ -5,7 +5,9 @@ Robot, never in a scrape. Each refresh replaces its slice of the state only
 when it completed; a failure leaves the previous data in place, flips ``up``
 to 0 and counts the outcome, so the exposition never empties. A renderer
 thread turns the state into the /metrics bytes (and their gzip) at most every
-``render_interval`` seconds, which is all a scrape ever reads.
+``render_interval`` seconds, which is all a scrape ever reads — but for the
+process's own series (``process_*``, ``python_info``), collected per scrape and
+appended to the cached bytes (into the same gzip stream: see :meth:`Exporter.exposition`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client.exposition import generate_latest
+
 from . import budget
 from .api import ApiError, CloudClient, RobotClient, Stopped
 from .config import CloudProject, Config
+from .exposition import live_registry
 from .health import Health
 from .model import (
     CloudServer,
@@ -47,6 +53,12 @@ from .model import (
 )
 
 log = logging.getLogger("infrascope_exporter")
+
+
+def _open_gzip(body: bytes) -> tuple[bytes, Any]:
+    """gzip of ``body`` without its end: (bytes so far, the compressor to finish it)."""
+    state = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return state.compress(body) + state.flush(zlib.Z_SYNC_FLUSH), state
 
 RESOURCE_LISTS: list[tuple[str, str, str, Callable[[Any, str], Resource | None],
                            dict[str, str]]] = [
@@ -161,6 +173,11 @@ class Exporter:
         self.robot_retry_after_auth_failure = 3600.0
         self.rendered = b""
         self.rendered_gzip = gzip.compress(b"")
+        self.live_registry = live_registry()
+        # The rendering's gzip stream left open (sync-flushed): a scrape copies the
+        # compressor and adds the live series, so gzip stays one member, compressed once.
+        self._gzip_head = b""
+        self._gzip_state = _open_gzip(b"")[1]
         self.rendered_sd = b"[]"
         self.rendered_at: float | None = None
         self.dirty = threading.Event()
@@ -426,15 +443,27 @@ class Exporter:
         text, series = render_exposition(self)
         sd = json.dumps(sd_groups(self), separators=(",", ":")).encode()
         body = text.encode()
-        compressed = gzip.compress(body, compresslevel=6)
+        head, state = _open_gzip(body)
+        compressed = head + state.copy().flush()
         with self.lock:
             self.rendered, self.rendered_gzip, self.rendered_sd = body, compressed, sd
+            self._gzip_head, self._gzip_state = head, state
             self.rendered_at = self.clock()
             self.render_seconds = time.monotonic() - started
             self.series_count = series
 
     render_seconds: float = 0.0
     series_count: int = 0
+
+    def exposition(self, gzipped: bool = False) -> bytes:
+        """The /metrics body: the last rendering plus the live series, collected now."""
+        live = generate_latest(self.live_registry)
+        with self.lock:
+            body, head, state = self.rendered, self._gzip_head, self._gzip_state
+        if not gzipped:
+            return body + live
+        tail = state.copy()
+        return head + tail.compress(live) + tail.flush()
 
     def start(self) -> None:
         self.render()

@@ -9,15 +9,23 @@ Money is computed in Decimal and converted to a float sample only here.
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 import re
+import subprocess
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from . import __version__
 from .model import CloudServer, Resource
 from .pricing import (
     PriceMissing,
@@ -189,12 +197,50 @@ def render_exposition(exporter: Exporter) -> tuple[str, int]:
                   {"product": pid, "location": loc}, monthly)
 
     _self_health(f, exporter, now)
+    f.add("infrascope_exporter_build_info", "gauge",
+          "Version of the exporter and the Python running it (1).", build_info_labels(), 1)
     families = list(f.metrics.values())
-    series = sum(len(m.samples) for m in families) + 1
+    live = sum(len(m.samples) for m in exporter.live_registry.collect())
+    series = sum(len(m.samples) for m in families) + 1 + live
     families.append(_series_family(series))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Static(families))
     return generate_latest(registry).decode(), series
+
+
+def live_registry() -> CollectorRegistry:
+    """The series read at scrape time, not from the cached rendering: the process's own
+    (``process_*``, ``python_info``), cheap to collect and wrong when stale."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProcessCollector(registry=None))
+    registry.register(PlatformCollector(registry=None))
+    return registry
+
+
+@functools.cache
+def build_info_labels() -> dict[str, str]:
+    """version, revision (``INFRASCOPE_REVISION``, or the commit of the git checkout the
+    package runs from; empty when unknown), python_version and python_implementation."""
+    return {"version": __version__, "revision": _revision(),
+            "python_version": platform.python_version(),
+            "python_implementation": platform.python_implementation()}
+
+
+def _revision() -> str:
+    revision = os.environ.get("INFRASCOPE_REVISION", "").strip()
+    if revision:
+        return revision
+    checkout = Path(__file__).resolve().parents[3]
+    if not (checkout / ".git").exists():
+        return ""  # an installed package: no checkout to ask
+    try:
+        result = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) \
+        else ""
 
 
 def _series_family(series: int) -> Metric:

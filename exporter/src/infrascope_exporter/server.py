@@ -1,9 +1,12 @@
 """The exporter's HTTP endpoints, served from the last rendering only.
 
-``/metrics`` (pre-rendered, gzip when asked), ``/sd`` (and ``/sd/cloud``,
+``/metrics`` (pre-rendered, gzip when asked; only the process's own series
+are collected per scrape), ``/sd`` (and ``/sd/cloud``,
 ``/sd/dedicated``), ``/healthz`` (the process answers), ``/readyz`` (503 until
 the first refresh completed), and ``/`` (a landing page). No request here
-ever calls a Hetzner API.
+ever calls a Hetzner API. Every endpoint is read-only: GET and HEAD everywhere,
+OPTIONS lists them, other methods are a 405 with ``Allow`` (plain text, never
+http.server's HTML error page).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from .exporter import Exporter
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PATHS = frozenset({"/", "/metrics", "/sd", "/sd/cloud", "/sd/dedicated", "/healthz", "/readyz"})
+ALLOW = "GET, HEAD, OPTIONS"
 LANDING = b"""<!doctype html><html><head><title>InfraScope exporter</title></head><body>
 <h1>InfraScope exporter</h1><p>Hetzner Cloud and Robot inventory, cost and metrics.</p>
 <ul><li><a href="/metrics">/metrics</a></li><li><a href="/sd">/sd</a> (Prometheus http_sd:
@@ -32,6 +37,9 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "infrascope-exporter"
         protocol_version = "HTTP/1.1"
+        # send_error's page (unrecognised methods: 501, malformed requests: 400)
+        error_content_type = "text/plain; charset=utf-8"
+        error_message_format = "%(code)d %(message)s\n"
 
         def setup(self) -> None:
             super().setup()
@@ -56,15 +64,33 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
         def do_HEAD(self) -> None:  # noqa: N802
             self.do_GET()
 
+        def do_OPTIONS(self) -> None:  # noqa: N802
+            if self.path.split("?", 1)[0] not in PATHS:
+                self._send(404, b"not found\n", "text/plain")
+            else:
+                self._send(200, b"", "text/plain", {"Allow": ALLOW})
+
+        def _method_not_allowed(self) -> None:
+            # The body is never read: close the connection rather than parse it as the
+            # next request.
+            self.close_connection = True
+            if self.path.split("?", 1)[0] not in PATHS:
+                self._send(404, b"not found\n", "text/plain", {"Connection": "close"})
+            else:
+                self._send(405, f"method {self.command} not allowed; use GET or HEAD\n"
+                           .encode(), "text/plain; charset=utf-8",
+                           {"Allow": ALLOW, "Connection": "close"})
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_TRACE = do_CONNECT = _method_not_allowed
+
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                with exporter.lock:
-                    plain, gz = exporter.rendered, exporter.rendered_gzip
                 if "gzip" in self.headers.get("Accept-Encoding", ""):
-                    self._send(200, gz, CONTENT_TYPE, {"Content-Encoding": "gzip"})
+                    self._send(200, exporter.exposition(gzipped=True), CONTENT_TYPE,
+                               {"Content-Encoding": "gzip"})
                 else:
-                    self._send(200, plain, CONTENT_TYPE)
+                    self._send(200, exporter.exposition(), CONTENT_TYPE)
             elif path == "/sd":
                 with exporter.lock:
                     body = exporter.rendered_sd
@@ -87,10 +113,14 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class ExporterHTTPServer:
     def __init__(self, exporter: Exporter, host: str, port: int) -> None:
-        ThreadingHTTPServer.daemon_threads = True
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(exporter))
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self.httpd = server_class((host, port), make_handler(exporter))
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
                                        daemon=True)
 
