@@ -740,7 +740,7 @@ def build_plan(args: argparse.Namespace, now: float | None = None) -> Plan:
                     str(exporter_config), "--output", str(work_dir / "hetzner.om"),
                     "--days", f"{args.days:g}", "--end", iso(end), "--instance", instance]
         if args.request_budget is not None:
-            backfill += ["--request-budget", str(args.request_budget)]
+            backfill += ["--budget.share", str(args.request_budget)]
     elif not args.openmetrics:
         raise HistoryError("nothing to load: --no-backfill and no --openmetrics file")
     return Plan(data_dir=data_dir, work_dir=work_dir, rules_dir=rules_dir, start=start,
