@@ -541,7 +541,10 @@ def test_images_are_pinned() -> None:
         assert "/" not in image, name
         version = _project_version(folder)
         assert tag == version, f"{name}: tag {tag} is not {folder}'s version {version}"
-        assert Path(ROOT / svc["build"]["context"]).resolve() == ROOT / folder
+        context, dockerfile = image_builds()[folder]
+        assert dockerfile == ROOT / folder / "Dockerfile", name
+        # the folder itself, or the repository root for components that need core/
+        assert context in (ROOT / folder, ROOT), name
 
 
 def _project_version(folder: str) -> str:
@@ -1097,18 +1100,23 @@ def test_compose_runs_what_the_native_stack_runs(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 # 6. Dockerfiles and build contexts
 # --------------------------------------------------------------------------------------
-def image_services() -> dict[str, str]:
-    """Folder of each Python image -> a service built from it."""
+def image_builds() -> dict[str, tuple[Path, Path]]:
+    """Folder of each Python image's Dockerfile -> (build context, Dockerfile), as compose
+    builds it (``dockerfile`` is relative to the context)."""
     out = {}
     project = Project("all", {}, {"demo", "backfill", "agent"})
-    for name, svc in project.services.items():
-        if "build" in svc:
-            out.setdefault(svc["build"]["context"].lstrip("./"), name)
+    for svc in project.services.values():
+        build = svc.get("build")
+        if build is None:
+            continue
+        context = (ROOT / build["context"]).resolve()
+        dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
+        out.setdefault(dockerfile.parent.relative_to(ROOT).as_posix(), (context, dockerfile))
     return out
 
 
 def test_every_python_component_has_an_image() -> None:
-    assert set(image_services()) == {folder for folder, _ in PYTHON_IMAGES.values()}
+    assert set(image_builds()) == {folder for folder, _ in PYTHON_IMAGES.values()}
 
 
 @pytest.mark.parametrize("folder", sorted(f for f, _ in PYTHON_IMAGES.values()))
@@ -1137,11 +1145,18 @@ def test_dockerfile(folder: str) -> None:
     assert any("--no-cache-dir" in run for s in stages for run in s.all("RUN"))
 
 
-def dockerignore_matcher(context: Path) -> Any:
+def ignore_file(context: Path, dockerfile: Path) -> Path:
+    """BuildKit's choice: ``<Dockerfile>.dockerignore`` beside the Dockerfile when there is
+    one, else the context's ``.dockerignore``."""
+    specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    return specific if specific.is_file() else context / ".dockerignore"
+
+
+def dockerignore_matcher(ignore: Path) -> Any:
     """Docker's .dockerignore rules: the last pattern matching a path or one of its
     parents decides; ``!`` re-includes; ``*`` stays within a path segment, ``**`` not."""
     patterns = []
-    for line in (context / ".dockerignore").read_text().splitlines():
+    for line in ignore.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -1186,15 +1201,36 @@ def dockerignore_matcher(context: Path) -> Any:
 
 
 def build_context(folder: str) -> set[str]:
-    context = ROOT / folder
-    excluded = dockerignore_matcher(context)
+    """The files of ``folder``'s image build context, relative to the context."""
+    context, dockerfile = image_builds()[folder]
+    ignore = ignore_file(context, dockerfile)
+    excluded = dockerignore_matcher(ignore)
+    # literal heads of the ``!`` patterns: an excluded folder none of them reaches into is
+    # not walked (the repository root holds virtualenvs)
+    heads = [re.split(r"[*?\[]", line.strip()[1:].strip("/"))[0]
+             for line in ignore.read_text().splitlines() if line.strip().startswith("!")]
     files = set()
-    for path in context.rglob("*"):
-        if path.is_file():
-            rel = path.relative_to(context).as_posix()
-            if not excluded(rel):
-                files.add(rel)
+    for top, dirs, names in os.walk(context):
+        rel_top = Path(top).relative_to(context).as_posix()
+        rel_top = "" if rel_top == "." else rel_top + "/"
+        dirs[:] = [d for d in dirs if not excluded(rel_top + d)
+                   or any(h.startswith(rel_top + d + "/") or h == rel_top + d for h in heads)]
+        for name in names:
+            if not excluded(rel_top + name):
+                files.add(rel_top + name)
     return files
+
+
+def local_dependencies(folder: str) -> list[str]:
+    """Folders of this repository whose projects ``folder``'s project depends on."""
+    import tomllib
+
+    projects = {tomllib.loads(p.read_text())["project"]["name"]: p.parent.name
+                for p in ROOT.glob("*/pyproject.toml")}
+    deps = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"].get(
+        "dependencies", [])
+    names = [re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0] for d in deps]
+    return [projects[n] for n in names if n in projects]
 
 
 @pytest.mark.parametrize("folder", sorted(f for f, _ in PYTHON_IMAGES.values()))
@@ -1202,10 +1238,22 @@ def test_build_context_holds_what_pip_install_needs(folder: str) -> None:
     import tomllib
 
     files = build_context(folder)
+    context, _ = image_builds()[folder]
+    prefix = "" if context == ROOT / folder else f"{folder}/"
     project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())
-    assert "pyproject.toml" in files
+    assert f"{prefix}pyproject.toml" in files
     if "readme" in project["project"]:
-        assert project["project"]["readme"] in files
+        assert prefix + project["project"]["readme"] in files
+    copied = [source.rstrip("/") for stage in parse_dockerfile(ROOT / folder / "Dockerfile")
+              for copy in stage.all("COPY") if not copy.startswith("--from")
+              for source in shlex.split(copy)[:-1]]
+    for dep in local_dependencies(folder):
+        # a dependency from this repository: built from the root, its sources copied in
+        assert context == ROOT, f"{folder} needs {dep}/: build context must be the root"
+        dep_sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep / "src").rglob("*.py")
+                       if "__pycache__" not in p.parts}
+        assert dep_sources and dep_sources <= files, sorted(dep_sources - files)
+        assert f"{dep}/pyproject.toml" in files and f"{dep}/src" in copied, dep
     for stage in parse_dockerfile(ROOT / folder / "Dockerfile"):
         for copy in stage.all("COPY"):
             if copy.startswith("--from"):
@@ -1218,24 +1266,26 @@ def test_build_context_holds_what_pip_install_needs(folder: str) -> None:
                 for p in (ROOT / folder / "src").glob("*/__init__.py")]
     assert packages
     for package in packages:
-        sources = {p.relative_to(ROOT / folder).as_posix()
+        sources = {prefix + p.relative_to(ROOT / folder).as_posix()
                    for p in (ROOT / folder / package).rglob("*.py")
                    if "__pycache__" not in p.parts}
         assert sources <= files, sorted(sources - files)
         name = package.split("/")[-1]
         data = project.get("tool", {}).get("setuptools", {}).get("package-data", {})
         for pattern in data.get(name, []):
-            matches = [p.relative_to(ROOT / folder).as_posix()
+            matches = [prefix + p.relative_to(ROOT / folder).as_posix()
                        for p in (ROOT / folder / package).glob(pattern)]
             assert matches, f"{folder}: package data {pattern} matches nothing"
             assert set(matches) <= files, f"{folder}: package data {pattern} left out"
-    assert not any(f.startswith("tests/") or ".egg-info/" in f or "__pycache__" in f
-                   for f in files), sorted(files)
+    assert not any(f.startswith("tests/") or "/tests/" in f or ".egg-info/" in f
+                   or "__pycache__" in f for f in files), sorted(files)
 
 
 def test_recommender_report_templates_reach_the_image() -> None:
     files = build_context("recommender")
-    assert "src/infrascope_recommender/templates/report.html" in files
+    context, _ = image_builds()["recommender"]
+    prefix = "" if context == ROOT / "recommender" else "recommender/"
+    assert f"{prefix}src/infrascope_recommender/templates/report.html" in files
 
 
 def test_hadolint() -> None:
