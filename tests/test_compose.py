@@ -15,8 +15,9 @@
   same programs with the same flags.
 - The Dockerfiles: the console script of ENTRYPOINT exists, EXPOSE and HEALTHCHECK use
   the native port, USER is an unprivileged fixed uid, and the build context that
-  ``.dockerignore`` leaves holds what ``pip install .`` needs (the recommender's report
-  templates included). Linted by hadolint when it is installed.
+  ``.dockerignore`` (or ``<Dockerfile>.dockerignore``) leaves holds what ``pip install``
+  needs — the component and the InfraScope projects it depends on (core/), the
+  recommender's report templates included. Linted by hadolint.
 - ``compose/backfill-load.sh`` runs here, with Debian's promtool and Prometheus, on a
   small history.
 
@@ -333,7 +334,7 @@ def service_dockerfile(project: Project, service: str) -> Path | None:
         return None
     context = ROOT / (build if isinstance(build, str) else build["context"])
     name = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
-    return context / name
+    return (context / name).resolve()
 
 
 def final_stage(project: Project, service: str) -> Stage | None:
@@ -541,10 +542,9 @@ def test_images_are_pinned() -> None:
         assert "/" not in image, name
         version = _project_version(folder)
         assert tag == version, f"{name}: tag {tag} is not {folder}'s version {version}"
-        context, dockerfile = image_builds()[folder]
-        assert dockerfile == ROOT / folder / "Dockerfile", name
-        # the folder itself, or the repository root for components that need core/
-        assert context in (ROOT / folder, ROOT), name
+        build = svc["build"]
+        dockerfile = ROOT / build["context"] / build.get("dockerfile", "Dockerfile")
+        assert dockerfile.resolve() == ROOT / folder / "Dockerfile", name
 
 
 def _project_version(folder: str) -> str:
@@ -1100,23 +1100,29 @@ def test_compose_runs_what_the_native_stack_runs(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 # 6. Dockerfiles and build contexts
 # --------------------------------------------------------------------------------------
-def image_builds() -> dict[str, tuple[Path, Path]]:
-    """Folder of each Python image's Dockerfile -> (build context, Dockerfile), as compose
-    builds it (``dockerfile`` is relative to the context)."""
+def image_services() -> dict[str, str]:
+    """Folder of each Python image (where its Dockerfile is) -> a service built from it."""
     out = {}
     project = Project("all", {}, {"demo", "backfill", "agent"})
-    for svc in project.services.values():
-        build = svc.get("build")
-        if build is None:
-            continue
-        context = (ROOT / build["context"]).resolve()
-        dockerfile = (context / build.get("dockerfile", "Dockerfile")).resolve()
-        out.setdefault(dockerfile.parent.relative_to(ROOT).as_posix(), (context, dockerfile))
+    for name in project.services:
+        dockerfile = service_dockerfile(project, name)
+        if dockerfile is not None:
+            out.setdefault(dockerfile.parent.relative_to(ROOT).as_posix(), name)
     return out
 
 
+def image_context(folder: str) -> tuple[Path, Path]:
+    """(build context, Dockerfile) of the image built from ``folder``, as compose builds it."""
+    project = Project("all", {}, {"demo", "backfill", "agent"})
+    build = project.services[image_services()[folder]]["build"]
+    context = (ROOT / (build if isinstance(build, str) else build["context"])).resolve()
+    dockerfile = service_dockerfile(project, image_services()[folder])
+    assert dockerfile is not None
+    return context, dockerfile
+
+
 def test_every_python_component_has_an_image() -> None:
-    assert set(image_builds()) == {folder for folder, _ in PYTHON_IMAGES.values()}
+    assert set(image_services()) == {folder for folder, _ in PYTHON_IMAGES.values()}
 
 
 @pytest.mark.parametrize("folder", sorted(f for f, _ in PYTHON_IMAGES.values()))
@@ -1145,18 +1151,11 @@ def test_dockerfile(folder: str) -> None:
     assert any("--no-cache-dir" in run for s in stages for run in s.all("RUN"))
 
 
-def ignore_file(context: Path, dockerfile: Path) -> Path:
-    """BuildKit's choice: ``<Dockerfile>.dockerignore`` beside the Dockerfile when there is
-    one, else the context's ``.dockerignore``."""
-    specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
-    return specific if specific.is_file() else context / ".dockerignore"
-
-
-def dockerignore_matcher(ignore: Path) -> Any:
+def dockerignore_matcher(ignore_file: Path) -> Any:
     """Docker's .dockerignore rules: the last pattern matching a path or one of its
     parents decides; ``!`` re-includes; ``*`` stays within a path segment, ``**`` not."""
     patterns = []
-    for line in ignore.read_text().splitlines():
+    for line in ignore_file.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -1200,61 +1199,46 @@ def dockerignore_matcher(ignore: Path) -> Any:
     return excluded
 
 
-def build_context(folder: str) -> set[str]:
-    """The files of ``folder``'s image build context, relative to the context."""
-    context, dockerfile = image_builds()[folder]
-    ignore = ignore_file(context, dockerfile)
-    excluded = dockerignore_matcher(ignore)
-    # literal heads of the ``!`` patterns: an excluded folder none of them reaches into is
-    # not walked (the repository root holds virtualenvs)
-    heads = [re.split(r"[*?\[]", line.strip()[1:].strip("/"))[0]
-             for line in ignore.read_text().splitlines() if line.strip().startswith("!")]
+def build_context(folder: str) -> tuple[set[str], str]:
+    """The files Docker sends for the image of ``folder`` (after BuildKit's
+    ``<Dockerfile>.dockerignore``, else the context's ``.dockerignore``), relative to the
+    context, and ``folder``'s prefix in it ("" when the context is the folder)."""
+    context, dockerfile = image_context(folder)
+    ignore_file = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    if not ignore_file.exists():
+        ignore_file = context / ".dockerignore"
+    excluded = dockerignore_matcher(ignore_file)
     files = set()
-    for top, dirs, names in os.walk(context):
-        rel_top = Path(top).relative_to(context).as_posix()
-        rel_top = "" if rel_top == "." else rel_top + "/"
-        dirs[:] = [d for d in dirs if not excluded(rel_top + d)
-                   or any(h.startswith(rel_top + d + "/") or h == rel_top + d for h in heads)]
-        for name in names:
-            if not excluded(rel_top + name):
-                files.add(rel_top + name)
-    return files
+    for path in context.rglob("*"):
+        if ".venv" in path.parts or ".git" in path.parts:
+            continue  # never sent: excluded below anyway, and large
+        if path.is_file():
+            rel = path.relative_to(context).as_posix()
+            if not excluded(rel):
+                files.add(rel)
+    prefix = (ROOT / folder).relative_to(context).as_posix()
+    return files, "" if prefix == "." else prefix + "/"
 
 
 def local_dependencies(folder: str) -> list[str]:
-    """Folders of this repository whose projects ``folder``'s project depends on."""
+    """Folders of the InfraScope projects ``folder``'s package depends on (core/)."""
     import tomllib
 
-    projects = {tomllib.loads(p.read_text())["project"]["name"]: p.parent.name
-                for p in ROOT.glob("*/pyproject.toml")}
+    by_name = {tomllib.loads(p.read_text())["project"]["name"]: p.parent.name
+               for p in ROOT.glob("*/pyproject.toml")}
     deps = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"].get(
         "dependencies", [])
-    names = [re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0] for d in deps]
-    return [projects[n] for n in names if n in projects]
+    names = [re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0] for d in deps]
+    return [by_name[n] for n in names if n in by_name]
 
 
 @pytest.mark.parametrize("folder", sorted(f for f, _ in PYTHON_IMAGES.values()))
 def test_build_context_holds_what_pip_install_needs(folder: str) -> None:
     import tomllib
 
-    files = build_context(folder)
-    context, _ = image_builds()[folder]
-    prefix = "" if context == ROOT / folder else f"{folder}/"
-    project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text())
-    assert f"{prefix}pyproject.toml" in files
-    if "readme" in project["project"]:
-        assert prefix + project["project"]["readme"] in files
-    copied = [source.rstrip("/") for stage in parse_dockerfile(ROOT / folder / "Dockerfile")
-              for copy in stage.all("COPY") if not copy.startswith("--from")
-              for source in shlex.split(copy)[:-1]]
-    for dep in local_dependencies(folder):
-        # a dependency from this repository: built from the root, its sources copied in
-        assert context == ROOT, f"{folder} needs {dep}/: build context must be the root"
-        dep_sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep / "src").rglob("*.py")
-                       if "__pycache__" not in p.parts}
-        assert dep_sources and dep_sources <= files, sorted(dep_sources - files)
-        assert f"{dep}/pyproject.toml" in files and f"{dep}/src" in copied, dep
-    for stage in parse_dockerfile(ROOT / folder / "Dockerfile"):
+    files, prefix = build_context(folder)
+    _, dockerfile = image_context(folder)
+    for stage in parse_dockerfile(dockerfile):
         for copy in stage.all("COPY"):
             if copy.startswith("--from"):
                 continue
@@ -1262,30 +1246,43 @@ def test_build_context_holds_what_pip_install_needs(folder: str) -> None:
                 source = source.rstrip("/")
                 assert source in files or any(f.startswith(source + "/") for f in files), \
                     f"{folder}: COPY {source} is not in the build context"
-    packages = [p.parent.relative_to(ROOT / folder).as_posix()
-                for p in (ROOT / folder / "src").glob("*/__init__.py")]
-    assert packages
-    for package in packages:
-        sources = {prefix + p.relative_to(ROOT / folder).as_posix()
-                   for p in (ROOT / folder / package).rglob("*.py")
-                   if "__pycache__" not in p.parts}
-        assert sources <= files, sorted(sources - files)
-        name = package.split("/")[-1]
-        data = project.get("tool", {}).get("setuptools", {}).get("package-data", {})
-        for pattern in data.get(name, []):
-            matches = [prefix + p.relative_to(ROOT / folder).as_posix()
-                       for p in (ROOT / folder / package).glob(pattern)]
-            assert matches, f"{folder}: package data {pattern} matches nothing"
-            assert set(matches) <= files, f"{folder}: package data {pattern} left out"
-    assert not any(f.startswith("tests/") or "/tests/" in f or ".egg-info/" in f
-                   or "__pycache__" in f for f in files), sorted(files)
+    installs = " ".join(run for s in parse_dockerfile(dockerfile) for run in s.all("RUN")
+                        if "pip install" in run)
+    for needed in [folder, *local_dependencies(folder)]:
+        # an InfraScope dependency is not on PyPI: it must be in the context and installed
+        if needed != folder:
+            assert prefix, f"{folder} needs {needed}/: the context must be the repository"
+            assert f"./{needed}" in installs.split(), f"{folder}: pip install ./{needed}"
+        where = "" if needed == folder and not prefix else needed + "/"
+        project = tomllib.loads((ROOT / needed / "pyproject.toml").read_text())
+        assert where + "pyproject.toml" in files
+        if "readme" in project["project"]:
+            assert where + project["project"]["readme"] in files
+        packages = [p.parent.relative_to(ROOT / needed).as_posix()
+                    for p in (ROOT / needed / "src").glob("*/__init__.py")]
+        assert packages
+        for package in packages:
+            sources = {where + p.relative_to(ROOT / needed).as_posix()
+                       for p in (ROOT / needed / package).rglob("*.py")
+                       if "__pycache__" not in p.parts}
+            assert sources <= files, sorted(sources - files)
+            name = package.split("/")[-1]
+            data = project.get("tool", {}).get("setuptools", {}).get("package-data", {})
+            for pattern in data.get(name, []):
+                matches = [where + p.relative_to(ROOT / needed).as_posix()
+                           for p in (ROOT / needed / package).glob(pattern)]
+                assert matches, f"{needed}: package data {pattern} matches nothing"
+                assert set(matches) <= files, f"{needed}: package data {pattern} left out"
+    assert not any("tests/" in f or ".egg-info/" in f or "__pycache__" in f
+                   for f in files), sorted(files)
+    # nothing but the component and what it depends on
+    allowed = {folder, *local_dependencies(folder)}
+    assert not prefix or {f.split("/", 1)[0] for f in files} <= allowed, sorted(files)
 
 
 def test_recommender_report_templates_reach_the_image() -> None:
-    files = build_context("recommender")
-    context, _ = image_builds()["recommender"]
-    prefix = "" if context == ROOT / "recommender" else "recommender/"
-    assert f"{prefix}src/infrascope_recommender/templates/report.html" in files
+    files, prefix = build_context("recommender")
+    assert prefix + "src/infrascope_recommender/templates/report.html" in files
 
 
 def test_hadolint() -> None:
