@@ -197,6 +197,10 @@ def test_serve_health_readiness_and_clean_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert SECRET not in out + err
     assert "level=info" in err and "event=start" in err
+    # infrascope_core.logfmt's format, uvicorn's lines included (without its ANSI copy)
+    for line in err.splitlines():
+        assert re.match(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=[a-z]+ msg=", line), line
+    assert "color_message" not in err
 
 
 # --- in process (engine replaced by hand-built results) ----------------------------------
