@@ -54,6 +54,9 @@ def load(tmp_path: Path, data: Any, env: dict[str, str] | None = None) -> Any:
     ({"rules": {"idle": {"cpu_max": 0.1}}}, "rules.idle.cpu_max"),
     ({"api": [TOKEN]}, "api: expected a mapping"),
     ({"prometheus": {"headers": [TOKEN]}}, "prometheus.headers: expected a mapping"),
+    ({"prometheus": {"headers": []}}, "prometheus.headers: expected a mapping"),
+    ({"rules": []}, "rules: expected a mapping"),
+    ({"state": "recommender.db"}, "state: expected a mapping"),
 ])
 def test_unknown_keys_and_wrong_shapes_at_every_depth(tmp_path: Path, data: dict,
                                                       key: str) -> None:

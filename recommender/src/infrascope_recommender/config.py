@@ -345,7 +345,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raise ConfigError("prometheus.basic_auth.username: required with password_file")
     if bearer is not None and basic_user is not None:
         raise ConfigError("prometheus.basic_auth: use either a bearer token or basic auth")
-    headers = prom.get("headers") or {}
+    headers = prom.get("headers")
+    headers = {} if headers is None else headers
     if not isinstance(headers, Mapping):
         raise ConfigError("prometheus.headers: expected a mapping of header name to value")
     for name, value in headers.items():
@@ -387,7 +388,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
         agent_job=_text(prom.get("agent_job", "infrascope-agent"), "prometheus.agent_job"),
     )
 
-    rules = data.get("rules") or {}
+    rules = data.get("rules")
+    rules = {} if rules is None else rules
     if not isinstance(rules, Mapping):
         raise ConfigError("rules: expected a mapping")
     thresholds = parse_thresholds(rules)  # raises ConfigError naming rules.<key>
