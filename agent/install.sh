@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install the InfraScope agent as a systemd service (Debian / Ubuntu).
 #
-#   sudo agent/install.sh [--docker] [PACKAGE]   install or update
-#   sudo agent/install.sh --uninstall [--purge]  remove it again
+#   sudo agent/install.sh [--docker] [--core CORE] [PACKAGE]   install or update
+#   sudo agent/install.sh --uninstall [--purge]                remove it again
 #
 # PACKAGE is the agent's source folder (default: the folder of this script), a
-# wheel or an sdist. Installing:
+# wheel or an sdist; CORE is the same for infrascope-core, the library the agent
+# depends on (default: core/ beside this script's folder in the repository).
+# Installing:
 #   - system user and group infrascope-agent (no login shell, no home);
 #     --docker also adds it to the docker group (read access to the Docker
 #     socket for service discovery); without --docker it is taken out again
-#   - a virtualenv at /opt/infrascope-agent with the agent in it
+#   - a virtualenv at /opt/infrascope-agent with the agent and infrascope-core in it
 #   - /etc/systemd/system/infrascope-agent.service
 #   - /etc/infrascope-agent/web-config.yml (0640 root:infrascope-agent) and
 #     /etc/default/infrascope-agent, each only if not there yet
@@ -58,7 +60,7 @@ say() { printf '%s: %s\n' "$NAME" "$*"; }
 die() { printf '%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -66,9 +68,14 @@ mode=install
 docker=0
 purge=0
 package=""
+core=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --uninstall) mode=uninstall ;;
+        --core)
+            [ $# -ge 2 ] || die "--core needs a path"
+            core="$2"; shift ;;
+        --core=*) core="${1#--core=}" ;;
         --purge) purge=1 ;;
         --docker) docker=1 ;;
         -h|--help) usage 0 ;;
@@ -170,6 +177,17 @@ do_install() {
     if [ -d "$src" ] && [ ! -f "$src/pyproject.toml" ]; then
         die "$src has no pyproject.toml: give the agent folder, a wheel or an sdist"
     fi
+    if [ -z "$core" ]; then
+        [ -f "$HERE/../core/pyproject.toml" ] \
+            || die "infrascope-core not found beside $HERE: give --core PATH (core/ of the" \
+                   "repository, a wheel or an sdist)"
+        core="$HERE/../core"
+    fi
+    [ -e "$core" ] || die "no such core package: $core"
+    core="$(cd "$(dirname "$core")" && pwd)/$(basename "$core")"
+    if [ -d "$core" ] && [ ! -f "$core/pyproject.toml" ]; then
+        die "$core has no pyproject.toml: give the core folder, a wheel or an sdist"
+    fi
     command -v "$PYTHON" >/dev/null || die "$PYTHON not found (apt-get install python3)"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "the agent needs Python 3.11 or newer ($PYTHON is $("$PYTHON" -V 2>&1))"
@@ -215,17 +233,18 @@ do_install() {
         "$PYTHON" -m venv ${INSTALL_VENV_ARGS:-} "$venv"
         rm -f "$venv/$STAMP"
     fi
-    digest="$(source_digest "$src")"
+    digest="$(source_digest "$src") $(source_digest "$core")"
     if [ -f "$venv/$STAMP" ] && [ "$(cat "$venv/$STAMP")" = "$digest" ]; then
         say "the agent in $PREFIX is up to date"
     else
-        say "installing the agent from $src"
+        say "installing the agent from $src and infrascope-core from $core"
         rm -f "$venv/$STAMP"
-        # same version number, new code: take the old one out first (its dependencies stay)
-        "$venv/bin/python" -m pip uninstall --quiet --yes "$NAME" >/dev/null 2>&1 || true
+        # same version number, new code: take the old ones out first (dependencies stay)
+        "$venv/bin/python" -m pip uninstall --quiet --yes "$NAME" infrascope-core \
+            >/dev/null 2>&1 || true
         # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-            --no-warn-script-location ${INSTALL_PIP_ARGS:-} "$src"
+            --no-warn-script-location ${INSTALL_PIP_ARGS:-} "$core" "$src"
         printf '%s\n' "$digest" > "$venv/$STAMP"
         changed=1
     fi

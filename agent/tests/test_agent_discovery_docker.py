@@ -144,16 +144,21 @@ def test_agent_discovery_docker_socket_missing(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     sock = tmp_path / "no" / "docker.sock"
     collector = DockerCollector(settings(tmp_path, sock))
+    reason = (f"Docker socket {sock} does not exist (Docker not installed or not running? "
+              f"see --docker.socket)")
+    assert collector.absent() == reason
     caplog.set_level(logging.WARNING)
     start = time.monotonic()
     with pytest.raises(DockerError, match="does not exist"):
         list(collector.collect())
     assert time.monotonic() - start < 0.5
-    with pytest.raises(DockerError):
-        list(collector.collect())
-    lines = [r.getMessage() for r in caplog.records if r.name == "infrascope_agent.docker"]
-    assert lines == [f"docker collector: Docker socket {sock} does not exist (Docker not "
-                     f"installed or not running? see --docker.socket)"]  # once, not per scrape
+    registry = Registry([collector, CPUCollector(Settings())])
+    assert registry.check_sources() == {"docker": reason}
+    for _ in range(3):
+        metrics = list(registry.collect())
+        assert success(metrics) == {"docker": 0, "cpu": 1}
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("infrascope_agent")]
+    assert lines == [f"collector docker disabled until its source appears: {reason}"]  # once
 
 
 def test_agent_discovery_docker_connection_refused(tmp_path: Path) -> None:
@@ -173,8 +178,11 @@ def test_agent_discovery_docker_permission_denied_mapping(
 
     monkeypatch.setattr(docker_mod._UnixHTTPConnection, "connect", denied)
     caplog.set_level(logging.WARNING)
+    (tmp_path / "docker.sock").touch()  # there, but connect() is refused
+    collector = DockerCollector(settings(tmp_path, tmp_path / "docker.sock"))
     with pytest.raises(DockerError, match="permission denied on Docker socket"):
-        list(DockerCollector(settings(tmp_path, tmp_path / "docker.sock")).collect())
+        list(collector.collect())
+    list(Registry([collector]).collect())
     assert any("docker group" in r.getMessage() for r in caplog.records)
 
 

@@ -1,9 +1,10 @@
 """agent/install.sh and the systemd unit, in a sandbox (INSTALL_ROOT, SKIP_USER, SKIP_SYSTEMCTL).
 
 The installer runs for real: a virtualenv is created below the sandbox and the
-agent installed into it. To stay offline and fast the agent goes in as a
-wheel built here from the source tree (``--no-deps --no-index``), and its
-dependencies are this virtualenv's, made visible with INSTALL_SITE_PACKAGES.
+agent and infrascope-core installed into it. To stay offline and fast both go in
+as wheels built here from the source trees (``--no-deps --no-index``), and the
+agent's third-party dependencies are this virtualenv's, made visible with
+INSTALL_SITE_PACKAGES.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 AGENT = Path(__file__).resolve().parents[1]
+CORE = AGENT.parent / "core"
 INSTALL_SH = AGENT / "install.sh"
 UNIT_SRC = AGENT / "systemd" / "infrascope-agent.service"
 EXAMPLE = AGENT / "examples" / "web-config.yml"
@@ -34,9 +36,10 @@ WEB_CONFIG = "etc/infrascope-agent/web-config.yml"
 DEFAULTS = "etc/default/infrascope-agent"
 
 
-def build_wheel(out: Path) -> Path:
-    """A py3-none-any wheel of the agent from its source tree, with the stdlib only."""
-    project = tomllib.loads((AGENT / "pyproject.toml").read_text())["project"]
+def build_wheel(out: Path, folder: Path = AGENT) -> Path:
+    """A py3-none-any wheel of ``folder``'s project (the agent, core) from its source tree,
+    with the stdlib only."""
+    project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
     dist = project["name"].replace("-", "_")
     version = project["version"]
     info = f"{dist}-{version}.dist-info"
@@ -49,8 +52,8 @@ def build_wheel(out: Path) -> Path:
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             records.append(f"{name},sha256={digest.decode()},{len(data)}")
 
-        src = AGENT / "src"
-        for f in sorted((src / "infrascope_agent").rglob("*")):
+        src = folder / "src"
+        for f in sorted((src / dist).rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
                 add(f.relative_to(src).as_posix(), f.read_bytes())
         meta = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {version}",
@@ -59,7 +62,7 @@ def build_wheel(out: Path) -> Path:
         add(f"{info}/METADATA", ("\n".join(meta) + "\n").encode())
         add(f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: infrascope-tests\n"
                              b"Root-Is-Purelib: true\nTag: py3-none-any\n")
-        scripts = "".join(f"{k} = {v}\n" for k, v in project["scripts"].items())
+        scripts = "".join(f"{k} = {v}\n" for k, v in project.get("scripts", {}).items())
         add(f"{info}/entry_points.txt", f"[console_scripts]\n{scripts}".encode())
         z.writestr(f"{info}/RECORD", "\n".join(records + [f"{info}/RECORD,,"]) + "\n")
     return wheel
@@ -105,14 +108,23 @@ def files_below(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_wheel(tmp_path_factory.mktemp("dist"))
+    """The agent's wheel, infrascope-core's beside it (see :func:`packages`)."""
+    dist = tmp_path_factory.mktemp("dist")
+    build_wheel(dist, CORE)
+    return build_wheel(dist)
+
+
+def packages(wheel: Path) -> list[str]:
+    """install.sh's arguments for the agent's wheel and core's beside it."""
+    [core] = wheel.parent.glob("infrascope_core-*.whl")
+    return ["--core", str(core), str(wheel)]
 
 
 def test_install_twice_changes_nothing_then_uninstall_removes_it(tmp_path: Path,
                                                                   wheel: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    first = run_install(root, str(wheel))
+    first = run_install(root, *packages(wheel))
     assert "creating the virtualenv /opt/infrascope-agent" in first.stdout
     assert "systemd is not running here" in first.stdout
     assert (root / UNIT).read_bytes() == UNIT_SRC.read_bytes()
@@ -129,9 +141,13 @@ def test_install_twice_changes_nothing_then_uninstall_removes_it(tmp_path: Path,
                             "import infrascope_agent; print(infrascope_agent.__file__)"],
                            capture_output=True, text=True, timeout=60, check=True)
     assert where.stdout.strip().startswith(str(venv)), "not the virtualenv's own copy"
+    core = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import infrascope_core; print(infrascope_core.__file__)"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert core.stdout.strip().startswith(str(venv)), "core is not the virtualenv's own copy"
 
     before = snapshot(root)
-    second = run_install(root, str(wheel))
+    second = run_install(root, *packages(wheel))
     assert snapshot(root) == before, "the second run changed files"
     assert "up to date" in second.stdout
     assert "installed " not in second.stdout and "creating" not in second.stdout
@@ -139,7 +155,7 @@ def test_install_twice_changes_nothing_then_uninstall_removes_it(tmp_path: Path,
     # the operator's edits survive a re-install; the mode is put right again
     (root / WEB_CONFIG).write_text("basic_auth_users: {}\n")
     (root / WEB_CONFIG).chmod(0o644)
-    third = run_install(root, str(wheel))
+    third = run_install(root, *packages(wheel))
     assert (root / WEB_CONFIG).read_text() == "basic_auth_users: {}\n"
     assert stat.S_IMODE((root / WEB_CONFIG).stat().st_mode) == 0o640
     assert "mode 0640 on /etc/infrascope-agent/web-config.yml" in third.stdout
@@ -159,7 +175,7 @@ def test_install_twice_changes_nothing_then_uninstall_removes_it(tmp_path: Path,
 def test_unedited_config_goes_with_uninstall(tmp_path: Path, wheel: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    run_install(root, str(wheel))
+    run_install(root, *packages(wheel))
     run_install(root, "--uninstall")
     assert files_below(root) == []
 
@@ -170,7 +186,29 @@ def test_install_sh_refuses_bad_arguments(tmp_path: Path) -> None:
     assert result.returncode == 1 and "--purge goes with --uninstall" in result.stderr
     result = run_install(tmp_path, str(tmp_path / "missing.whl"), check=False)
     assert result.returncode == 1 and "no such package" in result.stderr
+    result = run_install(tmp_path, "--core", str(tmp_path / "missing-core.whl"), check=False)
+    assert result.returncode == 1 and "no such core package" in result.stderr
+    result = run_install(tmp_path, "--core", check=False)
+    assert result.returncode == 1 and "--core needs a path" in result.stderr
     assert files_below(tmp_path) == []
+
+
+def test_install_sh_takes_core_from_the_repository_by_default(tmp_path: Path) -> None:
+    """Without --core, infrascope-core comes from core/ beside agent/ (pip builds it, as it
+    builds the agent folder); the plan says so before anything is built."""
+    fake_pip = tmp_path / "root"
+    fake_pip.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_REQUIRE"))}
+    # an option pip rejects: the install stops right after printing what it installs
+    env.update(INSTALL_ROOT=str(fake_pip), SKIP_USER="1", SKIP_SYSTEMCTL="1",
+               INSTALL_PIP_ARGS="--no-such-pip-option",
+               INSTALL_PYTHON=os.path.realpath(sys.executable))
+    result = subprocess.run(["bash", str(INSTALL_SH)], env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode != 0
+    assert (f"installing the agent from {AGENT} and infrascope-core from {CORE}"
+            in result.stdout), result.stdout + result.stderr
 
 
 def test_install_sh_needs_root_outside_a_sandbox() -> None:

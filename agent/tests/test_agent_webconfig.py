@@ -384,10 +384,13 @@ def test_concurrent_scrapes_with_auth_run_bcrypt_once(pki: Pki, tmp_path: Path,
 
 def test_auth_cache_is_a_bounded_lru() -> None:
     cache = webconfig._AuthCache(size=2)
-    keys = [cache.key(b"u", b"h", p) for p in (b"1", b"2", b"3")]
+    # passwords long enough that a random 32-byte key cannot contain one by chance
+    # (b"1" was in 1 key of 8: a red run by chance)
+    passwords = (b"first-password", b"second-password", b"third-password")
+    keys = [cache.key(b"u", b"h", p) for p in passwords]
     assert len(set(keys)) == 3 and all(len(k) == 32 for k in keys)
-    assert cache.key(b"u", b"h", b"1") == keys[0]
-    assert b"1" not in keys[0]
+    assert cache.key(b"u", b"h", passwords[0]) == keys[0]
+    assert passwords[0] not in keys[0]
     cache.add(keys[0])
     cache.add(keys[1])
     assert keys[0] in cache  # touch: keys[1] is now the oldest

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -62,7 +64,8 @@ def test_values(store: Store) -> None:
     assert value(before, "infrascope_recommendations_monthly_savings_euros",
                  status="pending") == 0
     assert ("infrascope_recommender_last_run_timestamp_seconds", ()) not in before
-    assert value(before, "infrascope_recommender_build_info", version="0.1.0") == 1
+    assert value(before, "infrascope_recommender_build_info", version="0.1.0",
+                 python_version=platform.python_version()) == 1
 
     service.regenerate()
     store.accept(fx.rightsize().id)
@@ -133,3 +136,15 @@ def test_cached_rows_follow_writes_from_another_process(store: Store, tmp_path: 
         other.dismiss(fx.idle().id, "DR standby")
     after = render(registry).decode()
     assert f'id="{fx.idle().id}"' in before.decode() and f'id="{fx.idle().id}"' not in after
+
+
+def test_process_series_of_the_recommender_itself(store: Store) -> None:
+    service = RecommenderService(store, fx.Runner(fx.run_result()))
+    data = samples(service)
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_virtual_memory_bytes", "process_open_fds", "process_max_fds"):
+        assert value(data, name) > 0, name
+    started = value(data, "process_start_time_seconds")
+    assert time.time() - 3600 < started <= time.time()
+    [info] = [labels for (name, labels) in data if name == "infrascope_recommender_build_info"]
+    assert dict(info) == {"version": "0.1.0", "python_version": platform.python_version()}

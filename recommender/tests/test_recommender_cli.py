@@ -112,7 +112,7 @@ def test_no_command_is_a_usage_error(cmd: list[str]) -> None:
     result = _run(cmd)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert "a command is required: run, report or serve" in result.stderr
+    assert "a command is required: run, report, serve or check-config" in result.stderr
 
 
 @pytest.mark.parametrize(("yaml_text", "key"), [
@@ -165,7 +165,7 @@ def test_run_records_a_failed_run(tmp_path: Path) -> None:
 def test_serve_health_readiness_and_clean_sigterm(tmp_path: Path) -> None:
     config, url = fast_failing_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", MODULE, "serve", "--config", str(config),
-                             "--listen", "127.0.0.1:0", "--log-level", "debug"],
+                             "--listen", f"127.0.0.1:{closed_port()}", "--log-level", "debug"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env())
     try:
@@ -197,6 +197,10 @@ def test_serve_health_readiness_and_clean_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert SECRET not in out + err
     assert "level=info" in err and "event=start" in err
+    # infrascope_core.logfmt's format, uvicorn's lines included (without its ANSI copy)
+    for line in err.splitlines():
+        assert re.match(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=[a-z]+ msg=", line), line
+    assert "color_message" not in err
 
 
 # --- in process (engine replaced by hand-built results) ----------------------------------
@@ -288,7 +292,9 @@ def test_unusable_state_file_exits_2(tmp_path: Path, fake_engine: fx.Runner,
 def test_secrets_are_scrubbed_from_logs(tmp_path: Path) -> None:
     config = Config()
     assert cli._secrets(config) == []
-    formatter = cli.LogfmtFormatter([SECRET])
+    from infrascope_core.logfmt import LogfmtFormatter
+
+    formatter = LogfmtFormatter([SECRET])
     import logging
 
     record = logging.makeLogRecord({"msg": f"token {SECRET} leaked", "levelno": 20,

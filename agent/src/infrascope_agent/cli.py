@@ -1,4 +1,9 @@
-"""``infrascope-agent``: node_exporter-compatible host metrics and discovered services."""
+"""``infrascope-agent``: node_exporter-compatible host metrics and discovered services.
+
+Flags are Prometheus' ``--section.flag-name``; node_exporter's deprecated spellings of
+its filter flags (:data:`FILTER_ALIASES`) are accepted too, so flags copied from a
+node_exporter unit work unchanged. Logs: logfmt on stderr (``infrascope_core.logfmt``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from prometheus_client.registry import CollectorRegistry
+from infrascope_core import logfmt
 
 from . import __version__
-from .registry import COLLECTORS, Registry, Settings, build
+from .registry import COLLECTORS, Registry, Settings, agent_registry, build
+
+log = logging.getLogger("infrascope_agent")
 
 PROG = "infrascope-agent"
 DEFAULT_LISTEN = ":8791"
@@ -26,6 +33,14 @@ FILTER_OPTIONS = {
     "collector.netdev.device-include": "network devices to keep (exclusive with -exclude)",
     "collector.diskstats.device-exclude": "block devices to ignore (replaces the default)",
     "collector.diskstats.device-include": "block devices to keep (exclusive with -exclude)",
+}
+# node_exporter's older names of the same flags (deprecated there, still accepted by 1.5)
+FILTER_ALIASES = {
+    "collector.filesystem.mount-points-exclude": ["collector.filesystem.ignored-mount-points"],
+    "collector.filesystem.fs-types-exclude": ["collector.filesystem.ignored-fs-types"],
+    "collector.netdev.device-exclude": ["collector.netdev.device-blacklist"],
+    "collector.netdev.device-include": ["collector.netdev.device-whitelist"],
+    "collector.diskstats.device-exclude": ["collector.diskstats.ignored-devices"],
 }
 
 
@@ -52,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collector.filesystem.timeout", dest="filesystem_timeout", type=float,
                    default=2.0, help="seconds one statfs may take before the mount is skipped")
     for key, what in FILTER_OPTIONS.items():
-        p.add_argument(f"--{key}", dest=key.replace(".", "_").replace("-", "_"), default=None,
-                       metavar="REGEX", help=f"{what} (node_exporter's flag of the same name)")
+        aliases = [f"--{a}" for a in FILTER_ALIASES.get(key, [])]
+        p.add_argument(f"--{key}", *aliases, dest=key.replace(".", "_").replace("-", "_"),
+                       default=None, metavar="REGEX",
+                       help=f"{what} (node_exporter's flag of the same name)")
     p.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"))
     for name, cls in sorted(COLLECTORS.items()):
@@ -72,8 +89,7 @@ def split_listen(address: str) -> tuple[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="ts=%(asctime)s level=%(levelname)s msg=%(message)s")
+    logfmt.setup("infrascope_agent", args.log_level)
     settings = Settings(procfs=args.procfs, sysfs=args.sysfs, rootfs=args.rootfs,
                         cgroupfs=args.cgroupfs, docker_socket=args.docker_socket,
                         systemctl=args.systemctl, collector_timeout=args.collector_timeout,
@@ -95,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Registry(collectors, timeout=args.collector_timeout))
+    runner = Registry(collectors, timeout=args.collector_timeout)
+    registry = agent_registry(runner)
     from .web import AgentServer
     from .webconfig import WebConfigError
 
@@ -111,10 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runner.check_sources()  # one line per collector whose source is absent on this host
     server.start()
     print(f"{PROG}: listening on {host}:{server.port}{args.telemetry_path} with collectors "
           f"{', '.join(c.name for c in collectors)}", flush=True)
+    log.info("listening", extra={"event": "start", "address": f"{host}:{server.port}",
+                                 "version": __version__,
+                                 "collectors": ",".join(c.name for c in collectors)})
     stop.wait()
+    log.info("stopping", extra={"event": "stop"})
     server.stop()
     return 0
 

@@ -8,6 +8,12 @@ A collector that raises is reported as failed and the rest of the scrape is
 served; a collector that takes longer than its timeout is abandoned for this
 scrape (its thread finishes in the background) so one hung mount or socket
 never blocks Prometheus.
+
+A failure is logged when it starts or its reason changes, and its end once —
+never on every scrape. A collector whose source is absent on this host (no
+Docker socket, no systemd) says so once at start (:meth:`Registry.check_sources`,
+from :meth:`Collector.absent`) and then reports success 0 quietly until the
+source appears.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import Metric
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector as PromCollector
+from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger("infrascope_agent")
 
@@ -53,6 +61,17 @@ class Collector:
     def collect(self) -> Iterable[Metric]:
         raise NotImplementedError
 
+    def absent(self) -> str | None:
+        """Why this collector's source does not exist on this host, or None.
+
+        Cheap (a path test, no process or connection): run at start and by collect().
+        """
+        return None
+
+
+class SourceAbsent(Exception):
+    """The collector's source does not exist here (no Docker socket, no systemd)."""
+
 
 COLLECTORS: dict[str, type[Collector]] = {}
 
@@ -80,6 +99,38 @@ class Registry(PromCollector):
         self.collectors = list(collectors)
         self.timeout = timeout
         self.clock = clock
+        self._failing: dict[str, str] = {}  # collector -> reason last logged
+        self._lock = threading.Lock()
+
+    def check_sources(self) -> dict[str, str]:
+        """Log, once, each enabled collector whose source is absent; returns them."""
+        found = {}
+        for c in self.collectors:
+            reason = c.absent()
+            if reason is not None:
+                found[c.name] = reason
+                self._report(c.name, reason, "collector_source_absent")
+        return found
+
+    def _report(self, name: str, reason: str, event: str) -> None:
+        """Log a collector's failure when it starts or its reason changes."""
+        with self._lock:
+            if self._failing.get(name) == reason:
+                return
+            self._failing[name] = reason
+        if event == "collector_source_absent":
+            log.warning("collector %s disabled until its source appears: %s", name, reason,
+                        extra={"event": event, "collector": name})
+        else:
+            log.warning("collector %s failed: %s", name, reason,
+                        extra={"event": event, "collector": name})
+
+    def _recovered(self, name: str) -> None:
+        with self._lock:
+            if self._failing.pop(name, None) is None:
+                return
+        log.info("collector %s works again", name,
+                 extra={"event": "collector_recovered", "collector": name})
 
     def _run(self, collector: Collector, result: dict[str, Any]) -> None:
         start = self.clock()
@@ -111,18 +162,20 @@ class Registry(PromCollector):
             if thread.is_alive():
                 add(duration, {"collector": name}, self.timeout)
                 add(success, {"collector": name}, 0)
-                log.warning("collector %s timed out", name,
-                            extra={"event": "collector_timeout", "collector": name})
+                self._report(name, f"timed out after {self.timeout:g}s", "collector_timeout")
                 continue
             add(duration, {"collector": name}, result.get("seconds", 0.0))
             if "error" in result:
                 exc = result["error"]
                 add(success, {"collector": name}, 0)
-                log.warning("collector %s failed: %s: %s", name, type(exc).__name__, exc,
-                            extra={"event": "collector_failed", "collector": name})
+                if isinstance(exc, SourceAbsent):
+                    self._report(name, str(exc), "collector_source_absent")
+                else:
+                    self._report(name, f"{type(exc).__name__}: {exc}", "collector_failed")
             else:
                 out.extend(result["metrics"])
                 add(success, {"collector": name}, 1)
+                self._recovered(name)
         return _merge(out) + [duration, success]
 
 
@@ -148,3 +201,30 @@ def build(settings: Settings, enabled: dict[str, bool] | None = None) -> list[Co
                          f"(known: {', '.join(sorted(COLLECTORS))})")
     return [cls(settings) for name, cls in sorted(COLLECTORS.items())
             if enabled.get(name, cls.default_enabled)]
+
+
+class BuildInfo(PromCollector):
+    """``infrascope_agent_build_info{version, python_version} 1``, as Go exporters'
+    ``*_build_info``: which agent runs where, joinable with ``group_left``."""
+
+    def collect(self) -> Iterable[Metric]:
+        import platform
+
+        from . import __version__
+
+        info = family("infrascope_agent_build_info", "gauge",
+                      "A metric with a constant '1' value labeled by the version of the "
+                      "InfraScope agent and the Python it runs on.")
+        add(info, {"version": __version__, "python_version": platform.python_version()}, 1)
+        return [info]
+
+
+def agent_registry(collectors: Registry) -> CollectorRegistry:
+    """What /metrics serves: the collectors, the build info and the ``process_*`` series
+    of the agent's own process (CPU, memory, open files: the agent watched like any
+    exporter)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collectors)
+    registry.register(BuildInfo())
+    ProcessCollector(registry=registry)
+    return registry

@@ -1,4 +1,9 @@
-"""HTTP serving of the agent's metrics (TLS and basic auth: webconfig.py)."""
+"""HTTP serving of the agent's metrics (TLS and basic auth: webconfig.py).
+
+Every path answers GET and HEAD (same headers, no body); any other method on a
+path that exists is 405 with ``Allow: GET, HEAD``, as Go's net/http servers of
+node_exporter and Prometheus answer; an unknown path is 404 whatever the method.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ class ConnectionRejected(Exception):
     """A connection closed before serving it (failed TLS handshake, plain HTTP on TLS, ...)."""
 
 
+ALLOW = "GET, HEAD"
+
+
 class AgentHandler(BaseHTTPRequestHandler):
     """Base of the handler classes :func:`make_handler` builds."""
 
@@ -50,8 +58,13 @@ class AgentHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.command not in ("GET", "HEAD"):
+            # a request body was not read: the connection cannot carry another request
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 Authorize = Callable[[AgentHandler], bool]
@@ -102,13 +115,25 @@ def make_handler(registry: CollectorRegistry, telemetry_path: str,
             if authorize is not None and not authorize(self):
                 return
             path = self.path.split("?", 1)[0]
-            if path == telemetry_path:
+            if path not in (telemetry_path, "/"):
+                self.respond(404, b"not found\n", "text/plain")
+            elif self.command not in ("GET", "HEAD"):
+                self.respond(405, b"method not allowed\n", "text/plain", {"Allow": ALLOW})
+            elif path == telemetry_path:
                 self.respond(200, render(registry), CONTENT_TYPE_LATEST)
-            elif path == "/":
+            else:
                 self.respond(200, LANDING.format(path=telemetry_path).encode(),
                              "text/html; charset=utf-8")
-            else:
-                self.respond(404, b"not found\n", "text/plain")
+
+        # HEAD: GET's headers without the body (respond() leaves it out); every other
+        # method reaches the same code and is refused there with 405.
+        do_HEAD = do_GET  # noqa: N815
+
+        def __getattr__(self, name: str) -> Any:
+            # BaseHTTPRequestHandler answers 501 when there is no do_<METHOD>
+            if name.startswith("do_"):
+                return self.do_GET
+            raise AttributeError(name)
 
     return Handler
 

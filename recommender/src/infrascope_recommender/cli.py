@@ -5,9 +5,14 @@
                                     [--from-state]
     recommender serve   [FLAGS]     the JSON API, /metrics and the annotation feed, with a
                                     regeneration at start and every schedule.interval
+    recommender check-config [FLAGS]  validate the configuration (every key, the secret
+                                    files' shape and modes) and exit
 
-    FLAGS: --config FILE, --prometheus-url URL, --state PATH (alias --state-path),
-           --listen [HOST]:PORT, --interval DURATION, --log-level debug|info|warning|error
+    FLAGS, in Prometheus' --section.flag-name style (the old spellings in brackets still
+    work): --config.file FILE (--config), --prometheus.url URL (--prometheus-url),
+    --state.path PATH (--state, --state-path), --web.listen-address [HOST]:PORT
+    (--listen), --schedule.interval DURATION (--interval),
+    --log.level debug|info|warning|error (--log-level)
 
 ``report`` runs the engine fresh (it does not write the state) and shows the decisions
 the state file holds for the same recommendations; ``--from-state`` reports the state
@@ -15,8 +20,9 @@ file alone, without asking Prometheus.
 
 Exit codes: 0 success; 2 bad configuration or usage (the message names the key or flag);
 3 Prometheus unreachable or erroring (the message names the URL and the failure, and no
-report is printed); 1 any other failure. Logs are logfmt on stderr with every configured
-secret scrubbed; no secret is ever printed.
+report is printed); 1 any other failure. Logs are logfmt on stderr in the format every
+InfraScope component uses (``infrascope_core.logfmt``), with every configured secret
+scrubbed; no secret is ever printed.
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from infrascope_core.logfmt import LogfmtFormatter
 from infrascope_recommender import __version__
 
 from .config import Config, ConfigError, load_config
@@ -47,43 +53,19 @@ DESCRIPTION = (
 LOGGER = "infrascope_recommender"
 
 
-# --- logging -----------------------------------------------------------------------------
+# --- logging ---------------------------------------------------------------------------
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
-
-
-def _quote(value: object) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
-
-
-class LogfmtFormatter(logging.Formatter):
-    """One logfmt line per event; configured secrets replaced by ``***`` as a last defence."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"ts={ts}.{int(record.msecs):03d}Z", f"level={record.levelname.lower()}",
-                 f"logger={record.name}", f"msg={_quote(record.getMessage())}"]
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                parts.append(f"{key}={_quote(value)}")
-        if record.exc_info and record.exc_info[1] is not None:
-            parts.append(f"error={_quote(repr(record.exc_info[1]))}")
-        line = " ".join(parts)
-        for secret in self.secrets:
-            line = line.replace(secret, "***")
-        return line
+def _drop_uvicorn_colours(record: logging.LogRecord) -> bool:
+    """uvicorn adds ``color_message`` (the message with ANSI codes) to its records: not a
+    field of the event."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter(secrets))
+    handler.addFilter(_drop_uvicorn_colours)
     for name in (LOGGER, "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -104,20 +86,34 @@ def _secrets(config: Config) -> list[str]:
 
 # --- arguments ---------------------------------------------------------------------------
 
+#: Each flag: Prometheus-style name first, then the spellings it had before (aliases).
+FLAGS: dict[str, tuple[str, ...]] = {
+    "config": ("--config.file", "--config"),
+    "prometheus_url": ("--prometheus.url", "--prometheus-url"),
+    "state": ("--state.path", "--state", "--state-path"),
+    "listen": ("--web.listen-address", "--listen"),
+    "interval": ("--schedule.interval", "--interval"),
+    "log_level": ("--log.level", "--log-level"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="YAML configuration file")
-    common.add_argument("--prometheus-url", metavar="URL",
-                        help="Prometheus-compatible query URL (env PROMETHEUS_URL)")
-    common.add_argument("--state", "--state-path", dest="state", metavar="PATH",
-                        help="SQLite state file (env RECOMMENDER_STATE_PATH)")
-    common.add_argument("--listen", metavar="[HOST]:PORT",
-                        help="API address for serve (env RECOMMENDER_LISTEN_ADDRESS)")
-    common.add_argument("--interval", metavar="DURATION",
+    common.add_argument(*FLAGS["config"], dest="config", metavar="FILE",
+                        help="YAML configuration file")
+    common.add_argument(*FLAGS["prometheus_url"], dest="prometheus_url", metavar="URL",
+                        help="Prometheus-compatible query URL (prometheus.url, env "
+                             "PROMETHEUS_URL)")
+    common.add_argument(*FLAGS["state"], dest="state", metavar="PATH",
+                        help="SQLite state file (state.path, env RECOMMENDER_STATE_PATH)")
+    common.add_argument(*FLAGS["listen"], dest="listen", metavar="[HOST]:PORT",
+                        help="API address for serve (api.listen, env "
+                             "RECOMMENDER_LISTEN_ADDRESS)")
+    common.add_argument(*FLAGS["interval"], dest="interval", metavar="DURATION",
                         help="regeneration interval for serve, e.g. 24h (schedule.interval)")
-    common.add_argument("--log-level", default=None,
+    common.add_argument(*FLAGS["log_level"], dest="log_level", default=None,
                         choices=["debug", "info", "warning", "error"],
                         help="default: info for serve, warning otherwise")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -134,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", parents=[common], help="serve the API, /metrics and annotations",
                    description="Serve the JSON API, the Grafana annotation feed and /metrics; "
                                "regenerate at start and every schedule.interval.")
+    sub.add_parser("check-config", parents=[common], help="validate the configuration",
+                   description="Read the configuration as run, report and serve would "
+                               "(file, environment, flags), every key at every depth and the "
+                               "secret files included, without asking Prometheus; print "
+                               "what it says or the first error (exit 2), and a warning for "
+                               "each secret file others may read.")
     return parser
 
 
@@ -314,8 +316,23 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    for warning in config.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    p = config.prometheus
+    auth = ("bearer token" if p.bearer_token else "basic auth" if p.basic_auth_user
+            else "none")
+    print(f"{PROG}: configuration OK: prometheus {p.url} (auth: {auth}, jobs "
+          f"{p.exporter_job}/{p.agent_job}), state {config.state_path}, api "
+          f"{config.api.listen} (writes {'enabled' if config.api.token else 'disabled'}), "
+          f"interval {config.interval_seconds:g}s, grafana push "
+          f"{config.grafana.url if config.grafana else 'off'}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
-    "run": cmd_run, "report": cmd_report, "serve": cmd_serve}
+    "run": cmd_run, "report": cmd_report, "serve": cmd_serve,
+    "check-config": cmd_check_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_usage(sys.stderr)
-        return _fail("a command is required: run, report or serve", EXIT_USAGE)
+        return _fail("a command is required: run, report, serve or check-config", EXIT_USAGE)
     from .state import StateError
 
     try:
@@ -332,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     level = args.log_level or ("info" if args.command == "serve" else "warning")
     setup_logging(level, _secrets(config))
+    if args.command != "check-config":
+        for warning in config.warnings:
+            logging.getLogger(LOGGER).warning(warning, extra={"event": "config"})
     try:
         return COMMANDS[args.command](config, args)
     except StateError as exc:

@@ -1,9 +1,14 @@
 """Configuration: one YAML file (``--config``), a few flags and environment variables.
 
 Precedence: built-in default < YAML file < environment variable < flag. A bad value
-fails at start with one :class:`ConfigError` naming the key. Secrets (bearer tokens,
-passwords) are read from files or the environment and wrapped in :class:`Secret`, so
-no repr, log line or error message can show them.
+fails at start with one :class:`ConfigError` naming the key: unknown keys at every depth,
+a value of the wrong type (a list where a path belongs), a listen address whose host or
+port cannot exist, a token file of more than one line or with whitespace in the token.
+Secrets (bearer tokens, passwords) are read from files or the environment and wrapped in
+:class:`Secret`, so no repr, log line or error message can show them — errors name the
+file, never its content. A secret file that group or others may read is not an error
+but a warning (:attr:`Config.warnings`, naming the fix), printed by ``check-config`` and
+logged at start.
 
 The rule thresholds live under ``rules:`` and are parsed by
 :func:`infrascope_recommender.thresholds.parse_thresholds` (documented there and in the
@@ -12,8 +17,10 @@ README); everything else is here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +120,7 @@ class Config:
     interval_seconds: float = DEFAULT_INTERVAL  # periodic regeneration in `serve`
     grafana: GrafanaSettings | None = None
     dashboard_url: str | None = None  # Grafana server board URL, for links in reports
+    warnings: tuple[str, ...] = ()  # e.g. a secret file readable by others; never fatal
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
@@ -147,14 +155,111 @@ def parse_duration(value: Any, key: str) -> float:
     return seconds
 
 
-def _read_secret(path: Any, key: str) -> Secret:
-    try:
-        text = Path(str(path)).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if not text:
-        raise ConfigError(f"{key}: {path} is empty")
-    return Secret(text)
+def _text(value: Any, key: str) -> str:
+    """A non-empty string (a number where a name or path belongs is a typo, a list too)."""
+    if not isinstance(value, str) or not value.strip():
+        got = "an empty string" if isinstance(value, str) else type(value).__name__
+        raise ConfigError(f"{key}: expected a non-empty string, got {got}")
+    return value
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _check_token(token: str, key: str, where: str) -> None:
+    """A token is one line without whitespace; the message names ``where``, not the token."""
+    if "\n" in token or "\r" in token:
+        raise ConfigError(f"{key}: {where} holds {_lines(token)} lines; a token is one line")
+    if any(c.isspace() for c in token):
+        raise ConfigError(f"{key}: the token in {where} contains whitespace")
+    if any(not c.isprintable() for c in token):
+        raise ConfigError(f"{key}: the token in {where} contains control characters")
+
+
+def _lines(text: str) -> int:
+    """Lines of a file's content without its final line end (empty lines count)."""
+    return len(re.split(r"\r\n|\r|\n", text))
+
+
+def _strip_line_end(text: str) -> str:
+    """One trailing line end is how editors save a file; anything else is content."""
+    for end in ("\r\n", "\n"):
+        if text.endswith(end):
+            return text[:-len(end)]
+    return text
+
+
+class _Secrets:
+    """Reads the secret files of one configuration and collects the warnings about them."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def read(self, path: Any, key: str, token: bool = True) -> Secret:
+        """The file's one line. ``token``: no whitespace either (bearer and API tokens);
+        a password may hold spaces but not a second line."""
+        name = _text(path, key)
+        try:
+            with open(name, encoding="utf-8") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                text = _strip_line_end(f.read())
+        except UnicodeDecodeError:
+            raise ConfigError(f"{key}: {name} is not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {name}: {exc.strerror}") from None
+        if not text.strip():
+            raise ConfigError(f"{key}: {name} is empty")
+        if token:
+            _check_token(text, key, name)
+        elif "\n" in text or "\r" in text:
+            raise ConfigError(f"{key}: {name} holds {_lines(text)} lines; "
+                              f"a password is one line")
+        if stat.S_IMODE(mode) & 0o077:
+            self.warnings.append(
+                f"{key}: {name} is accessible to group or others (mode "
+                f"{stat.S_IMODE(mode):04o}); a secret file should be readable by the "
+                f"recommender's user alone: chmod 600 {name}")
+        return Secret(text)
+
+    def env(self, env: Mapping[str, str], name: str) -> Secret:
+        """A token given in the environment variable ``name`` itself."""
+        _check_token(env[name], name, f"${name}")
+        return Secret(env[name])
+
+
+def _listen_address(value: Any, key: str) -> str:
+    """``[HOST]:PORT``: HOST empty (every interface), an IPv4 address, ``[IPv6]`` or a DNS
+    name; PORT 1-65535."""
+    text = _text(value, key) if not isinstance(value, int) else str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{key}: expected [HOST]:PORT, got {text!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: port {port!r} is not a number from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ConfigError(f"{key}: {host} is not an IPv6 address") from None
+    elif host:
+        labels = host.rstrip(".").split(".")
+        if all(label.isdigit() for label in labels):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ConfigError(f"{key}: {host!r} is not an IPv4 address") from None
+        elif len(host) > 253 or not all(
+                re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label)
+                for label in labels):
+            raise ConfigError(f"{key}: {host!r} is neither an IP address nor a host name "
+                              f"(an IPv6 address goes in brackets: [::1]:8792)")
+    return text
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -165,7 +270,7 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
         raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
     unknown = set(value) - _KEYS[name]
     if unknown:
-        raise ConfigError(f"{name}.{sorted(unknown)[0]}: unknown key "
+        raise ConfigError(f"{name}.{sorted(map(str, unknown))[0]}: unknown key "
                           f"(known: {', '.join(sorted(_KEYS[name]))})")
     return value
 
@@ -190,94 +295,119 @@ def load_config(path: str | os.PathLike[str] | None = None,
     """
     env = os.environ if env is None else env
     overrides = overrides or {}
+    secrets = _Secrets()
     data: Mapping[str, Any] = {}
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"--config.file: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config.file: {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
+            # YAML's own message quotes the offending line, which may hold a header value
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"--config.file: {path} is not valid YAML{where}: "
+                              f"{problem}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"--config: {path} must hold a mapping at the top level")
+            raise ConfigError(f"--config.file: {path} must hold a mapping at the top level")
         unknown = set(raw) - _KEYS[""]
         if unknown:
-            raise ConfigError(f"{sorted(unknown)[0]}: unknown key "
+            raise ConfigError(f"{sorted(map(str, unknown))[0]}: unknown key "
                               f"(known: {', '.join(sorted(_KEYS['']))})")
         data = raw
 
     prom = _section(data, "prometheus")
     basic = _section(prom, "prometheus.basic_auth")
     tls = _section(prom, "prometheus.tls")
-    url = overrides.get("prometheus_url") or env.get("PROMETHEUS_URL") or prom.get(
-        "url", DEFAULT_PROMETHEUS_URL)
+    url = overrides.get("prometheus_url") or env.get("PROMETHEUS_URL") or _text(
+        prom.get("url", DEFAULT_PROMETHEUS_URL), "prometheus.url")
     bearer: Secret | None = None
     if env.get("PROMETHEUS_BEARER_TOKEN"):
-        bearer = Secret(env["PROMETHEUS_BEARER_TOKEN"])
+        bearer = secrets.env(env, "PROMETHEUS_BEARER_TOKEN")
     elif env.get("PROMETHEUS_BEARER_TOKEN_FILE"):
-        bearer = _read_secret(env["PROMETHEUS_BEARER_TOKEN_FILE"], "PROMETHEUS_BEARER_TOKEN_FILE")
-    elif prom.get("bearer_token_file"):
-        bearer = _read_secret(prom["bearer_token_file"], "prometheus.bearer_token_file")
-    basic_user = basic.get("username")
-    basic_password = (_read_secret(basic["password_file"], "prometheus.basic_auth.password_file")
-                      if basic.get("password_file") else None)
+        bearer = secrets.read(env["PROMETHEUS_BEARER_TOKEN_FILE"],
+                              "PROMETHEUS_BEARER_TOKEN_FILE")
+    elif prom.get("bearer_token_file") is not None:
+        bearer = secrets.read(prom["bearer_token_file"], "prometheus.bearer_token_file")
+    basic_user = (_text(basic["username"], "prometheus.basic_auth.username")
+                  if basic.get("username") is not None else None)
+    basic_password = (secrets.read(basic["password_file"], "prometheus.basic_auth.password_file",
+                                   token=False)
+                      if basic.get("password_file") is not None else None)
     if basic_user is not None and basic_password is None:
         raise ConfigError("prometheus.basic_auth.password_file: required with username")
+    if basic_password is not None and basic_user is None:
+        raise ConfigError("prometheus.basic_auth.username: required with password_file")
     if bearer is not None and basic_user is not None:
         raise ConfigError("prometheus.basic_auth: use either a bearer token or basic auth")
-    headers = prom.get("headers") or {}
-    if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, (str, int)) for k, v in headers.items()):
+    headers = prom.get("headers")
+    headers = {} if headers is None else headers
+    if not isinstance(headers, Mapping):
         raise ConfigError("prometheus.headers: expected a mapping of header name to value")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ConfigError(f"prometheus.headers: {str(name)[:40]!r} is not a header name")
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or any(
+                c in str(value) for c in "\r\n\0"):
+            # never echoed: a header value may be a credential
+            raise ConfigError(f"prometheus.headers.{name}: expected one line of text")
     retries = prom.get("retries", 3)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
         raise ConfigError(f"prometheus.retries: expected an integer 0..10, got {retries!r}")
     compression = prom.get("compression", False)
     if not isinstance(compression, bool):
         raise ConfigError(f"prometheus.compression: expected true or false, got {compression!r}")
+    tls_files: dict[str, str | None] = {}
     for tls_key in ("ca_file", "cert_file", "key_file"):
-        if tls.get(tls_key) and not Path(str(tls[tls_key])).is_file():
-            raise ConfigError(f"prometheus.tls.{tls_key}: no such file: {tls[tls_key]}")
+        value = tls.get(tls_key)
+        tls_files[tls_key] = None if value is None else _text(value, f"prometheus.tls.{tls_key}")
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"prometheus.tls.{tls_key}: no such file: {value}")
+    if (tls_files["cert_file"] is None) != (tls_files["key_file"] is None):
+        raise ConfigError("prometheus.tls: cert_file and key_file go together")
     prometheus = PrometheusSettings(
         url=_url(url, "prometheus.url"),
         bearer_token=bearer,
-        basic_auth_user=str(basic_user) if basic_user is not None else None,
+        basic_auth_user=basic_user,
         basic_auth_password=basic_password,
         headers={str(k): str(v) for k, v in headers.items()},
-        tls=TLSSettings(ca_file=tls.get("ca_file"), cert_file=tls.get("cert_file"),
-                        key_file=tls.get("key_file"),
-                        insecure_skip_verify=bool(tls.get("insecure_skip_verify", False))),
+        tls=TLSSettings(ca_file=tls_files["ca_file"], cert_file=tls_files["cert_file"],
+                        key_file=tls_files["key_file"],
+                        insecure_skip_verify=_flag(tls.get("insecure_skip_verify", False),
+                                                   "prometheus.tls.insecure_skip_verify")),
         timeout_seconds=parse_duration(prom.get("timeout", "30s"), "prometheus.timeout"),
         retries=retries,
         backoff_seconds=parse_duration(prom.get("backoff", "0.5s"), "prometheus.backoff"),
         compression=compression,
-        exporter_job=str(prom.get("exporter_job", "hetzner")),
-        agent_job=str(prom.get("agent_job", "infrascope-agent")),
+        exporter_job=_text(prom.get("exporter_job", "hetzner"), "prometheus.exporter_job"),
+        agent_job=_text(prom.get("agent_job", "infrascope-agent"), "prometheus.agent_job"),
     )
 
-    rules = data.get("rules") or {}
+    rules = data.get("rules")
+    rules = {} if rules is None else rules
     if not isinstance(rules, Mapping):
         raise ConfigError("rules: expected a mapping")
     thresholds = parse_thresholds(rules)  # raises ConfigError naming rules.<key>
 
     state = _section(data, "state")
     state_path = Path(str(overrides.get("state_path") or env.get("RECOMMENDER_STATE_PATH")
-                          or state.get("path", DEFAULT_STATE_PATH)))
+                          or _text(state.get("path", DEFAULT_STATE_PATH), "state.path")))
 
     api = _section(data, "api")
-    listen = str(overrides.get("listen") or env.get("RECOMMENDER_LISTEN_ADDRESS")
-                 or api.get("listen", DEFAULT_LISTEN))
-    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$", listen):
-        raise ConfigError(f"api.listen: expected [HOST]:PORT, got {listen!r}")
+    listen = _listen_address(overrides.get("listen") or env.get("RECOMMENDER_LISTEN_ADDRESS")
+                             or api.get("listen", DEFAULT_LISTEN), "api.listen")
     api_token: Secret | None = None
     if env.get("RECOMMENDER_API_TOKEN"):
-        api_token = Secret(env["RECOMMENDER_API_TOKEN"])
+        api_token = secrets.env(env, "RECOMMENDER_API_TOKEN")
     elif env.get("RECOMMENDER_API_TOKEN_FILE"):
-        api_token = _read_secret(env["RECOMMENDER_API_TOKEN_FILE"], "RECOMMENDER_API_TOKEN_FILE")
-    elif api.get("token_file"):
-        api_token = _read_secret(api["token_file"], "api.token_file")
+        api_token = secrets.read(env["RECOMMENDER_API_TOKEN_FILE"], "RECOMMENDER_API_TOKEN_FILE")
+    elif api.get("token_file") is not None:
+        api_token = secrets.read(api["token_file"], "api.token_file")
 
     schedule = _section(data, "schedule")
     interval = parse_duration(overrides.get("interval") or schedule.get("interval", "24h"),
@@ -286,18 +416,23 @@ def load_config(path: str | os.PathLike[str] | None = None,
     grafana_data = _section(data, "grafana")
     grafana: GrafanaSettings | None = None
     if grafana_data:
-        if not grafana_data.get("url") or not grafana_data.get("token_file"):
+        if grafana_data.get("url") is None or grafana_data.get("token_file") is None:
             raise ConfigError("grafana: url and token_file are both required")
         tags = grafana_data.get("tags", ["infrascope", "recommendation"])
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             raise ConfigError("grafana.tags: expected a list of strings")
-        grafana = GrafanaSettings(url=_url(grafana_data["url"], "grafana.url"),
-                                  token=_read_secret(grafana_data["token_file"],
+        uid = grafana_data.get("dashboard_uid")
+        grafana = GrafanaSettings(url=_url(_text(grafana_data["url"], "grafana.url"),
+                                           "grafana.url"),
+                                  token=secrets.read(grafana_data["token_file"],
                                                      "grafana.token_file"),
-                                  dashboard_uid=grafana_data.get("dashboard_uid"),
+                                  dashboard_uid=None if uid is None
+                                  else _text(uid, "grafana.dashboard_uid"),
                                   tags=tuple(tags))
     dashboard_url = data.get("dashboard_url")
     return Config(prometheus=prometheus, thresholds=thresholds, state_path=state_path,
                   api=ApiSettings(listen=listen, token=api_token), interval_seconds=interval,
                   grafana=grafana,
-                  dashboard_url=_url(dashboard_url, "dashboard_url") if dashboard_url else None)
+                  dashboard_url=None if dashboard_url is None
+                  else _url(_text(dashboard_url, "dashboard_url"), "dashboard_url"),
+                  warnings=tuple(secrets.warnings))

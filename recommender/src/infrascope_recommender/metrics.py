@@ -25,17 +25,23 @@ server_id, server_names, project, target_type}``
     1 when ``/readyz`` answers 200.
 ``infrascope_recommender_grafana_push_success``
     only with Grafana push configured: 1 when the last push worked.
-``infrascope_recommender_build_info{version}``
+``infrascope_recommender_build_info{version, python_version}``
+    1, labelled with the recommender's version and the Python it runs on.
+``process_*``
+    the recommender process itself (CPU seconds, resident memory, open files, start time),
+    as every Prometheus client library exports them.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -158,14 +164,17 @@ class RecommenderCollector(Collector):
                 "1 if the last push of annotations to Grafana worked (0 before the first).",
                 value=1 if ok else 0)
         info = GaugeMetricFamily("infrascope_recommender_build_info",
-                                 "The recommender's version.", labels=["version"])
-        info.add_metric([__version__], 1)
+                                 "A metric with a constant '1' value labeled by the version of "
+                                 "the recommender and the Python it runs on.",
+                                 labels=["version", "python_version"])
+        info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
 
 def registry_for(service: RecommenderService) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RecommenderCollector(service))
+    ProcessCollector(registry=registry)  # process_*: registers itself on ``registry``
     return registry
 
 

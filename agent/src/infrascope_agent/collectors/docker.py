@@ -16,8 +16,9 @@ Only the two compose labels are read from the container's labels; its command,
 environment and other labels are never exposed.
 
 Failure modes each fail this collector only (``node_scrape_collector_success
-{collector="docker"} 0``) with one log line saying why, repeated only when the
-reason changes: socket missing, permission denied, nothing listening, and an
+{collector="docker"} 0``) with one log line from the registry saying why, repeated
+only when the reason changes: socket missing (said once at start: Docker is not
+on this host, :class:`DockerAbsent`), permission denied, nothing listening, and an
 API that does not answer — every socket operation times out well before the
 collector timeout (:data:`SOCKET_BUDGET` of it for the whole exchange).
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
+import os
 import socket
 import time
 from collections.abc import Iterable
@@ -36,9 +37,7 @@ from prometheus_client.core import Metric
 
 from ..cgroups import Cgroups
 from ..discovery import CONTAINER_NAMES, add_usage, service_families
-from ..registry import Collector, Settings, add, register
-
-log = logging.getLogger("infrascope_agent.docker")
+from ..registry import Collector, Settings, SourceAbsent, add, register
 
 CLIENT_MAX_API = (1, 47)  # newest Engine API whose /containers/json this was checked against
 CLIENT_MIN_API = (1, 24)  # oldest with the fields used here (State, Labels)
@@ -50,6 +49,15 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 
 class DockerError(Exception):
     """The Engine API could not be used; the message says why, for the log."""
+
+
+class DockerAbsent(DockerError, SourceAbsent):
+    """No Docker socket at the configured path: Docker is not on this host."""
+
+
+def socket_missing(path: str) -> str:
+    return (f"Docker socket {path} does not exist (Docker not installed or not running? "
+            f"see --docker.socket)")
 
 
 def _version(text: object) -> tuple[int, int]:
@@ -106,8 +114,7 @@ class DockerClient:
             b = self._get(conn, then(a), deadline)
             return a, b
         except FileNotFoundError as exc:
-            raise DockerError(f"Docker socket {self.path} does not exist (Docker not installed "
-                              f"or not running? see --docker.socket)") from exc
+            raise DockerAbsent(socket_missing(self.path)) from exc
         except PermissionError as exc:
             raise DockerError(f"permission denied on Docker socket {self.path} (run the agent "
                               f"as root or in the docker group)") from exc
@@ -169,7 +176,10 @@ class DockerCollector(Collector):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.cgroups = Cgroups(settings.cgroupfs)
-        self._last_error: str | None = None
+
+    def absent(self) -> str | None:
+        path = self.settings.docker_socket
+        return None if os.path.exists(path) else socket_missing(path)
 
     def list_containers(self) -> list[dict[str, Any]]:
         client = DockerClient(self.settings.docker_socket,
@@ -180,18 +190,10 @@ class DockerCollector(Collector):
                 raise DockerError("Docker /version answer is not an object")
             return f"/v{negotiate(version_answer)}/containers/json?all=1"
 
-        try:
-            _, containers = client.get_many("/version", containers_path)
-        except DockerError as exc:
-            if str(exc) != self._last_error:
-                log.warning("docker collector: %s", exc,
-                            extra={"event": "docker_unavailable", "error": str(exc)})
-                self._last_error = str(exc)
-            raise
-        if self._last_error is not None:
-            log.info("docker collector: Docker API reachable again on %s",
-                     self.settings.docker_socket)
-            self._last_error = None
+        reason = self.absent()
+        if reason is not None:
+            raise DockerAbsent(reason)
+        _, containers = client.get_many("/version", containers_path)
         if not isinstance(containers, list):
             raise DockerError("Docker /containers/json answer is not a list")
         return [c for c in containers if isinstance(c, dict)]

@@ -15,9 +15,10 @@ when readable, ``infrascope_service_cpu_seconds_total`` and
 (names merely referenced by other units) are skipped.
 
 systemctl missing, failing ("System has not been booted with systemd") or
-hanging fails this collector only, with one log line saying why (repeated only
-when the reason changes). The command runs in its own process group, killed
-when it outlives :data:`COMMAND_BUDGET` of the collector timeout.
+hanging fails this collector only, with one log line from the registry saying
+why (repeated only when the reason changes). A host without systemd or without
+systemctl (:class:`SystemdAbsent`) is said so once at start. The command runs in
+its own process group, killed when it outlives :data:`COMMAND_BUDGET` of the collector timeout.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -35,7 +37,7 @@ from prometheus_client.core import Metric
 
 from ..cgroups import Cgroups
 from ..discovery import add_usage, service_families
-from ..registry import Collector, Settings, add, register
+from ..registry import Collector, Settings, SourceAbsent, add, register
 
 log = logging.getLogger("infrascope_agent.systemd")
 
@@ -52,6 +54,10 @@ class SystemdError(Exception):
 
 class SystemctlUnusable(SystemdError):
     """systemctl is missing or hangs: running it again with other options cannot help."""
+
+
+class SystemdAbsent(SystemctlUnusable, SourceAbsent):
+    """This host does not run systemd, or has no systemctl."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,16 @@ class SystemdCollector(Collector):
         super().__init__(settings)
         self.cgroups = Cgroups(settings.cgroupfs)
         self.json_supported: bool | None = None  # None: not known yet
-        self._last_error: str | None = None
+
+    def _not_found(self) -> str:
+        return f"systemctl not found: {self.settings.systemctl!r} (see --systemd.systemctl)"
+
+    def absent(self) -> str | None:
+        if not self._booted():
+            return "this host is not running systemd (no /run/systemd/system)"
+        if shutil.which(self.settings.systemctl) is None:
+            return self._not_found()
+        return None
 
     def _run(self, args: tuple[str, ...], deadline: float) -> str:
         timeout = deadline - time.monotonic()
@@ -115,8 +130,7 @@ class SystemdCollector(Collector):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                     start_new_session=True)
         except FileNotFoundError as exc:
-            raise SystemctlUnusable(f"systemctl not found: {self.settings.systemctl!r} "
-                               f"(see --systemd.systemctl)") from exc
+            raise SystemdAbsent(self._not_found()) from exc
         except PermissionError as exc:
             raise SystemctlUnusable(f"systemctl {self.settings.systemctl!r} is not "
                                f"executable") from exc
@@ -150,8 +164,7 @@ class SystemdCollector(Collector):
 
     def list_units(self) -> list[Unit]:
         if not self._booted():
-            raise SystemctlUnusable("this host is not running systemd "
-                                    "(no /run/systemd/system)")
+            raise SystemdAbsent("this host is not running systemd (no /run/systemd/system)")
         deadline = time.monotonic() + max(0.05, self.settings.collector_timeout * COMMAND_BUDGET)
         if self.json_supported is not False:
             try:
@@ -171,17 +184,7 @@ class SystemdCollector(Collector):
         return units
 
     def collect(self) -> Iterable[Metric]:
-        try:
-            units = self.list_units()
-        except SystemdError as exc:
-            if str(exc) != self._last_error:
-                log.warning("systemd collector: %s", exc,
-                            extra={"event": "systemd_unavailable", "error": str(exc)})
-                self._last_error = str(exc)
-            raise
-        if self._last_error is not None:
-            log.info("systemd collector: systemctl works again")
-            self._last_error = None
+        units = self.list_units()
         info, cpu, memory = service_families()
         seen: set[str] = set()
         for unit in units:
