@@ -175,7 +175,7 @@ def test_absent_sources_are_said_once_at_start_and_in_the_success_series(
     systemd = [line for line in lines if "collector=systemd" in line]
     assert len(docker) == 1 and f"Docker socket {sock} does not exist" in docker[0], lines
     assert len(systemd) == 1 and "systemctl not found" in systemd[0], lines
-    assert "event=collector_source_absent" in docker[0] and "level=warning" in docker[0]
+    assert "event=collector_source_absent" in docker[0] and "level=warn" in docker[0]
 
 
 def test_logs_are_logfmt_with_prometheus_timestamps(tmp_path: Path) -> None:

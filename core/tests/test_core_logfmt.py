@@ -27,8 +27,9 @@ def test_a_record_is_one_line_with_its_fields_and_no_secret() -> None:
     log = setup("infrascope_test_logfmt", "info", secrets=["s3cr3t"], stream=out)
     log.info("refresh failed\nfor s3cr3t", extra={"event": "refresh", "detail": "a=b"})
     log.debug("not shown")
+    log.warning("careful")
     lines = out.getvalue().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2 and " level=warn msg=careful" in lines[1]
     assert re.fullmatch(r'ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=info '
                         r'msg="refresh failed\\nfor \*\*\*" event=refresh detail="a=b"',
                         lines[0]), lines[0]

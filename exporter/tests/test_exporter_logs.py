@@ -21,7 +21,7 @@ from exporter_testlib import WEBSHOP_TOKEN
 from infrascope_core import logfmt
 
 EXPORTER_CLI = Path(sys.executable).parent / "infrascope-exporter"
-LINE = re.compile(r'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(debug|info|warning|error)'
+LINE = re.compile(r'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=(debug|info|warn|error)'
                   r' msg=("([^"\\]|\\.)*"|\S+)( [a-z_]+=("([^"\\]|\\.)*"|\S+))*$')
 
 
@@ -50,7 +50,7 @@ def test_the_exporter_logs_through_infrascope_core_logfmt(tmp_path: Path, served
     for text in lines:
         assert LINE.match(text), text
         assert "\t" not in text and "\r" not in text
-    warning = next(t for t in lines if "level=warning" in t)
+    warning = next(t for t in lines if "level=warn" in t)
     assert "hcloud\\ttoken" in warning and "chmod 600" in warning
     assert any("msg=listening" in t for t in lines)
     assert WEBSHOP_TOKEN not in stderr

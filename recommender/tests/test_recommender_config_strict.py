@@ -280,7 +280,7 @@ def test_run_and_serve_log_the_warnings(tmp_path: Path,
     assert cli.main(["run", "--config.file", str(config)]) == 0
     err = capsys.readouterr().err
     [line] = [line for line in err.splitlines() if "chmod 600" in line]
-    assert re.match(r"^ts=\S+Z level=warning msg=", line) and "event=config" in line
+    assert re.match(r"^ts=\S+Z level=warn msg=", line) and "event=config" in line
     assert TOKEN not in err
 
 

@@ -1,7 +1,8 @@
 """Structured logs for every component: one logfmt line per event.
 
 The format is Prometheus' own (``ts=2026-12-07T09:48:52.019Z level=info msg="..."
-key=value ...``): timestamps in UTC with milliseconds, level in lower case, the message,
+key=value ...``): timestamps in UTC with milliseconds, the level as Prometheus names it
+(``debug``, ``info``, ``warn``, ``error``), the message,
 then the record's extra fields in the order given. Values with spaces, quotes, ``=`` or
 control characters are quoted and escaped, so one event is always one line. Configured
 secrets are replaced by ``***`` as a last line of defence (they must not reach a log
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from typing import IO
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Level names as Prometheus and Alertmanager log them (go-kit's: debug, info, warn, error).
+_LEVELS = {"WARNING": "warn", "CRITICAL": "error"}
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -49,7 +52,7 @@ class LogfmtFormatter(logging.Formatter):
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"ts={timestamp(record.created)}", f"level={record.levelname.lower()}",
+        parts = [f"ts={timestamp(record.created)}", f"level={_LEVELS.get(record.levelname, record.levelname.lower())}",
                  f"msg={quote(record.getMessage())}"]
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):

@@ -12,7 +12,7 @@
     work): --config.file FILE (--config), --prometheus.url URL (--prometheus-url),
     --state.path PATH (--state, --state-path), --web.listen-address [HOST]:PORT
     (--listen), --schedule.interval DURATION (--interval),
-    --log.level debug|info|warning|error (--log-level)
+    --log.level debug|info|warn|error (--log-level)
 
 ``report`` runs the engine fresh (it does not write the state) and shows the decisions
 the state file holds for the same recommendations; ``--from-state`` reports the state
