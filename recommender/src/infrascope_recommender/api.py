@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import __version__
 from .annotations import feed
-from .config import ConfigError, parse_duration
+from .body_limit import BodyLimit
+from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
 from .metrics import render as render_metrics
 from .model import Fleet, Server, ServerKey, cents
@@ -366,6 +367,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorModel, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorModel, "description": "No API token configured: writes disabled"},
     404: {"model": ErrorModel, "description": "Unknown id"},
+    413: {"model": ErrorModel, "description": "Body over api.max_request_bytes (not read)"},
 }
 
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
@@ -379,9 +381,12 @@ configured token they answer 403. Errors are `{"detail": ...}`.
 """
 
 
-def create_app(service: RecommenderService) -> FastAPI:
+def create_app(service: RecommenderService, *,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The app; ``max_request_bytes`` is ``api.max_request_bytes`` (bodies over it: 413)."""
     app = FastAPI(title="InfraScope recommender", version=__version__,
                   description=DESCRIPTION)
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
     registry = registry_for(service)
 
     def require_token(
@@ -513,7 +518,7 @@ def create_app(service: RecommenderService) -> FastAPI:
             last_success=RunModel.of(good) if good else None)
 
     @app.post("/api/run", response_model=RunModel, tags=["runs"], dependencies=[Auth],
-              responses={401: WRITE_ERRORS[401], 403: WRITE_ERRORS[403],
+              responses={401: WRITE_ERRORS[401], 403: WRITE_ERRORS[403], 413: WRITE_ERRORS[413],
                          503: {"model": ErrorModel,
                                "description": "The regeneration failed (Prometheus "
                                               "unreachable or erroring)"}},

@@ -1,0 +1,263 @@
+"""The API against hostile or careless clients (one section per fault, in the order of
+the README's list).
+
+The body limit is also tested against the real server (``recommender serve`` in a
+subprocess on a loopback port): only there does "memory stays flat" mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import service_fixtures as fx
+
+from infrascope_recommender.api import DEFAULT_MAX_REQUEST_BYTES, create_app
+from infrascope_recommender.config import ConfigError, Secret, load_config
+from infrascope_recommender.model import recommendation_id
+from infrascope_recommender.service import RecommenderService
+from infrascope_recommender.state import Store
+
+with warnings.catch_warnings():  # starlette 1.x nags about httpx vs httpx2; httpx works
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+TOKEN = "hardening-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MB = 2**20
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "s.db") as s:
+        yield s
+
+
+@pytest.fixture
+def service(store: Store) -> RecommenderService:
+    service = RecommenderService(store, fx.Runner(fx.run_result()), api_token=Secret(TOKEN),
+                                 push_in_background=False)
+    service.regenerate()
+    return service
+
+
+@pytest.fixture
+def client(service: RecommenderService) -> TestClient:
+    return TestClient(create_app(service), raise_server_exceptions=True)
+
+
+def dismiss_url(rec_id: str | None = None) -> str:
+    return f"/api/recommendations/{rec_id or fx.idle().id}/dismiss"
+
+
+# --- 1. request bodies are limited before parsing and before authentication -------------
+
+def test_a_body_over_the_limit_is_413_before_authentication(client: TestClient,
+                                                             store: Store) -> None:
+    body = json.dumps({"reason": "x" * DEFAULT_MAX_REQUEST_BYTES}).encode()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, AUTH):
+        r = client.post(dismiss_url(), content=body,
+                        headers={**headers, "Content-Type": "application/json"})
+        assert r.status_code == 413, (headers, r.status_code)
+        assert r.headers["content-type"] == "application/json"
+        detail = r.json()["detail"]
+        assert f"at most {DEFAULT_MAX_REQUEST_BYTES} bytes" in detail
+        assert "api.max_request_bytes" in detail
+        assert len(r.content) < 300
+    assert store.get(fx.idle().id).status == "pending"
+
+
+def test_a_chunked_body_is_counted_while_it_streams(client: TestClient) -> None:
+    sent = []
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the client sends it chunked
+        yield b'{"reason": "'
+        for _ in range(1000):
+            sent.append(1)
+            yield b"x" * 1024
+        yield b'"}'
+
+    r = client.post(dismiss_url(), content=chunks(),
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "at most" in r.json()["detail"]
+
+
+def test_the_limit_is_configurable_and_a_body_within_it_passes(service: RecommenderService,
+                                                               store: Store) -> None:
+    client = TestClient(create_app(service, max_request_bytes=1024))
+    r = client.post(dismiss_url(), headers=AUTH, json={"reason": "x" * 1100})
+    assert r.status_code == 413 and "at most 1024 bytes" in r.json()["detail"]
+    r = client.post(dismiss_url(), headers=AUTH, json={"reason": "x" * 900})
+    assert r.status_code == 200, r.text
+    assert store.get(fx.idle().id).reason == "x" * 900
+
+
+def test_the_largest_legitimate_request_fits_the_default_limit(client: TestClient) -> None:
+    # every field at its maximum length, every character escaped as a surrogate pair: the
+    # largest body the models accept (bar insignificant whitespace)
+    emoji = "\U0001f600"
+    body = json.dumps({"reason": emoji * 1000, "by": emoji * 100,
+                       "until": "2030-01-01T00:00:00+00:00"}, ensure_ascii=True).encode()
+    assert len(body) > 12_000
+    r = client.post(dismiss_url(), content=body,
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert len(body) < DEFAULT_MAX_REQUEST_BYTES / 2
+
+
+def test_requests_without_a_body_are_untouched(client: TestClient) -> None:
+    assert client.post("/api/run", headers=AUTH).status_code == 200
+    assert client.get("/api/recommendations").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1k", "true", "[1]", "1023", str(2**40)])
+def test_api_max_request_bytes_is_validated(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "r.yml"
+    path.write_text(f"api:\n  max_request_bytes: {value}\n")
+    with pytest.raises(ConfigError, match=r"^api\.max_request_bytes: expected a number"):
+        load_config(path, env={})
+
+
+def test_api_max_request_bytes_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "r.yml"
+    path.write_text("api:\n  max_request_bytes: 131072\n")
+    assert load_config(path, env={}).api.max_request_bytes == 131072
+    assert load_config(None, env={}).api.max_request_bytes == DEFAULT_MAX_REQUEST_BYTES
+
+
+# -- the real server: memory stays flat
+
+def _vm_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB$", text, re.MULTILINE)
+    assert match, field
+    return int(match.group(1))
+
+
+def _post_streamed(port: int, path: str, size: int, *, chunked: bool) -> tuple[int, bytes]:
+    """POST ``size`` bytes of a JSON body, generated while sending, and read the answer.
+
+    A raw socket: the server may answer (and close) long before the body is sent, and the
+    answer must be read all the same, while a second thread is still writing.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 f"Content-Type: application/json\r\n{framing}\r\n\r\n".encode())
+    block = 256 * 1024
+
+    def send_body() -> None:
+        first, last = b'{"reason": "', b'"}'
+
+        def send(piece: bytes) -> None:
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+                         if chunked else piece)
+
+        try:
+            send(first)
+            left = size - len(first) - len(last)
+            while left > 0:
+                send(b"x" * min(block, left))
+                left -= block
+            send(last)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and closed: expected
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    sender.start()
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        while length and len(rest) < int(length.group(1)):
+            data = sock.recv(65536)
+            if not data:
+                break
+            rest += data
+    finally:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        sender.join(30)
+    status = re.match(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert status, answer[:200]
+    return int(status.group(1)), rest
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """``recommender serve`` on a free loopback port: (pid, port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    config = tmp_path / "recommender.yml"
+    config.write_text(f"prometheus:\n  url: http://127.0.0.1:{closed}\n  retries: 0\n"
+                      f"state:\n  path: {tmp_path / 'state.db'}\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PROMETHEUS_", "RECOMMENDER_"))}
+    env["RECOMMENDER_API_TOKEN"] = TOKEN
+    proc = subprocess.Popen([sys.executable, "-m", "infrascope_recommender", "serve",
+                             "--config", str(config), "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        port = int(match.group(1))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while "failed" not in httpx.get(f"{base}/readyz").json()["detail"]:
+            assert time.monotonic() < deadline, "the first (failing) run never finished"
+            time.sleep(0.1)
+        yield proc.pid, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_100_mb_body_without_a_token_leaves_the_servers_memory_flat(
+        served: tuple[int, int], chunked: bool) -> None:
+    pid, port = served
+    path = f"/api/recommendations/{recommendation_id('idle', 'delete', [])}/dismiss"
+    # warm up: every code path of a rejected write once, so imports and caches are in
+    for _ in range(3):
+        assert httpx.post(f"http://127.0.0.1:{port}{path}",
+                          json={"reason": "x"}).status_code == 401
+    rss_before = _vm_kib(pid, "VmRSS")
+    status, body = _post_streamed(port, path, 100 * MB, chunked=chunked)
+    rss_after = _vm_kib(pid, "VmRSS")
+    peak_after = _vm_kib(pid, "VmHWM")
+    print(f"server RSS {rss_before / 1024:.1f} MiB -> {rss_after / 1024:.1f} MiB, "
+          f"peak {peak_after / 1024:.1f} MiB")
+    assert status == 413, body[:300]
+    assert "at most" in json.loads(body)["detail"]
+    assert rss_after - rss_before < 4 * 1024, (rss_before, rss_after)
+    assert peak_after - rss_before < 8 * 1024, (rss_before, peak_after)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
