@@ -25,7 +25,7 @@ import service_fixtures as fx
 
 from infrascope_recommender.api import DEFAULT_MAX_REQUEST_BYTES, create_app
 from infrascope_recommender.config import ConfigError, Secret, load_config
-from infrascope_recommender.model import recommendation_id
+from infrascope_recommender.model import RECOMMENDATION_ID, recommendation_id
 from infrascope_recommender.service import RecommenderService
 from infrascope_recommender.state import Store
 
@@ -261,3 +261,68 @@ def test_a_100_mb_body_without_a_token_leaves_the_servers_memory_flat(
     assert rss_after - rss_before < 4 * 1024, (rss_before, rss_after)
     assert peak_after - rss_before < 8 * 1024, (rss_before, peak_after)
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+
+# --- 2. errors never echo input beyond a short prefix -----------------------------------
+
+def test_a_422_does_not_echo_the_input(client: TestClient) -> None:
+    big = "y" * 60_000
+    for body in ({"reason": big}, {"reason": "x", "by": big}, {"reason": "x", big: 1},
+                 {"reason": "x", "until": big}, {"reason": ["z" * 50_000]}):
+        r = client.post(dismiss_url(), headers=AUTH, json=body)
+        assert r.status_code == 422, r.text[:300]
+        assert len(r.content) < 2000, len(r.content)
+        for error in r.json()["detail"]:
+            assert {"loc", "msg", "type"} <= set(error)
+            assert len(json.dumps(error)) < 1000
+    r = client.get("/api/recommendations", params={"project": big[:5000]})
+    assert r.status_code == 422 and len(r.content) < 2000
+
+
+def test_a_422_keeps_a_short_prefix_of_the_input(client: TestClient) -> None:
+    r = client.get("/api/recommendations", params={"limit": "abc"})
+    error = r.json()["detail"][0]
+    assert error["loc"] == ["query", "limit"] and error["input"] == "abc"
+    assert "integer" in error["msg"]
+    r = client.post(dismiss_url(), headers=AUTH, json={"reason": "x" * 2001})
+    error = r.json()["detail"][0]
+    assert error["loc"] == ["body", "reason"] and "2000 characters" in error["msg"]
+    assert error["input"].startswith("xxxx") and len(error["input"]) < 50
+    r = client.post(dismiss_url(), headers={**AUTH, "Content-Type": "application/json"},
+                    content=b"{reason")
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("body", [b'{"reason": NaN}', b'{"reason": "x", "by": -Infinity}',
+                                  b'{"reason": 1e999}'])
+def test_a_422_for_nan_or_infinity_is_not_a_500(client: TestClient, body: bytes) -> None:
+    # json reads NaN and Infinity; FastAPI's handler echoed them and failed to encode them
+    r = client.post(dismiss_url(), content=body,
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["input"] in ("nan", "-inf", "inf")
+
+
+def test_recommendation_ids_have_one_shape() -> None:
+    for kind in ("idle", "consolidation", "rightsize"):
+        assert RECOMMENDATION_ID.fullmatch(recommendation_id(kind, "delete", []))
+    assert RECOMMENDATION_ID.fullmatch(fx.idle().id)
+
+
+@pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("POST", "/accept"),
+                                               ("POST", "/dismiss"), ("POST", "/reopen")])
+def test_a_long_id_is_not_echoed(client: TestClient, method: str, suffix: str) -> None:
+    long_id = "rec-" + "a" * 60_000  # httpx refuses URLs over 64 KiB
+    r = client.request(method, f"/api/recommendations/{long_id}{suffix}", headers=AUTH,
+                       json={"reason": "x"} if suffix == "/dismiss" else None)
+    assert r.status_code == 404, r.text[:300]
+    assert len(r.content) < 300 and "a" * 20 not in r.text
+    assert "rec-" in r.json()["detail"]  # says what an id looks like
+
+
+def test_a_long_server_id_is_not_echoed(client: TestClient) -> None:
+    r = client.get("/api/servers/cloud/" + "9" * 60_000)
+    assert r.status_code in (404, 422)
+    assert len(r.content) < 1000 and "9" * 50 not in r.text
+    r = client.get("/api/servers/cloud/999")
+    assert r.status_code == 404 and r.json() == {"detail": "no server cloud/999 in the last run"}

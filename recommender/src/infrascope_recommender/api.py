@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -37,7 +39,7 @@ from .body_limit import BodyLimit
 from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
 from .metrics import render as render_metrics
-from .model import Fleet, Server, ServerKey, cents
+from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
 from .report import NoRunYet, render_html, view_from_store
 from .service import HistoryUnavailable, RecommenderService, RunFailed
 from .state import Conflict, NotFound, RunRecord, StoredRecommendation
@@ -58,6 +60,11 @@ SortKey = Literal["name", "-name", "cost", "-cost", "cpu", "-cpu", "memory", "-m
 # names here are legacy-valid, so the body is the same as prometheus-client's 1.0.0 format.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_UNTIL = timedelta(days=3660)  # a dismissal may last ten years, not forever-by-typo
+MAX_SERVER_ID = 64  # Cloud and Robot ids are integers; 64 characters leave room to spare
+INPUT_PREFIX = 32  # what a 422 shows of the value it refuses
+MAX_ERRORS = 20  # problems listed in one 422
+UNKNOWN_ID = ("no recommendation with this id (an id is 'rec-' and 16 hexadecimal digits, "
+              "e.g. rec-0123456789abcdef)")
 TOKEN_HELP = ("write endpoints are disabled because no API token is configured: set "
               "api.token_file in the configuration file, or RECOMMENDER_API_TOKEN / "
               "RECOMMENDER_API_TOKEN_FILE in the environment, and send it as "
@@ -70,6 +77,26 @@ def _money(value: Decimal | None) -> str | None:
 
 def _dt(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _clip(value: str, limit: int = INPUT_PREFIX) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def _validation_error(error: Any) -> dict[str, Any]:
+    """One problem of a 422: where, what, and at most a short prefix of the value."""
+    loc = [item if isinstance(item, int) else _clip(str(item)) for item in error.get("loc", ())]
+    shown: dict[str, Any] = {"loc": loc, "msg": _clip(str(error.get("msg", "")), 300),
+                             "type": str(error.get("type", ""))}
+    value = error.get("input")
+    if isinstance(value, str):
+        shown["input"] = _clip(value)
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        # NaN and Infinity (Python's json reads them) cannot be written back as JSON
+        plain = not isinstance(value, float) or math.isfinite(value)
+        shown["input"] = value if plain and len(text) <= INPUT_PREFIX else _clip(text)
+    return shown  # a mapping or a list as input: not shown at all
 
 
 # --- models ------------------------------------------------------------------------------
@@ -369,6 +396,8 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorModel, "description": "Unknown id"},
     413: {"model": ErrorModel, "description": "Body over api.max_request_bytes (not read)"},
 }
+RecId = Annotated[str, Path(description="'rec-' and 16 hexadecimal digits",
+                            examples=["rec-0123456789abcdef"])]
 
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
 BEARER = HTTPBearer(auto_error=False, description="The configured api.token_file")
@@ -411,7 +440,20 @@ def create_app(service: RecommenderService, *,
                   extra={"event": "http_error", "path": request.url.path})
         return JSONResponse({"detail": "internal error (see the recommender's log)"}, 500)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler returns each value it refused, whole: 10 MB in, 10 MB out
+        errors = exc.errors()
+        return JSONResponse({"detail": [_validation_error(e) for e in errors[:MAX_ERRORS]]},
+                            422)
+
+    def check_id(rec_id: str) -> None:
+        """An id that cannot be one is unknown; the 404 does not repeat it."""
+        if not RECOMMENDATION_ID.fullmatch(rec_id):
+            raise HTTPException(404, UNKNOWN_ID)
+
     def get_item(rec_id: str) -> StoredRecommendation:
+        check_id(rec_id)
         try:
             return service.store.get(rec_id)
         except NotFound as exc:
@@ -447,15 +489,15 @@ def create_app(service: RecommenderService, *,
 
     @app.get("/api/recommendations/{rec_id}", response_model=RecommendationModel,
              responses=ERRORS, tags=["recommendations"])
-    def get_recommendation(rec_id: Annotated[str, Path()]) -> RecommendationModel:
+    def get_recommendation(rec_id: RecId) -> RecommendationModel:
         return RecommendationModel.of(get_item(rec_id))
 
     @app.post("/api/recommendations/{rec_id}/accept", response_model=RecommendationModel,
               responses=WRITE_ERRORS, tags=["decisions"], dependencies=[Auth],
               summary="Accept: the operator will act on it")
-    def accept(rec_id: Annotated[str, Path()],
-               body: AcceptRequest | None = None) -> RecommendationModel:
+    def accept(rec_id: RecId, body: AcceptRequest | None = None) -> RecommendationModel:
         body = body or AcceptRequest()
+        check_id(rec_id)
         try:
             item = service.accept(rec_id, by=body.by, note=body.note)
         except NotFound as exc:
@@ -465,7 +507,8 @@ def create_app(service: RecommenderService, *,
     @app.post("/api/recommendations/{rec_id}/dismiss", response_model=RecommendationModel,
               responses=WRITE_ERRORS, tags=["decisions"], dependencies=[Auth],
               summary="Dismiss with a reason, optionally until a time")
-    def dismiss(rec_id: Annotated[str, Path()], body: DismissRequest) -> RecommendationModel:
+    def dismiss(rec_id: RecId, body: DismissRequest) -> RecommendationModel:
+        check_id(rec_id)
         now = datetime.now(UTC)
         try:
             until = body.until_datetime(now)
@@ -486,9 +529,9 @@ def create_app(service: RecommenderService, *,
                                                               "pending recommendation"}},
               tags=["decisions"], dependencies=[Auth],
               summary="Undo a decision: back to pending")
-    def reopen(rec_id: Annotated[str, Path()],
-               body: ReopenRequest | None = None) -> RecommendationModel:
+    def reopen(rec_id: RecId, body: ReopenRequest | None = None) -> RecommendationModel:
         body = body or ReopenRequest()
+        check_id(rec_id)
         try:
             item = service.reopen(rec_id, by=body.by, note=body.note)
         except NotFound as exc:
@@ -585,7 +628,8 @@ def create_app(service: RecommenderService, *,
 
     @app.get("/api/servers/{source}/{server_id}", response_model=ServerModel,
              responses=ERRORS, tags=["fleet"])
-    def server(source: SourceName, server_id: Annotated[str, Path()]) -> ServerModel:
+    def server(source: SourceName,
+               server_id: Annotated[str, Path(max_length=MAX_SERVER_ID)]) -> ServerModel:
         fleet = fleet_or_503()
         key = ServerKey(source, server_id)
         found = fleet.servers.get(key)
