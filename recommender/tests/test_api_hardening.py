@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -326,3 +327,46 @@ def test_a_long_server_id_is_not_echoed(client: TestClient) -> None:
     assert len(r.content) < 1000 and "9" * 50 not in r.text
     r = client.get("/api/servers/cloud/999")
     assert r.status_code == 404 and r.json() == {"detail": "no server cloud/999 in the last run"}
+
+
+# --- 3. control characters in decision texts ---------------------------------------------
+
+BAD_TEXTS = ["DR\x00standby", "DR standby\n", "line one\nline two", "tab\tseparated",
+             "carriage\rreturn", "escape \x1b[31mred", "bidi \u202eevil", "zero\u200bwidth",
+             "line\u2028separator", "del\x7f"]
+
+
+@pytest.mark.parametrize("text", BAD_TEXTS, ids=[repr(t) for t in BAD_TEXTS])
+def test_control_characters_are_rejected_in_a_dismiss_reason(client: TestClient,
+                                                             store: Store, text: str) -> None:
+    r = client.post(dismiss_url(), headers=AUTH, json={"reason": text})
+    assert r.status_code == 422, r.text
+    error = r.json()["detail"][0]
+    assert error["loc"] == ["body", "reason"]
+    assert "control" in error["msg"] and "U+" in error["msg"]
+    assert store.get(fx.idle().id).status == "pending"
+    assert store.get(fx.idle().id).reason is None
+
+
+@pytest.mark.parametrize(("suffix", "field"), [("/accept", "note"), ("/accept", "by"),
+                                               ("/dismiss", "by"), ("/reopen", "note")])
+def test_control_characters_are_rejected_in_notes_and_names(
+        client: TestClient, store: Store, suffix: str, field: str) -> None:
+    rec_id = fx.idle().id
+    if suffix == "/reopen":
+        client.post(dismiss_url(), headers=AUTH, json={"reason": "x"})
+    before = store.get(rec_id).status
+    body: dict[str, Any] = {field: "a\x00b"}
+    if suffix == "/dismiss":
+        body["reason"] = "fine"
+    r = client.post(f"/api/recommendations/{rec_id}{suffix}", headers=AUTH, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", field]
+    assert store.get(rec_id).status == before
+
+
+def test_plain_text_with_spaces_and_unicode_is_kept(client: TestClient, store: Store) -> None:
+    text = "DR standby — Größe 10 % 👍, ask Zoë"
+    r = client.post(dismiss_url(), headers=AUTH, json={"reason": f"  {text} "})
+    assert r.status_code == 200, r.text
+    assert store.get(fx.idle().id).reason == text

@@ -23,6 +23,7 @@ import hmac
 import logging
 import math
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -63,6 +64,9 @@ MAX_UNTIL = timedelta(days=3660)  # a dismissal may last ten years, not forever-
 MAX_SERVER_ID = 64  # Cloud and Robot ids are integers; 64 characters leave room to spare
 INPUT_PREFIX = 32  # what a 422 shows of the value it refuses
 MAX_ERRORS = 20  # problems listed in one 422
+# One line of plain text: no control characters (NUL, newlines, tabs, escapes), no format
+# characters (bidi overrides, zero-width), no surrogates, no line/paragraph separators.
+NOT_PLAIN_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 UNKNOWN_ID = ("no recommendation with this id (an id is 'rec-' and 16 hexadecimal digits, "
               "e.g. rec-0123456789abcdef)")
 TOKEN_HELP = ("write endpoints are disabled because no API token is configured: set "
@@ -77,6 +81,21 @@ def _money(value: Decimal | None) -> str | None:
 
 def _dt(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def plain_text(value: str | None) -> str | None:
+    """Refuse a decision text that is not one line of plain text (``ValueError``).
+
+    Reasons and notes are shown in the HTML and Markdown reports and in Grafana: a NUL, a
+    newline or a bidi override there breaks a table row or hides what the text says.
+    """
+    if value is None:
+        return None
+    for position, char in enumerate(value, 1):
+        if unicodedata.category(char) in NOT_PLAIN_TEXT:
+            raise ValueError(f"control or format character U+{ord(char):04X} at position "
+                             f"{position}: expected one line of plain text")
+    return value
 
 
 def _clip(value: str, limit: int = INPUT_PREFIX) -> str:
@@ -160,25 +179,35 @@ class RecommendationList(BaseModel):
     monthly_savings: Money = Field(description="Sum over all matching recommendations")
 
 
+PLAIN = "One line of plain text: no control characters (newlines, tabs, NUL, ...)"
+
+
 class AcceptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(default=None, max_length=2000, description="Optional note")
-    by: str | None = Field(default=None, max_length=200, description="Who decided (free text)")
+    note: str | None = Field(default=None, max_length=2000, description=f"Optional note. {PLAIN}")
+    by: str | None = Field(default=None, max_length=200,
+                           description=f"Who decided (free text). {PLAIN}")
+
+    _plain = field_validator("note", "by")(plain_text)
 
 
 class DismissRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000, description="Why (required)")
+    reason: str = Field(min_length=1, max_length=2000, description=f"Why (required). {PLAIN}")
     until: str | None = Field(
         None, max_length=64, examples=["2026-01-01T00:00:00Z", "30d"],
         description="When the dismissal expires and the recommendation may come back: an "
                     "ISO 8601 datetime in the future (UTC if no offset) or a duration from "
                     "now (90d, 12h, 30m). Omitted: dismissed for good.")
-    by: str | None = Field(default=None, max_length=200, description="Who decided (free text)")
+    by: str | None = Field(default=None, max_length=200,
+                           description=f"Who decided (free text). {PLAIN}")
+
+    _plain = field_validator("by")(plain_text)
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, value: str) -> str:
+        plain_text(value)
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
@@ -212,8 +241,10 @@ class DismissRequest(BaseModel):
 
 class ReopenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, max_length=2000, description=PLAIN)
+    by: str | None = Field(default=None, max_length=200, description=PLAIN)
+
+    _plain = field_validator("note", "by")(plain_text)
 
 
 class RunModel(BaseModel):
