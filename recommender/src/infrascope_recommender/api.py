@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import __version__
 from .annotations import feed
+from .api_docs import add_docs_routes
 from .body_limit import BodyLimit
 from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
@@ -444,9 +445,11 @@ configured token they answer 403. Errors are `{"detail": ...}`.
 def create_app(service: RecommenderService, *,
                max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """The app; ``max_request_bytes`` is ``api.max_request_bytes`` (bodies over it: 413)."""
-    app = FastAPI(title="InfraScope recommender", version=__version__,
-                  description=DESCRIPTION)
+    title = "InfraScope recommender"
+    app = FastAPI(title=title, version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.add_middleware(BodyLimit, limit=max_request_bytes)
+    add_docs_routes(app, openapi_url=app.openapi_url or "/openapi.json", title=title)
     registry = registry_for(service)
 
     def require_token(
