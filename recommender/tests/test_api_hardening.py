@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import service_fixtures as fx
+from fastapi.routing import APIRoute
 
 from infrascope_recommender.api import DEFAULT_MAX_REQUEST_BYTES, create_app
 from infrascope_recommender.config import ConfigError, Secret, load_config
@@ -434,3 +435,54 @@ def test_unknown_assets_are_404(client: TestClient) -> None:
     assert client.get("/docs/assets/nope.js").status_code == 404
     assert client.get("/docs/assets/..%2F..%2Fapi.py").status_code == 404
     assert client.get("/docs/assets/LICENSE").status_code == 404
+
+
+# --- 5. HEAD and 405 ------------------------------------------------------------------------
+
+def _get_paths(client: TestClient) -> list[str]:
+    app: Any = client.app
+    paths = []
+    for route in app.routes:
+        if isinstance(route, APIRoute) and "GET" in route.methods and "{" not in route.path:
+            paths.append(route.path)
+    return paths
+
+
+def test_head_answers_every_get_endpoint(client: TestClient) -> None:
+    paths = _get_paths(client)
+    for expected in ("/metrics", "/readyz", "/healthz", "/report", "/", "/api/summary",
+                     "/api/recommendations", "/api/servers", "/api/costs", "/docs"):
+        assert expected in paths
+    paths += [f"/api/recommendations/{fx.idle().id}", "/api/servers/cloud/101",
+              "/openapi.json"]
+    for path in paths:
+        get = client.get(path)
+        head = client.head(path)
+        assert head.status_code == get.status_code, (path, head.status_code)
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        assert head.content == b"", path
+    assert client.head("/api/recommendations/rec-0000000000000000").status_code == 404
+
+
+def test_head_on_metrics_through_the_real_server(served: tuple[int, int]) -> None:
+    _, port = served
+    r = httpx.head(f"http://127.0.0.1:{port}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.content == b""
+    assert int(r.headers["content-length"]) > 0
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("POST", "/metrics", "GET, HEAD"), ("DELETE", "/api/recommendations", "GET, HEAD"),
+    ("PUT", "/healthz", "GET, HEAD"), ("GET", "/api/run", "POST"),
+    ("DELETE", f"/api/recommendations/{fx.idle().id}/dismiss", "POST"),
+    ("HEAD", "/api/run", "POST"), ("POST", "/docs", "GET, HEAD"),
+])
+def test_wrong_methods_are_405_with_allow(client: TestClient, method: str, path: str,
+                                          allow: str) -> None:
+    r = client.request(method, path, headers=AUTH)
+    assert r.status_code == 405
+    assert r.headers["allow"] == allow
+    if method != "HEAD":
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {"detail": "Method Not Allowed"}

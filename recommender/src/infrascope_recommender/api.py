@@ -12,9 +12,17 @@ rather than open: the API usually listens next to Prometheus on a shared network
 forgotten setting must not let anyone dismiss recommendations. A missing or wrong token
 is a 401 with ``WWW-Authenticate: Bearer``. Reads need no token, like Prometheus' own API.
 
-Errors are JSON ``{"detail": ...}``: 401/403 auth, 404 unknown id or server, 409 a reopen
-that would put a server in two pending recommendations, 422 invalid query or body, 503
-when there is no data yet or Prometheus fails (the detail names the URL and the failure).
+Errors are JSON ``{"detail": ...}``: 401/403 auth, 404 unknown id or server, 405 wrong
+method (with ``Allow``), 409 a reopen that would put a server in two pending
+recommendations, 413 a body over ``api.max_request_bytes``, 422 invalid query or body,
+503 when there is no data yet or Prometheus fails (the detail names the URL and the
+failure).
+
+What a client sends is never echoed back whole: a body over the limit is refused before
+it is read (:mod:`.body_limit`), a 422 names the location and the problem with at most a
+short prefix of the offending value, and an id that cannot be one is a 404 that does not
+repeat it. Decision texts (reason, note, by) are one line of plain text: they end up in
+the HTML and Markdown reports and in Grafana annotations. Every GET endpoint answers HEAD.
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
 
 from . import __version__
 from .annotations import feed
@@ -431,6 +442,44 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 RecId = Annotated[str, Path(description="'rec-' and 16 hexadecimal digits",
                             examples=["rec-0123456789abcdef"])]
 
+
+class Route(APIRoute):
+    """An API route that also answers HEAD where it answers GET, and says ``Allow``.
+
+    FastAPI's routes, unlike Starlette's, leave HEAD out: ``HEAD /metrics`` was a 405.
+    OpenAPI still lists GET alone (HEAD is implied by HTTP). A HEAD request runs the GET
+    endpoint, so status and headers (Content-Length too) are those of the GET; the body
+    is dropped here, whatever server runs the app.
+    """
+
+    def allowed(self) -> list[str]:
+        methods = set(self.methods or ())
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["method"] == "HEAD" \
+                and "GET" in (self.methods or ()):
+            return super().matches({**scope, "method": "GET"})
+        return super().matches(scope)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = self.allowed()
+        if scope["method"] not in allowed:
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, headers_only)
+
+
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
 BEARER = HTTPBearer(auto_error=False, description="The configured api.token_file")
 
@@ -448,6 +497,7 @@ def create_app(service: RecommenderService, *,
     title = "InfraScope recommender"
     app = FastAPI(title=title, version=__version__, description=DESCRIPTION,
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    app.router.route_class = Route
     app.add_middleware(BodyLimit, limit=max_request_bytes)
     add_docs_routes(app, openapi_url=app.openapi_url or "/openapi.json", title=title)
     registry = registry_for(service)
