@@ -95,6 +95,24 @@ def test_a_chunked_body_is_counted_while_it_streams(client: TestClient) -> None:
     assert r.status_code == 413 and "at most" in r.json()["detail"]
 
 
+def test_a_chunked_body_within_the_limit_is_read_whole(client: TestClient,
+                                                       store: Store) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"reason": "'
+        for _ in range(30):
+            yield b"y" * 1000
+        yield b'"}'
+
+    r = client.post(dismiss_url(), content=chunks(),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422  # read whole, parsed, and refused for its length (2000)
+    assert r.json()["detail"][0]["loc"] == ["body", "reason"]
+    r = client.post(dismiss_url(), content=iter([b'{"reason":', b' "chunked"}']),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert store.get(fx.idle().id).reason == "chunked"
+
+
 def test_the_limit_is_configurable_and_a_body_within_it_passes(service: RecommenderService,
                                                                store: Store) -> None:
     client = TestClient(create_app(service, max_request_bytes=1024))
