@@ -224,9 +224,10 @@ def _post_streamed(port: int, path: str, size: int, *, chunked: bool) -> tuple[i
     return int(status.group(1)), rest
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[int, int]]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     """``recommender serve`` on a free loopback port: (pid, port)."""
+    tmp_path = tmp_path_factory.mktemp("served")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -480,6 +481,18 @@ def test_head_answers_every_get_endpoint(client: TestClient) -> None:
         assert head.headers["content-type"] == get.headers["content-type"], path
         assert head.content == b"", path
     assert client.head("/api/recommendations/rec-0000000000000000").status_code == 404
+
+
+def test_a_100_000_character_id_through_the_real_server(served: tuple[int, int]) -> None:
+    _, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET /api/recommendations/rec-{'a' * 100_000} HTTP/1.1\r\n"
+                     f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert len(answer) < 400 and b"a" * 20 not in answer
 
 
 def test_head_on_metrics_through_the_real_server(served: tuple[int, int]) -> None:
