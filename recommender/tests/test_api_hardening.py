@@ -80,6 +80,13 @@ def test_a_body_over_the_limit_is_413_before_authentication(client: TestClient,
     assert store.get(fx.idle().id).status == "pending"
 
 
+def test_an_absurd_content_length_is_413_unread(client: TestClient) -> None:
+    for length in ("9" * 5000, str(2**64)):
+        r = client.post(dismiss_url(), content=b"{}",
+                        headers={"Content-Type": "application/json", "Content-Length": length})
+        assert r.status_code == 413, r.text
+
+
 def test_a_chunked_body_is_counted_while_it_streams(client: TestClient) -> None:
     sent = []
 
