@@ -12,31 +12,47 @@ rather than open: the API usually listens next to Prometheus on a shared network
 forgotten setting must not let anyone dismiss recommendations. A missing or wrong token
 is a 401 with ``WWW-Authenticate: Bearer``. Reads need no token, like Prometheus' own API.
 
-Errors are JSON ``{"detail": ...}``: 401/403 auth, 404 unknown id or server, 409 a reopen
-that would put a server in two pending recommendations, 422 invalid query or body, 503
-when there is no data yet or Prometheus fails (the detail names the URL and the failure).
+Errors are JSON ``{"detail": ...}``: 401/403 auth, 404 unknown id or server, 405 wrong
+method (with ``Allow``), 409 a reopen that would put a server in two pending
+recommendations, 413 a body over ``api.max_request_bytes``, 422 invalid query or body,
+503 when there is no data yet or Prometheus fails (the detail names the URL and the
+failure).
+
+What a client sends is never echoed back whole: a body over the limit is refused before
+it is read (:mod:`.body_limit`), a 422 names the location and the problem with at most a
+short prefix of the offending value, and an id that cannot be one is a 404 that does not
+repeat it. Decision texts (reason, note, by) are one line of plain text: they end up in
+the HTML and Markdown reports and in Grafana annotations. Every GET endpoint answers HEAD.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
 
 from . import __version__
 from .annotations import feed
-from .config import ConfigError, parse_duration
+from .api_docs import add_docs_routes
+from .body_limit import BodyLimit
+from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
 from .metrics import render as render_metrics
-from .model import Fleet, Server, ServerKey, cents
+from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
 from .report import NoRunYet, render_html, view_from_store
 from .service import HistoryUnavailable, RecommenderService, RunFailed
 from .state import Conflict, NotFound, RunRecord, StoredRecommendation
@@ -57,6 +73,14 @@ SortKey = Literal["name", "-name", "cost", "-cost", "cpu", "-cpu", "memory", "-m
 # names here are legacy-valid, so the body is the same as prometheus-client's 1.0.0 format.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_UNTIL = timedelta(days=3660)  # a dismissal may last ten years, not forever-by-typo
+MAX_SERVER_ID = 64  # Cloud and Robot ids are integers; 64 characters leave room to spare
+INPUT_PREFIX = 32  # what a 422 shows of the value it refuses
+MAX_ERRORS = 20  # problems listed in one 422
+# One line of plain text: no control characters (NUL, newlines, tabs, escapes), no format
+# characters (bidi overrides, zero-width), no surrogates, no line/paragraph separators.
+NOT_PLAIN_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+UNKNOWN_ID = ("no recommendation with this id (an id is 'rec-' and 16 hexadecimal digits, "
+              "e.g. rec-0123456789abcdef)")
 TOKEN_HELP = ("write endpoints are disabled because no API token is configured: set "
               "api.token_file in the configuration file, or RECOMMENDER_API_TOKEN / "
               "RECOMMENDER_API_TOKEN_FILE in the environment, and send it as "
@@ -69,6 +93,41 @@ def _money(value: Decimal | None) -> str | None:
 
 def _dt(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def plain_text(value: str | None) -> str | None:
+    """Refuse a decision text that is not one line of plain text (``ValueError``).
+
+    Reasons and notes are shown in the HTML and Markdown reports and in Grafana: a NUL, a
+    newline or a bidi override there breaks a table row or hides what the text says.
+    """
+    if value is None:
+        return None
+    for position, char in enumerate(value, 1):
+        if unicodedata.category(char) in NOT_PLAIN_TEXT:
+            raise ValueError(f"control or format character U+{ord(char):04X} at position "
+                             f"{position}: expected one line of plain text")
+    return value
+
+
+def _clip(value: str, limit: int = INPUT_PREFIX) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def _validation_error(error: Any) -> dict[str, Any]:
+    """One problem of a 422: where, what, and at most a short prefix of the value."""
+    loc = [item if isinstance(item, int) else _clip(str(item)) for item in error.get("loc", ())]
+    shown: dict[str, Any] = {"loc": loc, "msg": _clip(str(error.get("msg", "")), 300),
+                             "type": str(error.get("type", ""))}
+    value = error.get("input")
+    if isinstance(value, str):
+        shown["input"] = _clip(value)
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        # NaN and Infinity (Python's json reads them) cannot be written back as JSON
+        plain = not isinstance(value, float) or math.isfinite(value)
+        shown["input"] = value if plain and len(text) <= INPUT_PREFIX else _clip(text)
+    return shown  # a mapping or a list as input: not shown at all
 
 
 # --- models ------------------------------------------------------------------------------
@@ -132,25 +191,35 @@ class RecommendationList(BaseModel):
     monthly_savings: Money = Field(description="Sum over all matching recommendations")
 
 
+PLAIN = "One line of plain text: no control characters (newlines, tabs, NUL, ...)"
+
+
 class AcceptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(default=None, max_length=2000, description="Optional note")
-    by: str | None = Field(default=None, max_length=200, description="Who decided (free text)")
+    note: str | None = Field(default=None, max_length=2000, description=f"Optional note. {PLAIN}")
+    by: str | None = Field(default=None, max_length=200,
+                           description=f"Who decided (free text). {PLAIN}")
+
+    _plain = field_validator("note", "by")(plain_text)
 
 
 class DismissRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000, description="Why (required)")
+    reason: str = Field(min_length=1, max_length=2000, description=f"Why (required). {PLAIN}")
     until: str | None = Field(
         None, max_length=64, examples=["2026-01-01T00:00:00Z", "30d"],
         description="When the dismissal expires and the recommendation may come back: an "
                     "ISO 8601 datetime in the future (UTC if no offset) or a duration from "
                     "now (90d, 12h, 30m). Omitted: dismissed for good.")
-    by: str | None = Field(default=None, max_length=200, description="Who decided (free text)")
+    by: str | None = Field(default=None, max_length=200,
+                           description=f"Who decided (free text). {PLAIN}")
+
+    _plain = field_validator("by")(plain_text)
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, value: str) -> str:
+        plain_text(value)
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
@@ -184,8 +253,10 @@ class DismissRequest(BaseModel):
 
 class ReopenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, max_length=2000, description=PLAIN)
+    by: str | None = Field(default=None, max_length=200, description=PLAIN)
+
+    _plain = field_validator("note", "by")(plain_text)
 
 
 class RunModel(BaseModel):
@@ -366,7 +437,48 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorModel, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorModel, "description": "No API token configured: writes disabled"},
     404: {"model": ErrorModel, "description": "Unknown id"},
+    413: {"model": ErrorModel, "description": "Body over api.max_request_bytes (not read)"},
 }
+RecId = Annotated[str, Path(description="'rec-' and 16 hexadecimal digits",
+                            examples=["rec-0123456789abcdef"])]
+
+
+class Route(APIRoute):
+    """An API route that also answers HEAD where it answers GET, and says ``Allow``.
+
+    FastAPI's routes, unlike Starlette's, leave HEAD out: ``HEAD /metrics`` was a 405.
+    OpenAPI still lists GET alone (HEAD is implied by HTTP). A HEAD request runs the GET
+    endpoint, so status and headers (Content-Length too) are those of the GET; the body
+    is dropped here, whatever server runs the app.
+    """
+
+    def allowed(self) -> list[str]:
+        methods = set(self.methods or ())
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["method"] == "HEAD" \
+                and "GET" in (self.methods or ()):
+            return super().matches({**scope, "method": "GET"})
+        return super().matches(scope)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = self.allowed()
+        if scope["method"] not in allowed:
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, headers_only)
+
 
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
 BEARER = HTTPBearer(auto_error=False, description="The configured api.token_file")
@@ -379,9 +491,15 @@ configured token they answer 403. Errors are `{"detail": ...}`.
 """
 
 
-def create_app(service: RecommenderService) -> FastAPI:
-    app = FastAPI(title="InfraScope recommender", version=__version__,
-                  description=DESCRIPTION)
+def create_app(service: RecommenderService, *,
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The app; ``max_request_bytes`` is ``api.max_request_bytes`` (bodies over it: 413)."""
+    title = "InfraScope recommender"
+    app = FastAPI(title=title, version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    app.router.route_class = Route
+    app.add_middleware(BodyLimit, limit=max_request_bytes)
+    add_docs_routes(app, openapi_url=app.openapi_url or "/openapi.json", title=title)
     registry = registry_for(service)
 
     def require_token(
@@ -406,7 +524,20 @@ def create_app(service: RecommenderService) -> FastAPI:
                   extra={"event": "http_error", "path": request.url.path})
         return JSONResponse({"detail": "internal error (see the recommender's log)"}, 500)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler returns each value it refused, whole: 10 MB in, 10 MB out
+        errors = exc.errors()
+        return JSONResponse({"detail": [_validation_error(e) for e in errors[:MAX_ERRORS]]},
+                            422)
+
+    def check_id(rec_id: str) -> None:
+        """An id that cannot be one is unknown; the 404 does not repeat it."""
+        if not RECOMMENDATION_ID.fullmatch(rec_id):
+            raise HTTPException(404, UNKNOWN_ID)
+
     def get_item(rec_id: str) -> StoredRecommendation:
+        check_id(rec_id)
         try:
             return service.store.get(rec_id)
         except NotFound as exc:
@@ -442,15 +573,15 @@ def create_app(service: RecommenderService) -> FastAPI:
 
     @app.get("/api/recommendations/{rec_id}", response_model=RecommendationModel,
              responses=ERRORS, tags=["recommendations"])
-    def get_recommendation(rec_id: Annotated[str, Path()]) -> RecommendationModel:
+    def get_recommendation(rec_id: RecId) -> RecommendationModel:
         return RecommendationModel.of(get_item(rec_id))
 
     @app.post("/api/recommendations/{rec_id}/accept", response_model=RecommendationModel,
               responses=WRITE_ERRORS, tags=["decisions"], dependencies=[Auth],
               summary="Accept: the operator will act on it")
-    def accept(rec_id: Annotated[str, Path()],
-               body: AcceptRequest | None = None) -> RecommendationModel:
+    def accept(rec_id: RecId, body: AcceptRequest | None = None) -> RecommendationModel:
         body = body or AcceptRequest()
+        check_id(rec_id)
         try:
             item = service.accept(rec_id, by=body.by, note=body.note)
         except NotFound as exc:
@@ -460,7 +591,8 @@ def create_app(service: RecommenderService) -> FastAPI:
     @app.post("/api/recommendations/{rec_id}/dismiss", response_model=RecommendationModel,
               responses=WRITE_ERRORS, tags=["decisions"], dependencies=[Auth],
               summary="Dismiss with a reason, optionally until a time")
-    def dismiss(rec_id: Annotated[str, Path()], body: DismissRequest) -> RecommendationModel:
+    def dismiss(rec_id: RecId, body: DismissRequest) -> RecommendationModel:
+        check_id(rec_id)
         now = datetime.now(UTC)
         try:
             until = body.until_datetime(now)
@@ -481,9 +613,9 @@ def create_app(service: RecommenderService) -> FastAPI:
                                                               "pending recommendation"}},
               tags=["decisions"], dependencies=[Auth],
               summary="Undo a decision: back to pending")
-    def reopen(rec_id: Annotated[str, Path()],
-               body: ReopenRequest | None = None) -> RecommendationModel:
+    def reopen(rec_id: RecId, body: ReopenRequest | None = None) -> RecommendationModel:
         body = body or ReopenRequest()
+        check_id(rec_id)
         try:
             item = service.reopen(rec_id, by=body.by, note=body.note)
         except NotFound as exc:
@@ -513,7 +645,7 @@ def create_app(service: RecommenderService) -> FastAPI:
             last_success=RunModel.of(good) if good else None)
 
     @app.post("/api/run", response_model=RunModel, tags=["runs"], dependencies=[Auth],
-              responses={401: WRITE_ERRORS[401], 403: WRITE_ERRORS[403],
+              responses={401: WRITE_ERRORS[401], 403: WRITE_ERRORS[403], 413: WRITE_ERRORS[413],
                          503: {"model": ErrorModel,
                                "description": "The regeneration failed (Prometheus "
                                               "unreachable or erroring)"}},
@@ -580,7 +712,8 @@ def create_app(service: RecommenderService) -> FastAPI:
 
     @app.get("/api/servers/{source}/{server_id}", response_model=ServerModel,
              responses=ERRORS, tags=["fleet"])
-    def server(source: SourceName, server_id: Annotated[str, Path()]) -> ServerModel:
+    def server(source: SourceName,
+               server_id: Annotated[str, Path(max_length=MAX_SERVER_ID)]) -> ServerModel:
         fleet = fleet_or_503()
         key = ServerKey(source, server_id)
         found = fleet.servers.get(key)

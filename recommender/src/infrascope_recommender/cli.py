@@ -272,7 +272,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from .api import create_app
 
     service = build_service(config)
-    app = create_app(service)
+    app = create_app(service, max_request_bytes=config.api.max_request_bytes)
     host, port = _split_listen(config.api.listen)
     log = logging.getLogger(LOGGER)
 

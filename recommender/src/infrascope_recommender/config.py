@@ -34,6 +34,9 @@ DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
 DEFAULT_LISTEN = "127.0.0.1:8792"
 DEFAULT_STATE_PATH = "recommender.db"
 DEFAULT_INTERVAL = 24 * 3600.0
+# The largest legitimate request (a dismissal with every text at its maximum length, each
+# character JSON-escaped) is under 30 KiB; anything larger is answered 413 unread.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 
 
 class ConfigError(ValueError):
@@ -99,6 +102,7 @@ class PrometheusSettings:
 class ApiSettings:
     listen: str = DEFAULT_LISTEN
     token: Secret | None = None  # bearer token the write endpoints require
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies: 413, never read
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ _KEYS: dict[str, set[str]] = {
     "prometheus.basic_auth": {"username", "password_file"},
     "prometheus.tls": {"ca_file", "cert_file", "key_file", "insecure_skip_verify"},
     "state": {"path"},
-    "api": {"listen", "token_file"},
+    "api": {"listen", "token_file", "max_request_bytes"},
     "schedule": {"interval"},
     "grafana": {"url", "token_file", "dashboard_uid", "tags"},
 }
@@ -409,6 +413,12 @@ def load_config(path: str | os.PathLike[str] | None = None,
     elif api.get("token_file") is not None:
         api_token = secrets.read(api["token_file"], "api.token_file")
 
+    max_request_bytes = api.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
+    if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) \
+            or not 1024 <= max_request_bytes <= 64 * 2**20:
+        raise ConfigError("api.max_request_bytes: expected a number of bytes from 1024 to "
+                          f"67108864 (64 MiB), got {max_request_bytes!r}")
+
     schedule = _section(data, "schedule")
     interval = parse_duration(overrides.get("interval") or schedule.get("interval", "24h"),
                               "schedule.interval")
@@ -431,7 +441,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
                                   tags=tuple(tags))
     dashboard_url = data.get("dashboard_url")
     return Config(prometheus=prometheus, thresholds=thresholds, state_path=state_path,
-                  api=ApiSettings(listen=listen, token=api_token), interval_seconds=interval,
+                  api=ApiSettings(listen=listen, token=api_token,
+                                  max_request_bytes=max_request_bytes),
+                  interval_seconds=interval,
                   grafana=grafana,
                   dashboard_url=None if dashboard_url is None
                   else _url(_text(dashboard_url, "dashboard_url"), "dashboard_url"),

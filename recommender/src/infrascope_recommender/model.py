@@ -18,6 +18,7 @@ read :class:`Recommendation` (and its ``to_dict``/``from_dict`` form).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -309,3 +310,7 @@ def recommendation_id(kind: str, action: str, keys: list[ServerKey]) -> str:
     """
     text = "|".join([kind, action, *sorted(str(k) for k in keys)])
     return "rec-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The shape of every id recommendation_id makes: the API refuses anything else unread.
+RECOMMENDATION_ID = re.compile(r"rec-[0-9a-f]{16}")
