@@ -238,6 +238,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = s.getsockname()[1]
     config = tmp_path / "recommender.yml"
     config.write_text(f"prometheus:\n  url: http://127.0.0.1:{closed}\n  retries: 0\n"
                       f"state:\n  path: {tmp_path / 'state.db'}\n")
@@ -245,7 +248,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]
            if not k.startswith(("PROMETHEUS_", "RECOMMENDER_"))}
     env["RECOMMENDER_API_TOKEN"] = TOKEN
     proc = subprocess.Popen([sys.executable, "-m", "infrascope_recommender", "serve",
-                             "--config", str(config), "--listen", "127.0.0.1:0"],
+                             "--config.file", str(config), "--web.listen-address",
+                             f"127.0.0.1:{listen}"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
     try:

@@ -52,7 +52,8 @@ class LogfmtFormatter(logging.Formatter):
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"ts={timestamp(record.created)}", f"level={_LEVELS.get(record.levelname, record.levelname.lower())}",
+        level = _LEVELS.get(record.levelname, record.levelname.lower())
+        parts = [f"ts={timestamp(record.created)}", f"level={level}",
                  f"msg={quote(record.getMessage())}"]
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
