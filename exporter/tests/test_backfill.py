@@ -706,3 +706,43 @@ def test_recording_rules_backfill_in_two_passes(world: World, prometheus_30d, tm
         bucket_end = backfill.floor_to(e, STEP)
         assert v == pytest.approx(world.workload(WEB_ID).mean_cpu(bucket_end - STEP, bucket_end),
                                   rel=1e-9)
+
+
+def metrics_requests(world: World) -> int:
+    """Metrics requests the simulator answered with 200 since its stats were reset."""
+    rows = httpx.get(world.ep.control + "/stats").json()["rows"]
+    return sum(r["count"] for r in rows if r["endpoint"].endswith("/metrics")
+               and r["status"] == 200)
+
+
+def test_an_interrupted_backfill_resumes_with_the_servers_left(world: World, tmp_path: Path,
+                                                               capsys) -> None:
+    """web-1 fails after const-1 is written: the next run fetches web-1 only, and the file
+    is the one a run without the failure writes."""
+    clean = tmp_path / "clean" / "hetzner.om"
+    clean.parent.mkdir()
+    end = iso(backfill.floor_to(time.time() - 4 * 3600, STEP))
+    httpx.post(world.ep.control + "/stats/reset")
+    assert run_backfill(world, clean, 2, "--end", end)[0] == 0
+    both = metrics_requests(world)  # the two Cloud servers, created at the same time
+    out = tmp_path / "resumed" / "hetzner.om"
+    out.parent.mkdir()
+    fault = {"kind": "error", "api": "cloud", "path": f"/v1/servers/{WEB_ID}/metrics",
+             "status": 500}
+    assert httpx.post(world.ep.control + "/faults", json=fault).status_code == 201
+    try:
+        assert run_backfill(world, out, 2, "--end", end)[0] == 1
+    finally:
+        httpx.delete(world.ep.control + "/faults")
+    err = capsys.readouterr().err
+    assert "event=backfill_kept" in err and not out.exists()
+    journal = json.loads((out.parent / ".hetzner.om.parts" / "journal.json").read_text())
+    assert list(journal["done"]) == [f"cloud/{CONST_ID}"]
+
+    httpx.post(world.ep.control + "/stats/reset")
+    assert run_backfill(world, out, 2, "--end", end)[0] == 0
+    assert "event=backfill_resumed" in capsys.readouterr().err
+    assert metrics_requests(world) == both // 2  # web-1's only: const-1 was not refetched
+    assert Parsed(out.read_text(), strict=False).series == \
+        Parsed(clean.read_text(), strict=False).series
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hetzner.om"]  # parts gone

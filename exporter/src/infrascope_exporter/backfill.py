@@ -42,6 +42,7 @@ failure.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -236,7 +237,14 @@ class OpenMetricsWriter:
 
     Each call writes one whole series (all its samples, increasing timestamps),
     so series are contiguous and families are not interleaved in the result.
+
+    Resumable: :meth:`checkpoint` records, in ``journal.json`` beside the parts, that a
+    server is complete and how long every part file was then; :meth:`resume` truncates
+    the parts to the last checkpoint and returns the servers done, so a run that was
+    interrupted goes on with the servers left (same range, step and labels only).
     """
+
+    JOURNAL = "journal.json"
 
     def __init__(self, parts_dir: Path) -> None:
         self.parts_dir = parts_dir
@@ -247,6 +255,58 @@ class OpenMetricsWriter:
         self.series_count = 0
         self.min_ts: float | None = None
         self.max_ts: float | None = None
+        self.identity: dict[str, Any] = {}
+        self.done: dict[str, int] = {}  # server key -> metrics requests it took
+        self.server_lock = threading.Lock()
+
+    def _part_path(self, name: str) -> Path:
+        return self.parts_dir / f"{name}.om"
+
+    def resume(self, identity: Mapping[str, Any]) -> dict[str, int]:
+        """Servers already written by an interrupted run of the same ``identity`` (range
+        end, step, labels), with their request counts; parts cut back to that point.
+        Anything else in the folder is discarded."""
+        self.identity = dict(identity)
+        journal = self.parts_dir / self.JOURNAL
+        try:
+            state = json.loads(journal.read_text(encoding="utf-8"))
+            if state.get("identity") != self.identity:
+                raise ValueError("another range, step or labels")
+            sizes = {str(k): int(v) for k, v in state["sizes"].items()}
+            done = {str(k): int(v) for k, v in state["done"].items()}
+            for path in self.parts_dir.glob("*.om"):
+                size = sizes.get(path.stem, 0)
+                if size:
+                    with open(path, "r+b") as fh:
+                        fh.truncate(size)
+                else:
+                    path.unlink()
+            for name, size in sizes.items():
+                if size and not self._part_path(name).is_file():
+                    raise ValueError(f"part {name} is missing")
+            self.samples = {str(k): int(v) for k, v in state["samples"].items()}
+            self.series_count = int(state["series"])
+            self.min_ts, self.max_ts = state["min_ts"], state["max_ts"]
+            self.done = done
+        except (OSError, ValueError, KeyError, TypeError):
+            for path in self.parts_dir.iterdir():
+                path.unlink()
+            self.done = {}
+        return dict(self.done)
+
+    def checkpoint(self, server: str, requests: int) -> None:
+        """``server`` is complete: every part flushed, the journal replaced atomically."""
+        with self.lock:
+            for part in self.parts.values():
+                part.flush()
+            self.done[server] = requests
+            state = {"identity": self.identity, "done": self.done,
+                     "sizes": {n: os.path.getsize(self._part_path(n)) for n in self.parts},
+                     "samples": self.samples, "series": self.series_count,
+                     "min_ts": self.min_ts, "max_ts": self.max_ts}
+            tmp = self.parts_dir / (self.JOURNAL + ".tmp")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, self.parts_dir / self.JOURNAL)
 
     def declare(self, name: str, help_text: str) -> None:
         with self.lock:
@@ -258,11 +318,16 @@ class OpenMetricsWriter:
         if part is None:
             if name not in self.help:
                 raise AssertionError(f"family {name} was not declared")
-            part = open(self.parts_dir / f"{len(self.parts):03d}.om", "w",  # noqa: SIM115
-                        encoding="utf-8", buffering=1 << 20)
+            part = open(self._part_path(name), "a", encoding="utf-8",  # noqa: SIM115
+                        buffering=1 << 20)
             self.parts[name] = part
-            self.samples[name] = 0
+            self.samples.setdefault(name, 0)
         return part
+
+    def server(self) -> threading.Lock:
+        """Held while one server's series are written, so that a checkpoint never
+        records half a server."""
+        return self.server_lock
 
     def series(self, name: str, labels: Mapping[str, str],
                points: Sequence[tuple[float, float]]) -> None:
@@ -300,16 +365,16 @@ class OpenMetricsWriter:
 
     def finish(self, target: Path) -> None:
         """Write the complete file to ``target``: families in declaration order, ``# EOF``."""
+        self.close()
         with open(target, "w", encoding="utf-8", buffering=1 << 20) as out:
             for name, help_text in self.help.items():
-                part = self.parts.get(name)
-                if part is None:
+                path = self._part_path(name)
+                if not path.is_file() or not path.stat().st_size:
                     continue  # a family without samples is left out
-                part.close()
                 out.write(f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} gauge\n")
-                with open(part.name, encoding="utf-8") as src:
+                with open(path, encoding="utf-8") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-                os.unlink(part.name)  # keep the disk peak near one copy of the data
+                os.unlink(path)  # keep the disk peak near one copy of the data
             out.write("# EOF\n")
             out.flush()
             os.fsync(out.fileno())
@@ -611,10 +676,15 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
     if not output.parent.is_dir() and not options.dry_run:
         raise ConfigError(f"--output: directory {output.parent} does not exist")
     tmp = output.with_name(output.name + ".tmp")
-    # Parts next to the output: same file system, and /tmp may be too small. A dry run
-    # writes nothing: its (empty) parts folder is a temporary one.
-    parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-",
-                                      dir=None if options.dry_run else output.parent))
+    # Parts next to the output (same file system, and /tmp may be too small), kept when a
+    # run is interrupted so that the next one resumes. A dry run writes nothing: its
+    # (empty) parts folder is a temporary one.
+    if options.dry_run:
+        parts_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.parts-"))
+    else:
+        parts_dir = output.with_name(f".{output.name}.parts")
+        parts_dir.mkdir(exist_ok=True)
+    complete = False
     writer = OpenMetricsWriter(parts_dir)
     exporter = Exporter(config, clock=clock)
     try:
@@ -693,20 +763,33 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
                                        timestamps)
 
         progress = Progress(exporter, len(servers) + len(dedicated_keys), planned)
+        done = writer.resume({"end": end, "step": step, "labels": extra,
+                              "points_per_request": options.points_per_request})
+        if done:
+            log.info("resuming an interrupted backfill", extra={
+                "event": "backfill_resumed", "servers_done": len(done),
+                "parts": str(parts_dir)})
 
         # 4. Cloud servers: one worker per project (each has its own budget).
         def do_project(project: CloudProject) -> None:
             for p, server in servers:
                 if p.name != project.name:
                     continue
+                key = f"cloud/{server.id}"
+                if key in done:
+                    progress.server_done(done[key])
+                    continue
                 if exporter.stop_event.is_set():
                     raise Stopped()
                 first, requests, series = _fetch_server(exporter, project, server, start, end,
                                                         options, templates, clock)
-                for (family, labels), points in series.items():
-                    writer.series(family, {**dict(labels), **extra}, points)
-                # Inventory at every bucket end from the first bucket the server existed in.
-                write_inventory(("cloud", str(server.id)), range(first + step, end + 1, step))
+                with writer.server():
+                    for (family, labels), points in series.items():
+                        writer.series(family, {**dict(labels), **extra}, points)
+                    # Inventory at every bucket end from the first bucket it existed in.
+                    write_inventory(("cloud", str(server.id)),
+                                    range(first + step, end + 1, step))
+                    writer.checkpoint(key, requests)
                 progress.server_done(requests)
 
         with ThreadPoolExecutor(max_workers=max(1, len(config.projects)),
@@ -729,9 +812,9 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
             progress.server_done(0)
 
         # 6. The complete file, atomically.
-        writer.close()
         writer.finish(tmp)
         os.replace(tmp, output)
+        complete = True
         requests = progress.requests()
         return Result(output=output, start=start, end=end, step=step,
                       servers_cloud=len(servers), servers_dedicated=len(dedicated_keys),
@@ -741,7 +824,13 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
                       exporter=exporter if keep_exporter else None)
     finally:
         writer.close()
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        if complete or options.dry_run or not writer.done:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        else:
+            log.warning("backfill stopped: the servers done are kept; the same command "
+                        "resumes", extra={"event": "backfill_kept",
+                                          "servers_done": len(writer.done),
+                                          "parts": str(parts_dir)})
         if tmp.exists():
             tmp.unlink()
         exporter.stop()
