@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -1394,19 +1395,26 @@ def test_history_service_runs_the_one_pipeline_on_the_demo(tmp_path: Path) -> No
 
     sim_args = argv(project, "simulator")
     sim_args[sim_args.index("--listen") + 1] = f"127.0.0.1:{port}"
-    sim_log = open(tmp_path / "simulator.log", "w")  # noqa: SIM115 (closed below)
-    sim = subprocess.Popen([str(Path(sys.executable).parent / sim_args[0]), *sim_args[1:]],
-                           stdout=sim_log, stderr=subprocess.STDOUT)
+    sim_log = tmp_path / "simulator.log"
+    with open(sim_log, "w") as log:
+        sim = subprocess.Popen([str(Path(sys.executable).parent / sim_args[0]), *sim_args[1:]],
+                               stdout=log, stderr=subprocess.STDOUT)
+
+    def api_requests() -> float:
+        """Requests the simulator's Cloud and Robot APIs have answered."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("infrascope_sim_requests_total{"))
+
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                import urllib.request
-
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).close()
                 break
             except OSError:
-                assert sim.poll() is None, (tmp_path / "simulator.log").read_text()
+                assert sim.poll() is None, sim_log.read_text()
                 assert time.monotonic() < deadline, "the simulator did not start"
                 time.sleep(0.2)
 
@@ -1422,14 +1430,15 @@ def test_history_service_runs_the_one_pipeline_on_the_demo(tmp_path: Path) -> No
 
         # A later `up`: the state in the volume says everything is done; nothing changes
         # and the simulator (Hetzner) is not asked again.
-        requests = len((tmp_path / "simulator.log").read_text().splitlines())
+        requests = api_requests()
+        assert requests > 0  # the backfill read the simulator's Cloud and Robot APIs
         again = run_service(project, "history", volumes, timeout=300)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "0 blocks of series and 0 of recording rules" in again.stdout
         assert re.search(r", \d+ steps resumed\.", again.stdout), again.stdout
         assert blocks(data) == loaded
         assert json.loads((data / "infrascope-history" / "state.json").read_text()) == state
-        assert len((tmp_path / "simulator.log").read_text().splitlines()) == requests
+        assert api_requests() == requests
     finally:
         sim.terminate()
         try:
@@ -1437,7 +1446,6 @@ def test_history_service_runs_the_one_pipeline_on_the_demo(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             sim.kill()
             sim.wait()
-        sim_log.close()
 
     # What Prometheus finds in its volume when it starts: the Hetzner series under the
     # exporter's job and target, the agents' series, the recording rules of both passes.
