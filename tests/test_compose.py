@@ -18,8 +18,9 @@
   ``.dockerignore`` (or ``<Dockerfile>.dockerignore``) leaves holds what ``pip install``
   needs — the component and the InfraScope projects it depends on (core/), the
   recommender's report templates included. Linted by hadolint.
-- ``compose/backfill-load.sh`` runs here, with Debian's promtool and Prometheus, on a
-  small history.
+- The ``history`` service's command line (``infrascope history load``, the one history
+  pipeline) runs here as the demo's container would run it, against the simulator, with
+  Debian's promtool and Prometheus.
 
 What cannot be checked without a Docker engine (image builds, container start-up, the
 Grafana plugin installation) is listed in docs/compose.md.
@@ -38,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -49,6 +51,10 @@ import pytest
 import yaml
 
 from infrascope_agent import cli as agent_cli
+from infrascope_cli import history as cli_history
+from infrascope_cli import main as cli_main
+from infrascope_cli import rulespack
+from infrascope_core.prometheus import Prometheus
 from infrascope_exporter import backfill as exporter_backfill
 from infrascope_exporter import config as exporter_config
 from infrascope_recommender import cli as recommender_cli
@@ -68,7 +74,13 @@ PYTHON_IMAGES = {
     "infrascope-recommender": ("recommender", "recommender"),
     "infrascope-sim": ("simulator", "infrascope-sim"),
     "infrascope-agent": ("agent", "infrascope-agent"),
+    "infrascope": ("cli", "infrascope"),
 }
+# Images of one-shot commands: no port, no health check.
+ONE_SHOT_IMAGES = {"cli"}
+# prom/prometheus runs as nobody (its Dockerfile: USER nobody; busybox's nobody is
+# 65534:65534): whatever writes into its data volume runs as that user too.
+PROMETHEUS_USER = "65534:65534"
 SERVICE_PORTS_FIXED = {"prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
 
 
@@ -483,7 +495,7 @@ def test_interpolated_compose_file_is_valid(mode: str) -> None:
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda d: d["services"]["exporter"].update(volume=[]), "volume"),
-    (lambda d: d["services"]["prometheus"]["depends_on"]["backfill-load"].update(
+    (lambda d: d["services"]["prometheus"]["depends_on"]["history"].update(
         condition="service_done"), "service_done"),
     (lambda d: d["services"]["grafana"]["healthcheck"].update(interval=30), "30"),
     (lambda d: d["secrets"]["hcloud_token"].update(path="x"), "path"),
@@ -516,11 +528,9 @@ def test_every_variable_has_a_default_and_is_documented() -> None:
 def test_services_and_profiles() -> None:
     assert set(production().services) == {"prometheus", "alertmanager", "grafana",
                                            "exporter", "recommender"}
-    assert set(MODES["backfill"]().services) - set(production().services) == {
-        "backfill", "backfill-rules", "backfill-load"}
+    assert set(MODES["backfill"]().services) - set(production().services) == {"history"}
     assert set(demo().services) - set(production().services) == {
-        "simulator", "webhook", "backfill", "backfill-agents", "backfill-rules",
-        "backfill-load"}
+        "simulator", "webhook", "history", "history-agents"}
     agent = Project("agent", {}, {"agent"})
     assert set(agent.services) - set(production().services) == {"agent"}
 
@@ -531,8 +541,10 @@ def test_images_are_pinned() -> None:
     assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", images["prometheus"])
     assert re.fullmatch(r"prom/alertmanager:v0\.\d+\.\d+", images["alertmanager"])
     assert re.fullmatch(r"grafana/grafana:11\.\d+\.\d+", images["grafana"])
-    # promtool of the same version as Prometheus (exporter/docs/backfill.md)
-    assert images["backfill-load"] == images["prometheus"]
+    # the history's promtool and prometheus: the release of the prometheus service
+    copies = [c for s in parse_dockerfile(ROOT / "cli" / "Dockerfile") for c in s.all("COPY")
+              if c.startswith("--from=prom/")]
+    assert copies == [f"--from={images['prometheus']} /bin/promtool /bin/prometheus /bin/"]
     for name, svc in services.items():
         if "build" not in svc:
             continue
@@ -559,7 +571,7 @@ def test_long_running_services_have_health_checks_and_one_shots_do_not_restart(
     for name, svc in project.services.items():
         if svc.get("restart") == "no":
             assert "healthcheck" not in svc, name
-            assert name.startswith("backfill"), name
+            assert name.startswith("history"), name
         else:
             assert svc.get("restart") == "unless-stopped", name
             assert svc["healthcheck"]["test"][0] == "CMD", name
@@ -665,7 +677,7 @@ def service_port(project: Project, name: str) -> int:
 def test_every_port_is_the_native_default(project: Project) -> None:
     native = native_ports()
     for name, svc in project.services.items():
-        if name.startswith("backfill"):
+        if name.startswith("history"):
             continue
         port = service_port(project, name)
         assert port == native[name], f"{name} listens on {port}, natively {native[name]}"
@@ -724,35 +736,97 @@ def scrape_job(project: Project, job: str) -> dict[str, Any]:
     return jobs[job]
 
 
-def test_backfill_commands(tmp_path: Path) -> None:
-    for project in (MODES["backfill"](), demo()):
-        view = ContainerView(project, "backfill", tmp_path / project.mode)
-        args = argv(project, "backfill")
-        assert args[:2] == ["infrascope-exporter", "backfill"]
-        parsed, rest = exporter_backfill.build_backfill_parser().parse_known_args(
-            view.args(args[2:]))
-        options = exporter_backfill.parse_options(parsed)
-        config = exporter_config.load_config(rest, view.env())
-        live = exporter_config.load_config(
-            ContainerView(project, "exporter", tmp_path).args(argv(project, "exporter")[1:]),
-            ContainerView(project, "exporter", tmp_path).env())
-        assert config.projects == live.projects and config.robot == live.robot
-        assert round(config.request_budget + live.request_budget, 6) <= 1.2  # see docs
-        # the live series' identity: the scrape job and target of the exporter
-        job = scrape_job(project, options.target_labels["job"])
-        assert job["static_configs"][0]["targets"] == [options.target_labels["instance"]]
-        assert options.days == 30
-        # written into the volume backfill-load reads
-        out = project.mount_at("backfill", flag_values(args)["--output"])
-        load = project.mount_at("backfill-load",
-                                project.services["backfill-load"]["environment"]
-                                ["BACKFILL_DIR"])
-        assert out and load and out[0].source == load[0].source == "backfill"
+def history_plan(project: Project, volumes: Path) -> tuple[Any, cli_history.Plan]:
+    """The ``history`` service's command through ``infrascope``'s own parser and the
+    pipeline's plan, with the container paths mapped onto the host."""
+    view = ContainerView(project, "history", volumes)
+    args = argv(project, "history")
+    assert args[:3] == ["infrascope", "history", "load"]
+    parsed = cli_main.build_parser().parse_args(view.args(args[1:]))
+    assert parsed.run is cli_history.run
+    view.host("/prometheus").mkdir(parents=True, exist_ok=True)
+    return parsed, cli_history.build_plan(parsed)
 
 
-def test_backfill_agents_command() -> None:
+@pytest.mark.parametrize("mode", ["backfill", "demo"])
+def test_history_command(mode: str, tmp_path: Path) -> None:
+    project = MODES[mode]()
+    volumes = tmp_path / "volumes"
+    parsed, plan = history_plan(project, volumes)
+    view = ContainerView(project, "history", volumes)
+    assert not parsed.dry_run and not parsed.restart and parsed.days == 30
+    # 1. The exporter's backfill, through the exporter's parser and configuration loader:
+    # the live exporter's configuration and credentials, the scrape job and target of the
+    # exporter as labels (backfilled and live series are one series), within the budget.
+    assert plan.backfill is not None and plan.backfill[1] == "backfill"
+    backfill, rest = exporter_backfill.build_backfill_parser().parse_known_args(
+        plan.backfill[2:])
+    options = exporter_backfill.parse_options(backfill)
+    config = exporter_config.load_config(rest, view.env())
+    exporter = ContainerView(project, "exporter", volumes)
+    live = exporter_config.load_config(exporter.args(argv(project, "exporter")[1:]),
+                                       exporter.env())
+    assert config.projects == live.projects and config.robot == live.robot
+    assert round(config.request_budget + live.request_budget, 6) <= 1.2  # see docs
+    job = scrape_job(project, options.target_labels["job"])
+    assert job["static_configs"][0]["targets"] == [options.target_labels["instance"]]
+    assert options.days == 30
+    assert project.services["history"]["environment"] == project.services["exporter"][
+        "environment"]
+    # 2. Into Prometheus' data volume, at the path Prometheus reads; the state (what makes
+    # a later `up` do nothing) in the same volume, so a new volume loads again.
+    flags = flag_values(argv(project, "history"))
+    tsdb = project.mount_at("prometheus", flag_values(argv(project, "prometheus"))[
+        "--storage.tsdb.path"])
+    data = project.mount_at("history", flags["--data-dir"])
+    work = project.mount_at("history", flags["--work-dir"])
+    assert tsdb and data and work and data[0].kind == tsdb[0].kind == "volume"
+    assert (data[0].source, data[1]) == (tsdb[0].source, tsdb[1])
+    assert work[0] == data[0] and not data[0].read_only
+    assert plan.data_dir == view.host(flags["--data-dir"]).resolve()
+    assert plan.data_dir in plan.work_dir.parents
+    assert not cli_history.blocks_in(plan.work_dir)  # not a block: Prometheus ignores it
+    assert project.services["history"]["user"] == PROMETHEUS_USER
+    cli_stage = final_stage(project, "history")
+    assert cli_stage is not None
+    assert any(f"-o {PROMETHEUS_USER.split(':')[0]} -g {PROMETHEUS_USER.split(':')[1]}"
+               in run and run.endswith("/prometheus") for run in cli_stage.all("RUN")), \
+        "the image's /prometheus (a new volume's owner) is not Prometheus' user's"
+    # 3. The rule passes of the rules pack Prometheus loads
+    assert plan.rules_dir == ContainerView(project, "prometheus", volumes).host(
+        "/etc/prometheus/rules") == ROOT / "prometheus" / "rules"
+    assert len(plan.passes) >= 2
+    groups = {g["name"] for doc in plan.passes for g in doc["groups"]}
+    assert groups == set(rulespack.BACKFILL_GROUPS)
+    if PROMTOOL is not None:
+        files = []
+        for n, doc in enumerate(plan.passes, start=1):
+            files.append(tmp_path / f"pass-{n}.yml")
+            files[-1].write_text(yaml.safe_dump(doc, sort_keys=False))
+        result = subprocess.run([PROMTOOL, "check", "rules", *map(str, files)],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # 4. The demo's agents' history: what history-agents writes, through the volume
+    if mode == "demo":
+        out = project.mount_at("history-agents", flag_values(argv(project, "history-agents"))[
+            "--output"])
+        assert out and out[0].kind == "volume"
+        assert plan.openmetrics == [(volumes / out[0].source / out[1]).resolve()]
+        assert (plan.inputs() == [plan.hetzner_file, *plan.openmetrics])
+    else:
+        assert plan.openmetrics == []
+    # Order: the agents' history and the simulator before it; Prometheus after it.
+    deps = project.services["history"]["depends_on"]
+    assert deps["history-agents"]["condition"] == "service_completed_successfully"
+    assert deps["simulator"]["condition"] == "service_healthy"
+    assert all(d["required"] is False for d in deps.values())
+    dep = project.services["prometheus"]["depends_on"]["history"]
+    assert dep["condition"] == "service_completed_successfully"
+
+
+def test_history_agents_command() -> None:
     project = demo()
-    args = argv(project, "backfill-agents")
+    args = argv(project, "history-agents")
     assert args[0] == "infrascope-sim"
     parsed = sim_cli.build_parser().parse_args(args[1:])
     assert parsed.command == "agents-history" and parsed.fleet == "demo"
@@ -761,64 +835,13 @@ def test_backfill_agents_command() -> None:
     # the job of the live agents' series, so that history and live data are one series
     assert parsed.job == jobs_of_rules_pack()["agent"]
     assert parsed.job in {j["job_name"] for j in prometheus_config(project)["scrape_configs"]}
-    out = project.mount_at("backfill-agents", parsed.output)
-    assert out and out[0].source == "backfill" and out[1].suffix == ".om"
+    assert parsed.days == 30 and parsed.end is None  # ends 3 h ago, like the pipeline's
+    out = project.mount_at("history-agents", parsed.output)
+    assert out and out[0].kind == "volume" and out[1].suffix == ".om"
 
 
 def jobs_of_rules_pack() -> dict[str, str]:
     return yaml.safe_load((ROOT / "prometheus" / "config.yaml").read_text())["jobs"]
-
-
-@needs_promtool
-def test_backfill_rules_command(tmp_path: Path) -> None:
-    project = demo()
-    view = ContainerView(project, "backfill-rules", tmp_path)
-    args = argv(project, "backfill-rules")
-    assert args[0] == "python"
-    script = view.host(args[1])
-    assert script == ROOT / "compose" / "backfill_rules.py"
-    module = load_script(script, "compose_backfill_rules")
-    # the same groups and intervals as `make demo`
-    assert module.BACKFILL_GROUPS == module_constant(ROOT / "scripts" / "demo.py",
-                                                     "BACKFILL_GROUPS")
-    assert module.RULES_BLOCK == module_constant(ROOT / "scripts" / "demo.py", "RULES_BLOCK")
-    assert f"RULES_BLOCK:-{module.RULES_BLOCK}" in (
-        ROOT / "compose" / "backfill-load.sh").read_text()
-    assert module.main(view.args(args[2:])) == 0
-    out = view.host(flag_values(args)["--output-dir"])
-    passes = sorted(out.glob("pass-*.yml"))
-    assert len(passes) >= 2
-    groups = {g["name"] for p in passes for g in yaml.safe_load(p.read_text())["groups"]}
-    assert groups == set(module.BACKFILL_GROUPS)
-    result = subprocess.run([PROMTOOL, "check", "rules", *map(str, passes)],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    # the rules folder is the one Prometheus loads; the passes go where backfill-load
-    # reads them
-    assert view.host(args[-1]) == ContainerView(project, "prometheus", tmp_path).host(
-        "/etc/prometheus/rules")
-    load = project.services["backfill-load"]["environment"]["BACKFILL_DIR"]
-    assert ContainerView(project, "backfill-load", tmp_path).host(
-        f"{load}/rule-passes") == out
-
-
-@pytest.mark.parametrize("mode", ["backfill", "demo"])
-def test_backfill_load_wiring(mode: str) -> None:
-    project = MODES[mode]()
-    svc = project.services["backfill-load"]
-    env = svc["environment"]
-    prom = flag_values(argv(project, "prometheus"))
-    assert env["RETENTION"] == prom["--storage.tsdb.retention.time"]
-    data = project.mount_at("backfill-load", env["DATA_DIR"])
-    tsdb = project.mount_at("prometheus", prom["--storage.tsdb.path"])
-    assert data and tsdb and data[0].kind == tsdb[0].kind == "volume"
-    assert data[0].source == tsdb[0].source and data[1] == tsdb[1]
-    script = ContainerView(project, "backfill-load", Path("/nonexistent")).host(
-        argv(project, "backfill-load")[1])
-    assert script == ROOT / "compose" / "backfill-load.sh"
-    # Prometheus starts on the loaded history
-    dep = project.services["prometheus"]["depends_on"]["backfill-load"]
-    assert dep["condition"] == "service_completed_successfully"
 
 
 def test_recommender_command_and_configuration(project: Project, tmp_path: Path) -> None:
@@ -1142,12 +1165,15 @@ def test_dockerfile(folder: str) -> None:
     assert entrypoint and entrypoint[0] in scripts, entrypoint
     assert entrypoint[0] == {f: s for f, s in PYTHON_IMAGES.values()}[folder]
     healthcheck = final.last("HEALTHCHECK")
-    assert healthcheck and "CMD [" in healthcheck
     exposed = final.all("EXPOSE")
-    assert len(exposed) == 1
-    port = native_ports()[folder]
-    assert exposed == [str(port)]
-    assert f"127.0.0.1:{port}/" in healthcheck
+    if folder in ONE_SHOT_IMAGES:  # a command that runs and exits: nothing to check
+        assert healthcheck == "NONE" and exposed == []
+    else:
+        assert healthcheck and "CMD [" in healthcheck
+        assert len(exposed) == 1
+        port = native_ports()[folder]
+        assert exposed == [str(port)]
+        assert f"127.0.0.1:{port}/" in healthcheck
     assert any("--no-cache-dir" in run for s in stages for run in s.all("RUN"))
 
 
@@ -1303,16 +1329,24 @@ def test_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_shellcheck() -> None:
-    shellcheck = which("shellcheck")
-    assert shellcheck is not None, "shellcheck not installed (make test installs it with apt)"
-    result = subprocess.run([shellcheck, "-s", "sh", str(ROOT / "compose" / "backfill-load.sh")],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_the_cli_image_installs_what_history_load_runs() -> None:
+    files, prefix = build_context("cli")
+    assert prefix == "cli/"
+    for path in ("core/src/infrascope_core/prometheus.py",
+                 "exporter/src/infrascope_exporter/backfill.py",
+                 "recommender/src/infrascope_recommender/templates/report.html",
+                 "cli/src/infrascope_cli/history.py"):
+        assert path in files
+    final = parse_dockerfile(ROOT / "cli" / "Dockerfile")[-1]
+    # promtool and prometheus where the pipeline looks for them: on the PATH (Debian's
+    # default PATH of python:3.11-slim holds /usr/local/bin, /usr/bin and /bin)
+    copied = shlex.split(next(c for c in final.all("COPY") if c.startswith("--from=prom/")))
+    assert [PurePosixPath(p).name for p in copied[1:-1]] == ["promtool", "prometheus"]
+    assert copied[-1] in ("/bin/", "/usr/bin/", "/usr/local/bin/")
 
 
 # --------------------------------------------------------------------------------------
-# 7. compose/backfill-load.sh, run here on a small history
+# 7. The history service's command line, run here as the demo's container runs it
 # --------------------------------------------------------------------------------------
 def free_port() -> int:
     import socket
@@ -1322,52 +1356,118 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_backfill_load(backfill: Path, data: Path, days: int) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, BACKFILL_DIR=str(backfill), DATA_DIR=str(data), DAYS=str(days),
-               PORT=str(free_port()), RETENTION="400d", PROMETHEUS=str(PROMETHEUS),
-               PROMTOOL=str(PROMTOOL))
-    return subprocess.run(["/bin/sh", str(ROOT / "compose" / "backfill-load.sh")], env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
+def blocks(data: Path) -> list[str]:
+    return sorted(p.name for p in data.iterdir() if (p / "meta.json").is_file())
 
 
-def blocks(data: Path) -> list[Path]:
-    return sorted(p for p in data.iterdir() if (p / "meta.json").is_file())
+def run_service(project: Project, service: str, volumes: Path, timeout: float
+                ) -> subprocess.CompletedProcess[str]:
+    """The service's ENTRYPOINT + command, container paths mapped onto the host, with the
+    environment compose gives it; the console script from this virtualenv (the image's
+    /opt/infrascope/bin, first on its PATH)."""
+    view = ContainerView(project, service, volumes)
+    args = view.args(argv(project, service))
+    env = dict(os.environ)
+    env.update({k: v for k, v in view.env().items() if k != "PATH"})
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return subprocess.run([str(Path(sys.executable).parent / args[0]), *args[1:]], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
-@pytest.mark.skipif(PROMTOOL is None or PROMETHEUS is None or which("wget") is None,
-                    reason="needs promtool, prometheus and wget")
-def test_backfill_load_script(tmp_path: Path) -> None:
-    backfill, data = tmp_path / "backfill", tmp_path / "data"
-    (backfill / "rule-passes").mkdir(parents=True)
-    data.mkdir()
-    now = int(time.time())
-    end = (now - 4 * 3600) // 300 * 300
-    lines = ["# HELP infrascope_test_value A test gauge.", "# TYPE infrascope_test_value gauge"]
-    for ts in range(end - 86400, end + 1, 300):
-        lines.append(f'infrascope_test_value{{server_id="1"}} {ts % 7} {ts}')
-    (backfill / "hetzner.om").write_text("\n".join(lines) + "\n# EOF\n")
-    (backfill / "rule-passes" / "pass-1.yml").write_text(yaml.safe_dump({"groups": [{
-        "name": "test", "interval": "5m",
-        "rules": [{"record": "test:infrascope_test_value:sum",
-                   "expr": "sum(infrascope_test_value)"}]}]}))
+@pytest.mark.skipif(PROMTOOL is None or PROMETHEUS is None,
+                    reason="needs promtool and prometheus")
+def test_history_service_runs_the_one_pipeline_on_the_demo(tmp_path: Path) -> None:
+    """history-agents and history as the demo's containers run them (commands of
+    docker-compose.yml, volumes as folders), against the simulator run with the
+    simulator service's command; the only change is Docker's DNS: the exporter
+    configuration's ``simulator:8480`` is the simulator's loopback address here."""
+    port = free_port()
+    exporter_yml = tmp_path / "exporter.yml"
+    text = (ROOT / "compose" / "demo" / "exporter.yml").read_text()
+    assert "http://simulator:8480/" in text
+    exporter_yml.write_text(text.replace("http://simulator:8480/", f"http://127.0.0.1:{port}/"))
+    project = demo()
+    project.env["INFRASCOPE_EXPORTER_CONFIG"] = str(exporter_yml)
+    project.data = interpolate_tree(raw_compose(), project.env)
+    volumes = tmp_path / "volumes"
+    data = volumes / "prometheus-data"
+    data.mkdir(parents=True)
 
-    first = run_backfill_load(backfill, data, days=2)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert (data / "infrascope-backfill.done").exists()
-    assert not (data / ".infrascope-backfill-tmp").exists()
-    dump = subprocess.run([str(PROMTOOL), "tsdb", "dump", str(data)], capture_output=True,
-                          text=True, check=False, timeout=120)
-    assert dump.returncode == 0, dump.stderr
-    assert "infrascope_test_value" in dump.stdout
-    assert "test:infrascope_test_value:sum" in dump.stdout  # the rule pass was loaded
-    loaded = blocks(data)
+    sim_args = argv(project, "simulator")
+    sim_args[sim_args.index("--listen") + 1] = f"127.0.0.1:{port}"
+    sim_log = tmp_path / "simulator.log"
+    with open(sim_log, "w") as log:
+        sim = subprocess.Popen([str(Path(sys.executable).parent / sim_args[0]), *sim_args[1:]],
+                               stdout=log, stderr=subprocess.STDOUT)
 
-    again = run_backfill_load(backfill, data, days=2)  # the marker: nothing to do
-    assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert blocks(data) == loaded
+    def api_requests() -> float:
+        """Requests the simulator's Cloud and Robot APIs have answered."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("infrascope_sim_requests_total{"))
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    missing = run_backfill_load(empty, tmp_path / "data2", days=2)
-    assert missing.returncode == 1 and "no *.om file" in missing.stdout
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).close()
+                break
+            except OSError:
+                assert sim.poll() is None, sim_log.read_text()
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.2)
 
+        agents = run_service(project, "history-agents", volumes, timeout=300)
+        assert agents.returncode == 0, agents.stdout + agents.stderr
+        first = run_service(project, "history", volumes, timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "history loaded into" in first.stdout
+        loaded = blocks(data)
+        assert loaded
+        state = json.loads((data / "infrascope-history" / "state.json").read_text())
+        assert "backfill" in state["done"] and "blocks:agents.om" in state["done"]
+
+        # A later `up`: the state in the volume says everything is done; nothing changes
+        # and the simulator (Hetzner) is not asked again.
+        requests = api_requests()
+        assert requests > 0  # the backfill read the simulator's Cloud and Robot APIs
+        again = run_service(project, "history", volumes, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "0 blocks of series and 0 of recording rules" in again.stdout
+        assert re.search(r", \d+ steps resumed\.", again.stdout), again.stdout
+        assert blocks(data) == loaded
+        assert json.loads((data / "infrascope-history" / "state.json").read_text()) == state
+        assert api_requests() == requests
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim.wait()
+
+    # What Prometheus finds in its volume when it starts: the Hetzner series under the
+    # exporter's job and target, the agents' series, the recording rules of both passes.
+    start, end = state["start"], state["end"]
+    with Prometheus(data, config="scrape_configs: []\n", retention="400d",
+                    workdir=tmp_path) as prom:
+        def count(expr: str, at: int) -> float:
+            result = prom.query(expr, at=at)
+            return float(result[0]["value"][1]) if result else 0.0
+
+        hetzner = 'count(count by (server_id) ({job="hetzner", instance="exporter:8790"}))'
+        agents_q = 'count(node_memory_MemTotal_bytes{job="infrascope-agent"})'
+        # (Hetzner keeps 30 days back from now, the range ends 3 hours ago: its first
+        # hours have no Cloud metrics)
+        for at in (start + 86400, end - 600):
+            assert count(hetzner, at) > 0, at
+            assert count(agents_q, at) > 0, at
+        records = [str(r["record"]) for doc in rulespack.split_passes(
+            rulespack.backfill_groups(rulespack.load(ROOT / "prometheus" / "rules")))
+            for g in doc["groups"] for r in g["rules"]]
+        assert "source_server_id:cpu_utilisation:avg1h" in records
+        # (the hourly groups' samples are an hour apart: the last one within 2 hours)
+        missing = [r for r in records
+                   if not count(f"count(last_over_time({{__name__={r!r}}}[2h]))", end)]
+        assert missing == []
