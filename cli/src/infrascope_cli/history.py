@@ -375,7 +375,7 @@ class Plan:
     rules_dir: Path
     start: int
     end: int
-    openmetrics: list[Path]
+    openmetrics: list[Path]  # files, or folders whose *.om files are loaded
     backfill: list[str] | None  # the exporter backfill's command, or None
     prometheus_url: str | None  # a running Prometheus, or None: a temporary one
     jobs: int
@@ -390,8 +390,16 @@ class Plan:
     def hetzner_file(self) -> Path:
         return self.work_dir / "hetzner.om"
 
+    def extra_files(self) -> list[Path]:
+        """The ``--openmetrics`` files, a folder standing for the ``*.om`` files in it
+        (read when the load runs: another process may have written them since)."""
+        out: list[Path] = []
+        for path in self.openmetrics:
+            out += sorted(path.glob("*.om")) if path.is_dir() else [path]
+        return out
+
     def inputs(self) -> list[Path]:
-        return [*([self.hetzner_file] if self.backfill else []), *self.openmetrics]
+        return [*([self.hetzner_file] if self.backfill else []), *self.extra_files()]
 
     def steps(self) -> list[str]:
         out = ["backfill"] if self.backfill else []
@@ -561,7 +569,8 @@ def load(plan: Plan, *, restart: bool = False, progress_mode: str = "auto",
     try:
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="history") as pool, \
                 _stopped_on_error(pool):
-            futures: list[Future[None]] = [pool.submit(convert, p) for p in plan.openmetrics]
+            futures: list[Future[None]] = [pool.submit(convert, p)
+                                           for p in plan.extra_files()]
             if plan.backfill and not state.is_done("backfill"):
                 progress.step("Hetzner backfill")
                 _run_backfill(plan, progress)
@@ -649,8 +658,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the exporter configuration's)")
     p.add_argument("--no-backfill", action="store_true",
                    help="no Hetzner requests: load only the --openmetrics files")
-    p.add_argument("--openmetrics", type=Path, action="append", default=[], metavar="FILE",
-                   help="another OpenMetrics file to load (repeatable), e.g. agents' history")
+    p.add_argument("--openmetrics", type=Path, action="append", default=[],
+                   metavar="FILE_OR_DIR",
+                   help="another OpenMetrics file to load (repeatable), e.g. agents' history; "
+                        "a folder stands for the *.om files in it (none is fine)")
     p.add_argument("--prometheus-url", default=None,
                    help="a running Prometheus on --data-dir: the rule passes query it and it "
                         "loads the new blocks itself (without: Prometheus must be stopped, a "
@@ -763,6 +774,11 @@ def run(args: argparse.Namespace) -> int:
     except (HistoryError, PromtoolError, PrometheusError, OSError) as exc:
         print(f"infrascope history load: {exc}", file=sys.stderr)
         return 1
+    if summary.resumed == len(plan.steps()):
+        print(f"history already loaded into {plan.data_dir} ({iso(summary.start)} .. "
+              f"{iso(summary.end)}, {plan.work_dir / 'state.json'}): nothing to do "
+              "(--restart loads it again)")
+        return 0
     resumed = f", {summary.resumed} steps resumed" if summary.resumed else ""
     print(f"history loaded into {plan.data_dir}: {iso(summary.start)} .. {iso(summary.end)}, "
           f"{summary.blocks} blocks of series and {summary.rule_blocks} of recording rules "
