@@ -300,7 +300,7 @@ do_install() {
     if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$digest" ]; then
         say "the packages in $VENV are up to date"
     else
-        say "installing ${PROJECTS[*]} from $REPO into $VENV (a minute or two)"
+        say "installing ${PROJECTS[*]} from $REPO into $VENV (about a minute)"
         rm -f "$STAMP"
         pip_install_projects
         printf '%s\n' "$digest" > "$STAMP"
