@@ -18,9 +18,12 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +41,7 @@ BIN_DIR = Path("/usr/local/bin")
 UNIT_DIR = Path("/etc/systemd/system")
 COMMANDS = ("infrascope", "infrascope-exporter", "recommender")
 USER = "infrascope"
+PROJECTS = ("core", "exporter", "recommender", "cli", "prometheus")
 # The account databases useradd/userdel edit. Their backups (/etc/passwd- ...) are
 # shadow-utils' own copy of the previous version and are not compared.
 ACCOUNT_FILES = tuple(Path(f) for f in (
@@ -141,6 +145,15 @@ def leftovers() -> list[str]:
     return found
 
 
+def checkout_state() -> set[str]:
+    """Untracked and ignored paths of the installed projects (build/, *.egg-info ...)."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--",
+         *PROJECTS], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
+    # other tests running meanwhile may compile bytecode
+    return {line for line in status.stdout.splitlines() if "__pycache__" not in line}
+
+
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -165,6 +178,57 @@ def systemd_analyze_verify(*units: Path, cwd: Path) -> str:
     return output
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_service_file(path: Path, text: str) -> None:
+    """A file of the configuration as the services need it: theirs, mode 0600."""
+    path.write_text(text)
+    path.chmod(0o600)
+    shutil.chown(path, USER, USER)
+
+
+def run_unit_briefly(name: str, url: str) -> tuple[int, str, str]:
+    """Start the installed unit's ExecStart the way systemd would (its User, Group,
+    WorkingDirectory, UMask and Environment), GET url, stop it.
+
+    Returns (HTTP status, body, the service's output). Without a running systemd this
+    is the closest to `systemctl start`; the sandboxing settings are not applied.
+    """
+    units = unit_directives((UNIT_DIR / name).read_text())
+    service = {k: v[-1] for k, v in units["Service"].items()}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    for assignment in units["Service"].get("Environment", []):
+        key, _, value = assignment.partition("=")
+        env[key] = value
+    proc = subprocess.Popen(
+        service["ExecStart"].split(), user=service["User"], group=service["Group"],
+        extra_groups=[], umask=int(service["UMask"], 8),
+        cwd=service.get("WorkingDirectory", "/"), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    status, body = 0, ""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    status, body = response.status, response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        try:
+            output = proc.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0]
+    return status, body, output
+
+
 @pytest.fixture
 def clean_machine() -> Iterator[dict[str, Entry]]:
     """A machine without InfraScope installed; uninstalled again (--purge) afterwards."""
@@ -187,11 +251,12 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
                                                      tmp_path: Path) -> None:
     before = clean_machine
 
+    checkout = checkout_state()
     first = run_script()
     assert f"created system user {USER}" in first.stdout
     assert "systemd is not running here" in first.stdout
     assert "infrascope setup --config-dir /etc/infrascope" in first.stdout
-    assert not (REPO / "core" / "build").exists(), "pip built inside the checkout"
+    assert checkout_state() == checkout, "the install wrote into the checkout"
 
     # the commands run, from the virtualenv and through the links
     for cmd in COMMANDS:
@@ -263,9 +328,33 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
     assert not stale.exists() and mode_of(CONF_DIR) == 0o750
     assert (UNIT_DIR / UNIT_NAMES[0]).read_bytes() == (UNITS_SRC / UNIT_NAMES[0]).read_bytes()
 
+    # The services run from the installed units as the service user, with files
+    # laid out as `infrascope setup` writes them: the exporter against an API that is
+    # down (hetzner_api_up 0), the recommender against a Prometheus that is down;
+    # the token value never reaches the output.
+    token = "t0ken" * 12
+    write_service_file(CONF_DIR / "hcloud-test", token + "\n")
+    exporter_port, recommender_port = free_port(), free_port()
+    write_service_file(CONF_DIR / "exporter.yml", (
+        "cloud:\n  endpoint: http://127.0.0.1:1/v1\n"
+        "  projects: [{name: test, token_file: /etc/infrascope/hcloud-test}]\n"
+        f"web: {{listen_address: '127.0.0.1:{exporter_port}'}}\n"))
+    write_service_file(CONF_DIR / "recommender.yml", (
+        "prometheus: {url: 'http://127.0.0.1:1'}\n"
+        f"api: {{listen: '127.0.0.1:{recommender_port}'}}\n"))
+    status, body, output = run_unit_briefly(
+        UNIT_NAMES[0], f"http://127.0.0.1:{exporter_port}/metrics")
+    assert status == 200, output
+    assert 'hetzner_api_up{api="cloud",project="test"} 0' in body, body[:2000]
+    assert token not in output + body
+    status, body, output = run_unit_briefly(
+        UNIT_NAMES[1], f"http://127.0.0.1:{recommender_port}/metrics")
+    assert status == 200, output
+    state = STATE_DIR / "recommender.db"
+    assert state.is_file(), f"no state in {STATE_DIR}: {output}"
+    assert (owner_of(state), mode_of(state)) == (f"{USER}:{USER}", 0o600)
+
     # configuration and state survive a plain uninstall, with the user who owns them
-    (CONF_DIR / "exporter.yml").write_text("cloud: {}\n")
-    (STATE_DIR / "recommender.db").write_bytes(b"state")
     kept = run_script("--uninstall", timeout=120)
     assert "kept /etc/infrascope" in kept.stdout and "kept /var/lib/infrascope" in kept.stdout
     assert f"kept user {USER}" in kept.stdout
