@@ -306,7 +306,8 @@ do_install() {
         printf '%s\n' "$digest" > "$STAMP"
         changed=1
     fi
-    sync_rules && changed=1
+    # the rules pack is the infrascope command's (history load, setup), not the services'
+    sync_rules || true
     install_file "$REPO/docs/install.md" "$DOCS" 0644 || true
     for cmd in "${LINKS[@]}"; do
         link_command "$cmd" || true
@@ -321,9 +322,13 @@ do_install() {
         "$VENV/bin/$cmd" --help >/dev/null || die "$VENV/bin/$cmd does not run"
     done
 
-    # 4. the units
+    # 4. the units; a running service is restarted when its unit or anything they
+    # share (the user, the packages) changed
+    local restart=()
     for unit in "${UNITS[@]}"; do
-        install_file "$REPO/systemd/$unit" "$UNIT_DIR/$unit" 0644 && changed=1
+        if install_file "$REPO/systemd/$unit" "$UNIT_DIR/$unit" 0644 || [ "$changed" = 1 ]; then
+            restart+=("$unit")
+        fi
     done
 
     # 5. systemd
@@ -331,13 +336,15 @@ do_install() {
         systemctl daemon-reload
         for unit in "${UNITS[@]}"; do
             systemctl enable --quiet "$unit"
-            if [ "$changed" = 1 ] && systemctl is-active --quiet "$unit"; then
+        done
+        for unit in "${restart[@]}"; do
+            if systemctl is-active --quiet "$unit"; then
                 systemctl restart "$unit"
                 say "restarted $unit"
             fi
         done
-        say "enabled ${UNITS[*]}; they start once $CONF_DIR/exporter.yml and" \
-            "recommender.yml exist: systemctl start ${UNITS[*]}"
+        say "enabled ${UNITS[*]} (they start at boot once $CONF_DIR/exporter.yml and" \
+            "recommender.yml exist); now: systemctl start ${UNITS[*]}"
     else
         say "systemd is not running here (or SKIP_SYSTEMCTL=1): units installed, not" \
             "enabled; later: systemctl daemon-reload && systemctl enable --now ${UNITS[*]}"

@@ -178,6 +178,37 @@ def systemd_analyze_verify(*units: Path, cwd: Path) -> str:
     return output
 
 
+def run_script_under_fake_systemd(tmp: Path, *args: str, active: bool,
+                                  timeout: float = 300) -> tuple[str, list[str]]:
+    """install.sh as on a host where systemd runs: /run/systemd/system exists (in a
+    private mount namespace, so nothing else here sees it) and `systemctl` is a
+    stand-in that logs its arguments and answers is-active with ``active``.
+
+    Returns the script's output and the systemctl calls.
+    """
+    fake = tmp / "fake-systemd"
+    (fake / "bin").mkdir(parents=True, exist_ok=True)
+    log = fake / "calls"
+    log.write_text("")
+    systemctl = fake / "bin" / "systemctl"
+    systemctl.write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+if [ "$1" = is-active ]; then exit {0 if active else 3}; fi
+exit 0
+""")
+    systemctl.chmod(0o755)
+    # a tmpfs over /run/systemd (over /run where there is none) with system/ in it
+    run_dir = "/run/systemd" if Path("/run/systemd").is_dir() else "/run"
+    inner = (f"mount -t tmpfs tmpfs {run_dir} && mkdir -p /run/systemd/system && "
+             f'PATH={fake / "bin"}:$PATH exec bash {INSTALL_SH} "$@"')
+    result = subprocess.run(
+        [*sudo_prefix(), "unshare", "--mount", "--propagation", "private", "sh", "-c",
+         inner, "sh", *args], env=script_env(), text=True, capture_output=True,
+        timeout=timeout)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout, log.read_text().splitlines()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -308,23 +339,31 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
         assert (owner_of(unit), mode_of(unit)) == ("root:root", 0o644)
     systemd_analyze_verify(*(UNIT_DIR / n for n in UNIT_NAMES), cwd=tmp_path)
 
-    # a second run changes nothing
+    # a second run changes nothing (and, where systemd runs, restarts nothing)
     installed = snapshot(with_times=True)
     second = run_script(timeout=300)
     assert snapshot(with_times=True) == installed, diff(installed, snapshot(with_times=True))
     assert "up to date" in second.stdout
     for word in ("installed ", "created", "linked", "mode ", "owner ", "removed"):
         assert word not in second.stdout, second.stdout
+    output, calls = run_script_under_fake_systemd(tmp_path, active=True)
+    assert snapshot(with_times=True) == installed, diff(installed, snapshot(with_times=True))
+    assert calls == ["daemon-reload", *(f"enable --quiet {u}" for u in UNIT_NAMES)], calls
+    assert "restarted" not in output and "systemctl start" in output
 
     # what an operator broke is put right, the rest left alone
     CONF_DIR.chmod(0o755)
     (UNIT_DIR / UNIT_NAMES[0]).write_text("[Service]\nExecStart=/bin/true\n")
     stale = VENV / "share" / "infrascope" / "rules" / "gone.rules.yml"
     stale.write_text("groups: []\n")
-    third = run_script(timeout=300)
-    assert "mode 0750 on /etc/infrascope" in third.stdout
-    assert f"installed {UNIT_DIR / UNIT_NAMES[0]}" in third.stdout
-    assert "up to date" in third.stdout
+    third, calls = run_script_under_fake_systemd(tmp_path, active=True)
+    assert "mode 0750 on /etc/infrascope" in third
+    assert f"installed {UNIT_DIR / UNIT_NAMES[0]}" in third
+    assert "up to date" in third
+    # the running service whose unit changed is restarted, the other one is not
+    assert calls == ["daemon-reload", *(f"enable --quiet {u}" for u in UNIT_NAMES),
+                     f"is-active --quiet {UNIT_NAMES[0]}", f"restart {UNIT_NAMES[0]}"], calls
+    assert f"restarted {UNIT_NAMES[0]}" in third
     assert not stale.exists() and mode_of(CONF_DIR) == 0o750
     assert (UNIT_DIR / UNIT_NAMES[0]).read_bytes() == (UNITS_SRC / UNIT_NAMES[0]).read_bytes()
 
@@ -355,9 +394,11 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
     assert (owner_of(state), mode_of(state)) == (f"{USER}:{USER}", 0o600)
 
     # configuration and state survive a plain uninstall, with the user who owns them
-    kept = run_script("--uninstall", timeout=120)
-    assert "kept /etc/infrascope" in kept.stdout and "kept /var/lib/infrascope" in kept.stdout
-    assert f"kept user {USER}" in kept.stdout
+    kept, calls = run_script_under_fake_systemd(tmp_path, "--uninstall", active=True)
+    assert calls == [*(f"disable --now --quiet {u}" for u in UNIT_NAMES), "daemon-reload",
+                     f"reset-failed {' '.join(UNIT_NAMES)}"], calls
+    assert "kept /etc/infrascope" in kept and "kept /var/lib/infrascope" in kept
+    assert f"kept user {USER}" in kept
     assert sorted(leftovers()) == sorted([str(CONF_DIR), str(STATE_DIR), f"user {USER}",
                                           f"group {USER}"])
     # --purge removes them too
