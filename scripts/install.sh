@@ -19,8 +19,8 @@
 #     recommender's state
 #   - /etc/systemd/system/infrascope-exporter.service and
 #     infrascope-recommender.service (from systemd/ of the checkout); when
-#     systemd is running: daemon-reload, enable, and a restart of the services
-#     that run when something changed
+#     systemd is running: daemon-reload, enable, and a restart of a running
+#     service whose unit or packages changed
 # Running it again changes nothing that is already right. --uninstall removes
 # all of it; /etc/infrascope and /var/lib/infrascope (and then the user, who
 # owns them) stay if they hold anything, which --purge removes as well.

@@ -9,7 +9,9 @@ passwordless sudo) and refuses to start where an InfraScope installation exists,
 real one is never touched. Whatever fails, it uninstalls (``--purge``) at the end.
 
 There is no running systemd here: the script installs the units without enabling them,
-as on any host without systemd as PID 1.
+as on any host without systemd as PID 1. Its systemd path is run against a stand-in
+``systemctl`` in a private mount namespace (``unshare --mount``: root with CAP_SYS_ADMIN,
+as on the test machines) in which /run/systemd/system exists.
 """
 
 from __future__ import annotations
