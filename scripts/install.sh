@@ -42,7 +42,7 @@ STATE_DIR=/var/lib/infrascope
 BIN_DIR=/usr/local/bin
 UNIT_DIR=/etc/systemd/system
 UNITS=(infrascope-exporter.service infrascope-recommender.service)
-# command name -> the virtualenv's script it links to
+# the commands linked into /usr/local/bin, each to the virtualenv's own
 LINKS=(infrascope infrascope-exporter recommender)
 # the installable projects, in order: core first, the others depend on it
 PROJECTS=(core exporter recommender cli)
