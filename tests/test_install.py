@@ -1,12 +1,12 @@
 """scripts/install.sh run for real: into /opt/infrascope, /etc, /usr/local/bin, as root.
 
 The install test creates the user, the virtualenv (pip installs core, exporter,
-recommender and cli from this checkout: a minute or two), the directories, the links
+recommender and cli from this checkout: about a minute), the directories, the links
 and the units on this machine; runs the script a second time and checks that nothing
 changed; checks the units with ``systemd-analyze verify``; then uninstalls and compares
-every place the script touches with a snapshot taken before it ran. It needs root (or
-passwordless sudo) and refuses to start where an InfraScope installation exists, so a
-real one is never touched. Whatever fails, it uninstalls (``--purge``) at the end.
+every place the script touches with a snapshot taken before it ran. It needs root and
+refuses to start where an InfraScope installation exists, so a real one is never
+touched. Whatever fails, it uninstalls (``--purge``) at the end.
 
 There is no running systemd here: the script installs the units without enabling them,
 as on any host without systemd as PID 1. Its systemd path is run against a stand-in
@@ -53,15 +53,10 @@ ACCOUNT_FILES = tuple(Path(f) for f in (
 TREES = (PREFIX, CONF_DIR, STATE_DIR, BIN_DIR, UNIT_DIR)
 
 
-def sudo_prefix() -> list[str]:
-    """[] as root, ["sudo", "-n"] with passwordless sudo; otherwise the test cannot run."""
-    if os.geteuid() == 0:
-        return []
-    sudo = shutil.which("sudo")
-    if sudo and subprocess.run([sudo, "-n", "true"], capture_output=True).returncode == 0:
-        return [sudo, "-n"]
-    pytest.fail("tests/test_install.py installs into /opt and /etc for real: run the tests "
-                "as root or with passwordless sudo")
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("tests/test_install.py installs into /opt and /etc for real: run the "
+                    "tests as root (sudo make test)")
 
 
 def script_env() -> dict[str, str]:
@@ -72,7 +67,7 @@ def script_env() -> dict[str, str]:
 
 def run_script(*args: str, check: bool = True, timeout: float = 900,
                prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [*(sudo_prefix() if prefix is None else prefix), "bash", str(INSTALL_SH), *args]
+    cmd = [*(prefix or []), "bash", str(INSTALL_SH), *args]
     result = subprocess.run(cmd, env=script_env(), text=True, capture_output=True,
                             timeout=timeout)
     if check and result.returncode != 0:
@@ -166,7 +161,7 @@ def owner_of(path: Path) -> str:
 
 
 def as_user(user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*sudo_prefix(), "runuser", "-u", user, "--", *cmd],
+    return subprocess.run(["runuser", "-u", user, "--", *cmd],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -204,7 +199,7 @@ exit 0
     inner = (f"mount -t tmpfs tmpfs {run_dir} && mkdir -p /run/systemd/system && "
              f'PATH={fake / "bin"}:$PATH exec bash {INSTALL_SH} "$@"')
     result = subprocess.run(
-        [*sudo_prefix(), "unshare", "--mount", "--propagation", "private", "sh", "-c",
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
          inner, "sh", *args], env=script_env(), text=True, capture_output=True,
         timeout=timeout)
     assert result.returncode == 0, (result.stdout, result.stderr)
@@ -265,7 +260,7 @@ def run_unit_briefly(name: str, url: str) -> tuple[int, str, str]:
 @pytest.fixture
 def clean_machine() -> Iterator[dict[str, Entry]]:
     """A machine without InfraScope installed; uninstalled again (--purge) afterwards."""
-    sudo_prefix()
+    require_root()
     found = leftovers()
     if found:
         pytest.fail("an InfraScope installation (or a leftover of this test) is on this "
@@ -448,13 +443,14 @@ def test_someone_elses_command_is_not_overwritten(clean_machine: dict[str, Entry
 
 
 def test_install_sh_refuses_bad_arguments_and_non_root() -> None:
+    require_root()
     assert run_script("--bogus", check=False, timeout=60).returncode == 2
     result = run_script("--purge", check=False, timeout=60)
     assert result.returncode == 1 and "--purge goes with --uninstall" in result.stderr
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) missing"
     result = run_script(check=False, timeout=60,
-                        prefix=[*sudo_prefix(), setpriv, "--reuid=65534", "--regid=65534",
+                        prefix=[setpriv, "--reuid=65534", "--regid=65534",
                                 "--clear-groups"])
     assert result.returncode == 1 and "run as root" in result.stderr
     assert leftovers() == []
