@@ -1,6 +1,8 @@
 # InfraScope developer entry points. GNU make.
 #   make demo   run the whole stack natively on the demo fleet (Ctrl-C stops it)
 #   make test   install what is needed and run every test suite
+#   make install / make uninstall   the server side into /opt/infrascope (root;
+#               scripts/install.sh, docs/install.md)
 #   make lint / make bench / make clean   developer extras
 
 VENV ?= .venv
@@ -12,11 +14,13 @@ STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help apt-deps venv test lint bench demo clean
+.PHONY: help apt-deps venv test lint bench demo clean install uninstall
 
 help:
 	@echo "make demo    run the whole stack on the demo fleet (DEMO_ARGS=--once: start, report, stop)"
 	@echo "make test    install dependencies (apt + $(VENV)) and run all tests"
+	@echo "make install / make uninstall   (as root) exporter, recommender and the infrascope"
+	@echo "             command into /opt/infrascope with systemd units (docs/install.md)"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   run bench/*_bench.py"
 	@echo "make clean   remove $(VENV) and caches"
@@ -45,6 +49,15 @@ bench: venv
 # DEMO_ARGS: flags of scripts/demo.py, e.g. DEMO_ARGS="--once --prometheus-port 0".
 demo: apt-deps venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# The server side into /opt/infrascope, /etc/infrascope and systemd units, as root
+# (docs/install.md). UNINSTALL_ARGS=--purge also removes /etc/infrascope and
+# /var/lib/infrascope with what they hold.
+install:
+	scripts/install.sh
+
+uninstall:
+	scripts/install.sh --uninstall $(UNINSTALL_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

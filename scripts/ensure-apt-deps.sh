@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Make sure the Debian packages InfraScope's tests need are installed:
 # Prometheus (promtool), Alertmanager (amtool), node_exporter (reference for the
-# agent's series) and VictoriaMetrics (the "outgrown one box" backend), plus
+# agent's series), VictoriaMetrics (the "outgrown one box" backend), systemd
+# (systemd-analyze verifies the units; installing it starts nothing), plus
 # python3-venv when this python3 cannot create virtualenvs.
 #
 # Nothing missing: exits 0 silently. Missing and root: installs them.
 # Missing and not root: names them, prints the command, exits 1.
 set -euo pipefail
 
-packages=(prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics shellcheck wget)
+packages=(prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics shellcheck wget systemd)
 
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     packages+=(python3-venv)
