@@ -461,13 +461,10 @@ def test_openmetrics_escaping() -> None:
 # ----------------------------------------------------------------------------
 # 2. + 3. promtool and a real Prometheus
 # ----------------------------------------------------------------------------
-def promtool_blocks(source: Path, out_dir: Path, *flags: str) -> tuple[list[Path], float]:
+def promtool_blocks(source: Path, out_dir: Path, block: str) -> tuple[list[Path], float]:
+    """The history pipeline's own conversion (infrascope history load), timed."""
     started = time.monotonic()
-    proc = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", *flags,
-                           str(source), str(out_dir)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    blocks = [p for p in out_dir.iterdir() if (p / "meta.json").is_file()]
+    blocks = history.openmetrics_to_blocks(source, out_dir, block=block, timeout=300)
     return blocks, time.monotonic() - started
 
 
@@ -475,7 +472,7 @@ def promtool_blocks(source: Path, out_dir: Path, *flags: str) -> tuple[list[Path
 def test_promtool_accepts_the_file(world: World, tmp_path: Path) -> None:
     out = tmp_path / "hetzner.om"
     assert run_backfill(world, out, 2)[0] == 0
-    blocks, seconds = promtool_blocks(out, tmp_path / "blocks")
+    blocks, seconds = promtool_blocks(out, tmp_path / "blocks", "2h")
     print(f"promtool (2 days, 2h blocks): {seconds:.2f}s", file=sys.stderr)
     assert len(blocks) >= 24  # 2 days of 2-hour blocks
     samples = sum(json.loads((b / "meta.json").read_text())["stats"]["numSamples"]
@@ -576,8 +573,7 @@ def prometheus_30d(world: World, tmp_path_factory: pytest.TempPathFactory
     parsed = Parsed(out.read_text(encoding="utf-8"), strict=False)
     # 24h (promtool rounds down to 18h blocks): promtool re-reads the whole file for every
     # block, so 2-hour blocks take ~9x as long on a 30-day file (see docs/backfill.md).
-    blocks, timings["promtool"] = promtool_blocks(out, work / "data",
-                                                  "--max-block-duration=24h")
+    blocks, timings["promtool"] = promtool_blocks(out, work / "data", "24h")
     assert blocks
     prom = Prometheus(work / "data", work)
     started = time.monotonic()
