@@ -192,6 +192,15 @@ def load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: created 0600, never world-readable, even
+    for a moment (credentials, even the demo fleet's public fixtures)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -337,6 +346,8 @@ class Demo:
                             "choose another --state-dir")
         if self.state.exists():
             shutil.rmtree(self.state)
+        self.state.mkdir(parents=True, mode=0o700)
+        self.state.chmod(0o700)  # configuration with credentials, the API token
         for sub in ("logs", "history", "prometheus/data", "prometheus/rules", "rule-passes",
                     "alertmanager/data", "webhook", "recommender"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
@@ -368,15 +379,13 @@ class Demo:
         text = ("# The built-in demo fleet plus this machine as dedicated server "
                 f"{THIS_MACHINE_NUMBER}\n# (written by scripts/demo.py).\n"
                 + yaml.safe_dump(fleet, sort_keys=False))
-        (self.state / "fleet.yaml").write_text(text)
+        write_private(self.state / "fleet.yaml", text)  # the fleet's API credentials
         config = run([self.exe("infrascope-sim"), "exporter-config", "--fleet",
                       str(self.state / "fleet.yaml"), "--base-url", self.url("sim")],
                      self.logs / "prepare.log", "infrascope-sim exporter-config",
                      log_stdout=False)  # the configuration holds the fleet's credentials
-        path = self.state / "exporter.yaml"
-        path.touch(mode=0o600)
-        path.chmod(0o600)  # the demo fleet's tokens (public fixtures, still treated as such)
-        path.write_text(config)
+        # the demo fleet's tokens (public fixtures, still treated as such)
+        write_private(self.state / "exporter.yaml", config)
 
     # -- history and blocks ---------------------------------------------------------
     def history(self) -> None:
@@ -515,9 +524,7 @@ class Demo:
         (self.state / "prometheus" / "prometheus.yml").write_text(text)
         self.write_alertmanager()
         token = self.state / "recommender" / "api-token"
-        token.touch(mode=0o600)
-        token.chmod(0o600)
-        token.write_text(secrets.token_urlsafe(32) + "\n")
+        write_private(token, secrets.token_urlsafe(32) + "\n")
         rec = {"prometheus": {"url": self.url("prometheus")},
                "state": {"path": str(self.state / "recommender" / "state.db")},
                "api": {"listen": f"127.0.0.1:{self.ports['recommender']}",

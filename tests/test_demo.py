@@ -519,4 +519,15 @@ def test_urls_are_printed_and_no_secret_is(demo: DemoStack) -> None:
     logs = "".join(p.read_text(errors="replace") for p in (demo.state / "logs").iterdir())
     for secret in secrets:
         assert secret not in out + demo.stderr() + logs
-    assert (demo.state / "exporter.yaml").stat().st_mode & 0o077 == 0
+    # Every file of the state folder that holds one of the credentials is 0600.
+    holders = []
+    for path in sorted(demo.state.rglob("*")):
+        if not path.is_file() or path.stat().st_size > 10_000_000:
+            continue  # the TSDB blocks and history hold metrics, not credentials
+        text = path.read_bytes().decode(errors="replace")
+        if any(secret in text for secret in secrets):
+            holders.append(path.relative_to(demo.state))
+            assert path.stat().st_mode & 0o777 == 0o600, (path, oct(path.stat().st_mode))
+    assert {Path("fleet.yaml"), Path("exporter.yaml"), Path("recommender/api-token")} <= \
+        set(holders)
+    assert demo.state.stat().st_mode & 0o077 == 0
