@@ -172,6 +172,15 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def http_page(url: str, timeout: float = 5.0) -> str | None:
+    """The body of a page that answers 200 (after redirects), else None."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode(errors="replace") if int(r.status) == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -719,16 +728,43 @@ class Demo:
         (self.state / "recommender" / "report.txt").write_text(table)
         return table
 
+    def web_links(self) -> tuple[list[tuple[str, str, str]], str]:
+        """Prometheus' and Alertmanager's pages as the installed versions serve them.
+
+        Prometheus 2.x without its React UI (Debian's package) serves the classic pages
+        under ``/classic/`` and answers 404 at ``/rules``; Debian's Alertmanager has no
+        web application at all (its ``/`` says so): the API is what there is."""
+        prom = ""
+        for prefix in ("", "/classic"):
+            if http_page(self.url("prometheus", prefix + "/rules")):
+                prom = prefix
+                break
+        rows = [("Prometheus", self.url("prometheus", prom + "/graph"),
+                 f"rules {self.url('prometheus', prom + '/rules')}, alerts "
+                 f"{self.url('prometheus', prom + '/alerts')}, targets "
+                 f"{self.url('prometheus', prom + '/targets')}")]
+        home = http_page(self.url("alertmanager", "/")) or ""
+        if "<script" in home:  # the web application (an Elm app) is installed
+            rows.append(("Alertmanager", self.url("alertmanager", "/#/alerts"), ""))
+            note = ""
+        else:
+            rows.append(("Alertmanager", self.url("alertmanager", "/api/v2/alerts"),
+                         f"API; status {self.url('alertmanager', '/api/v2/status')}"))
+            note = ("Alertmanager's web UI is not in this package (Debian's): the link is "
+                    "its API; `amtool alert` lists the alerts too (--alertmanager.url: "
+                    "Alertmanager's address above)")
+        return rows, note
+
     def summary(self) -> str:
         s = self.state
-        rows = [
-            ("Prometheus", self.url("prometheus", "/"), "rules /rules, alerts /alerts, "
-                                                        "targets /targets"),
-            ("Alertmanager", self.url("alertmanager", "/"), ""),
-            ("exporter", self.url("exporter", "/metrics"), f"service discovery "
-                                                           f"{self.url('exporter', '/sd')}"),
+        rows, note = self.web_links()
+        rows += [
+            ("exporter", self.url("exporter", "/metrics"),
+             f"service discovery {self.url('exporter', '/sd')}"),
             ("recommender API", self.url("recommender", "/api/recommendations"),
-             "docs /docs, annotations /api/annotations, summary /api/summary"),
+             f"docs {self.url('recommender', '/docs')}, annotations "
+             f"{self.url('recommender', '/api/annotations')}, summary "
+             f"{self.url('recommender', '/api/summary')}"),
             ("HTML report", self.url("recommender", "/report"),
              f"also {s / 'recommender' / 'report.html'}"),
             ("agent (this machine)", self.url("agent", "/metrics"),
@@ -742,8 +778,8 @@ class Demo:
                  f"dedicated incl. this machine), {HISTORY_DAYS} days of history "
                  f"({iso(self.range_[0])} .. {iso(self.range_[1])}), up in "
                  f"{self.phases.total():.1f} s"]
-        for name, url, note in rows:
-            lines.append(f"  {name:<{width}}  {url}" + (f"   ({note})" if note else ""))
+        for name, url, text in rows:
+            lines.append(f"  {name:<{width}}  {url}" + (f"   ({text})" if text else ""))
         lines.append(f"  {'API token':<{width}}  {s / 'recommender' / 'api-token'} "
                      "(for accept/dismiss)")
         lines.append(f"  {'state and logs':<{width}}  {s}/ (logs/<component>.log)")

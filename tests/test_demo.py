@@ -10,8 +10,9 @@ Expected savings are worked out here from the fleet and the simulator's catalogu
 prices the exporter reads), not copied from a run.
 
 Also here: the supervisor (a component killed with SIGKILL is reported and restarted, the
-others untouched), the readiness check (every figure the recommender reads) and the
-credential files' modes.
+others untouched), the readiness check (every figure the recommender reads), the printed
+links (each answers 200 with real content on the installed versions), the credential
+files' modes.
 """
 
 from __future__ import annotations
@@ -530,6 +531,10 @@ def test_an_alert_of_the_rules_pack_reaches_the_webhook(demo: DemoStack) -> None
     assert jenkins["annotations"]["runbook_url"].endswith("/InfraScopeServerIdle.md")
 
 
+def printed_urls(text: str) -> list[str]:
+    return sorted({u.rstrip(",.)") for u in re.findall(r"http://127\.0\.0\.1:\d+[^\s'`]*", text)})
+
+
 def fetch(url: str) -> tuple[int, str, str]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -539,12 +544,35 @@ def fetch(url: str) -> tuple[int, str, str]:
         return err.code, "", ""
 
 
+# Pages that answer 200 but show nothing of the service.
+PLACEHOLDERS = ("does not include a web", "404 page not found")
+
+
 @needs_binaries
-def test_urls_are_printed(demo: DemoStack) -> None:
-    out = demo.stdout
-    for name, path in [("prometheus", "/"), ("alertmanager", "/"), ("exporter", "/metrics"),
-                       ("recommender", "/api/recommendations"), ("recommender", "/report")]:
-        assert demo.url(name, path) in out, (name, path)
+def test_every_printed_url_answers_with_real_content(demo: DemoStack) -> None:
+    urls = printed_urls(demo.stdout)
+    for name, path in [("exporter", "/metrics"), ("recommender", "/api/recommendations"),
+                       ("recommender", "/report")]:
+        assert demo.url(name, path) in urls, (name, path)
+    # Prometheus: its rules, alerts and targets pages, wherever this version serves them
+    for page in ("rules", "alerts", "targets"):
+        assert any(u.startswith(demo.url("prometheus")) and u.endswith("/" + page)
+                   for u in urls), page
+    assert any(u.startswith(demo.url("alertmanager")) for u in urls)
+    for url in urls:
+        status, ctype, body = fetch(url)
+        assert status == 200, (url, status)
+        assert body.strip(), url
+        assert not any(p in body for p in PLACEHOLDERS), (url, body[:300])
+        if "json" in ctype:
+            json.loads(body)
+    # the pages show what they are about (not a blank shell)
+    rules = next(u for u in urls if u.startswith(demo.url("prometheus")) and
+                 u.endswith("/rules"))
+    assert "infrascope-utilisation" in fetch(rules)[2]
+    targets = next(u for u in urls if u.startswith(demo.url("prometheus")) and
+                   u.endswith("/targets"))
+    assert "infrascope-agent" in fetch(targets)[2]
 
 
 @needs_binaries
