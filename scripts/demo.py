@@ -22,8 +22,9 @@ One command, nothing else running, state in ``.demo/`` only:
    create-blocks-from rules`` against a temporary Prometheus, restarted after each pass
    to load its blocks.
 4. **Prometheus starts** on that data with the rules pack; once the recommender has run,
-   the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM) stops every
-   process, by pid; ``--once`` stops right after the report.
+   the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM, to the demo
+   or to the ``make`` running it) stops every process, by pid; ``--once`` stops right
+   after the report.
 
 Ports are flags (0 picks a free one; a busy default port is replaced by a free one);
 ``--state-dir`` moves the state folder (it is emptied at start). The choices and
@@ -50,6 +51,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -841,6 +843,64 @@ def signals_raise() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+# --------------------------------------------------------------------------------------
+# `make demo`: Ctrl-C and SIGINT/SIGTERM to make's pid
+# --------------------------------------------------------------------------------------
+SHELLS = {"sh", "dash", "bash"}
+MAKES = {"make", "gmake"}
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
+    except OSError:
+        return {}
+
+
+def make_ancestor() -> int | None:
+    """The ``make`` this demo runs under: its parent, or its grandparent through the
+    shell make ran the recipe with; None when not run by make."""
+    pid = os.getppid()
+    for _ in range(2):
+        status = proc_status(pid)
+        name = status.get("Name", "")
+        if name in MAKES:
+            return pid
+        if name not in SHELLS:
+            return None
+        pid = int(status.get("PPid", "0") or 0)
+    return None
+
+
+def sigint_blocked(pid: int) -> bool:
+    """True while ``pid`` has SIGINT blocked. GNU make blocks it while it handles a
+    SIGINT: it does not forward the signal (a terminal sends Ctrl-C to the whole process
+    group), it waits for its children to exit, then dies of it."""
+    mask = proc_status(pid).get("SigBlk", "")
+    return bool(mask) and bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+def watch_parent(done: threading.Event, interval: float = 0.25) -> None:
+    """Stop the demo when make was interrupted, or when the parent is gone.
+
+    SIGINT sent to make's pid alone (not to its process group, as a terminal does) never
+    reaches the demo: make only waits for it, forever. The demo watches make instead and
+    raises SIGINT in itself when make is handling one; a parent that dies (SIGKILL to
+    make, a closed terminal) stops the demo with SIGTERM. make forwards SIGTERM itself."""
+    parent = os.getppid()
+    make = make_ancestor()
+    while not done.wait(interval):
+        if os.getppid() != parent:
+            log(f"parent process {parent} is gone")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if make is not None and sigint_blocked(make):
+            log(f"make (pid {make}) got SIGINT")
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true",
@@ -856,9 +916,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for every Python program it starts
+    watching = threading.Event()
     with signals_raise():
         demo: Demo | None = None
         try:
+            threading.Thread(target=watch_parent, args=(watching,), name="parent",
+                             daemon=True).start()
             ports = choose_ports({n: getattr(args, f"{n}_port") for n in DEFAULT_PORTS})
             demo = Demo(state=args.state_dir.resolve(), ports=ports)
             os.environ[ENV_MARK] = str(demo.state)  # inherited by everything it starts
@@ -896,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"failed: {exc}")
             return 1
         finally:
+            watching.set()
             if demo is not None:
                 # A second Ctrl-C must not cut the clean-up short.
                 for s in SIGNALS:

@@ -12,7 +12,9 @@ prices the exporter reads), not copied from a run.
 Also here: the supervisor (a component killed with SIGKILL is reported and restarted, the
 others untouched), the readiness check (every figure the recommender reads), the printed
 links (each answers 200 with real content on the installed versions), the credential
-files' modes.
+files' modes, and SIGINT/SIGTERM to ``make demo``'s pid or the demo's (each of these
+starts a demo of its own, in its own session, and checks that nothing it started is
+left).
 """
 
 from __future__ import annotations
@@ -774,3 +776,80 @@ def test_a_killed_recommender_is_reported_and_restarted(demo: DemoStack) -> None
     # the recommender serves the same recommendations after its restart
     keys = {key_of(r) for r in api_recommendations(demo)}
     assert set(expected()) <= keys
+
+
+# --------------------------------------------------------------------------------------
+# Signals: SIGINT/SIGTERM to make, or to the demo, stop everything
+# --------------------------------------------------------------------------------------
+def start_make_demo(tmp: Path) -> tuple[subprocess.Popen[str], Path, list[str], Path]:
+    state = tmp / "state"
+    args = ["--state-dir", str(state)] + [a for n in PORTS for a in (f"--{n}-port", "0")]
+    lines: list[str] = []
+    err = tmp / "make.stderr"
+    with open(err, "w") as fh:
+        # Its own session: a signal meant for make's pid alone, as from `kill`.
+        proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
+                                 "-o", ".venv/.installed", "demo",
+                                 "DEMO_ARGS=" + " ".join(args)],
+                                stdout=subprocess.PIPE, stderr=fh, text=True,
+                                start_new_session=True, cwd=tmp)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, state, lines, err
+
+
+def demo_pid_under(make: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(make)], capture_output=True, text=True).stdout
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+@needs_binaries
+@pytest.mark.parametrize("target,signum,when", [
+    ("make", signal.SIGINT, "ready"),
+    ("make", signal.SIGINT, "starting"),
+    ("make", signal.SIGTERM, "starting"),
+    ("demo", signal.SIGTERM, "starting"),
+    ("demo", signal.SIGINT, "starting"),
+], ids=["SIGINT-make-ready", "SIGINT-make-starting", "SIGTERM-make-starting",
+        "SIGTERM-demo-starting", "SIGINT-demo-starting"])
+def test_a_signal_to_make_or_to_the_demo_stops_everything(
+        tmp_path: Path, target: str, signum: signal.Signals, when: str) -> None:
+    """`make demo` in its own session; the signal goes to one pid only (make's or the
+    demo's), while the stack is starting (history being built) or once it is ready.
+    Every process the demo started is gone within 30 s, and make exits."""
+    make, state, lines, err = start_make_demo(tmp_path)
+    try:
+        if when == "ready":
+            wait_until("the demo ready", lambda: any(x.startswith("Press Ctrl-C")
+                                                     for x in lines) or make.poll() is not None,
+                       START_TIMEOUT, 0.5)
+            assert make.poll() is None, err.read_text()
+        else:
+            wait_until("the history being built", lambda: (
+                state / "logs" / "history-exporter-backfill.log").exists()
+                or make.poll() is not None, 120, 0.2)
+            assert make.poll() is None, err.read_text()
+        started = demo_processes(state)
+        info = json.loads((state / "demo.json").read_text())
+        assert len(info["pids"]) == 7 and set(map(int, info["pids"].values())) <= set(started)
+        demo_pid = demo_pid_under(make.pid)
+        os.kill(make.pid if target == "make" else demo_pid, signum)
+        wait_until("every process of the demo gone", lambda: not demo_processes(state)
+                   and not pid_alive(demo_pid), 30, 0.2)
+        make.wait(timeout=15)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        for pid in demo_processes(state):
+            os.kill(pid, signal.SIGKILL)
+    assert "stopped every process it started" in err.read_text()
+    for pid in info["pids"].values():
+        assert not pid_alive(int(pid))
