@@ -142,7 +142,10 @@ class Supervisor:
                 for c in self.components.values():
                     changed |= self._check(c)
             if changed and self.on_change is not None:
-                self.on_change()
+                try:
+                    self.on_change()
+                except Exception as exc:  # noqa: BLE001 - the monitor must keep running
+                    self.report(f"after a restart: {type(exc).__name__}: {exc}")
 
     def _check(self, c: Component) -> bool:
         """Handle one component's exit or pending restart; True when it was restarted."""

@@ -125,6 +125,10 @@ class Interrupted(Exception):
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # One stop is enough: a second signal (Ctrl-C in a terminal reaches the demo and,
+    # through make, its parent watch too) must not interrupt the clean-up.
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -804,9 +808,11 @@ class Demo:
                 "history": {"start": self.range_[0], "end": self.range_[1]},
                 "phases": dict(self.phases.times), "steps": dict(self.phases.steps),
                 "ready_seconds": self.phases.total()}
-        tmp = self.state / "demo.json.tmp"
+        # a name of its own per thread (the supervisor's rewrites it after a restart):
+        # readers never see half a file
+        tmp = self.state / f"demo.json.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(self.state / "demo.json")  # readers never see half a file
+        tmp.replace(self.state / "demo.json")
 
 
 def alertmanager() -> str:
