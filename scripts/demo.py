@@ -692,7 +692,7 @@ class Demo:
             wait_for(what, functools.partial(http_ok, self.url(name, path)), timeout,
                      self.stack_alive)
 
-    def wait_figures(self, timeout: float = 300) -> None:
+    def wait_figures(self, timeout: float = 600) -> None:
         """Until every figure the recommender reads is in Prometheus, for every server
         (the 30-day ones for every server with history): then ``figures.ready``."""
         readiness = load_module(DEMO / "readiness.py", "infrascope_demo_readiness")
