@@ -817,13 +817,15 @@ def demo_pid_under(make: int) -> int:
     ("make", signal.SIGTERM, "starting"),
     ("demo", signal.SIGTERM, "starting"),
     ("demo", signal.SIGINT, "starting"),
+    ("group", signal.SIGINT, "starting"),
 ], ids=["SIGINT-make-ready", "SIGINT-make-starting", "SIGTERM-make-starting",
-        "SIGTERM-demo-starting", "SIGINT-demo-starting"])
+        "SIGTERM-demo-starting", "SIGINT-demo-starting", "SIGINT-process-group-starting"])
 def test_a_signal_to_make_or_to_the_demo_stops_everything(
         tmp_path: Path, target: str, signum: signal.Signals, when: str) -> None:
     """`make demo` in its own session; the signal goes to one pid only (make's or the
-    demo's), while the stack is starting (history being built) or once it is ready.
-    Every process the demo started is gone within 30 s, and make exits."""
+    demo's), or to make's whole process group as Ctrl-C in a terminal does, while the
+    stack is starting (history being built) or once it is ready. Every process the demo
+    started is gone within 30 s, make exits, and the demo stopped cleanly."""
     make, state, lines, err = start_make_demo(tmp_path)
     try:
         if when == "ready":
@@ -840,7 +842,10 @@ def test_a_signal_to_make_or_to_the_demo_stops_everything(
         info = json.loads((state / "demo.json").read_text())
         assert len(info["pids"]) == 7 and set(map(int, info["pids"].values())) <= set(started)
         demo_pid = demo_pid_under(make.pid)
-        os.kill(make.pid if target == "make" else demo_pid, signum)
+        if target == "group":
+            os.killpg(make.pid, signum)
+        else:
+            os.kill(make.pid if target == "make" else demo_pid, signum)
         wait_until("every process of the demo gone", lambda: not demo_processes(state)
                    and not pid_alive(demo_pid), 30, 0.2)
         make.wait(timeout=15)
@@ -850,6 +855,9 @@ def test_a_signal_to_make_or_to_the_demo_stops_everything(
             make.wait()
         for pid in demo_processes(state):
             os.kill(pid, signal.SIGKILL)
-    assert "stopped every process it started" in err.read_text()
+    stderr = err.read_text()
+    assert "stopped every process it started" in stderr
+    assert f"demo: {signal.Signals(signum).name}: stopping" in stderr
+    assert "Traceback" not in stderr, stderr
     for pid in info["pids"].values():
         assert not pid_alive(int(pid))
