@@ -336,7 +336,6 @@ class Demo:
     ready: bool = False
     servers: int = 0
     server_keys: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
-    history_servers: int = 0
     range_: tuple[int, int] = (0, 0)
 
     # -- paths ---------------------------------------------------------------------
@@ -403,7 +402,6 @@ class Demo:
         self.server_keys += [("cloud", str(c["id"])) for p in fleet["cloud"]["projects"]
                              for c in p["servers"]]
         self.servers = len(self.server_keys)
-        self.history_servers = self.servers - 1
         text = ("# The built-in demo fleet plus this machine as dedicated server "
                 f"{THIS_MACHINE_NUMBER}\n# (written by scripts/demo.py).\n"
                 + yaml.safe_dump(fleet, sort_keys=False))
