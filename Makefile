@@ -47,6 +47,9 @@ bench: venv
 	$(PY) bench/run.py
 
 # DEMO_ARGS: flags of scripts/demo.py, e.g. DEMO_ARGS="--once --prometheus-port 0".
+# Ctrl-C, or SIGINT/SIGTERM to make's pid alone, stops the demo and all it started: make
+# passes SIGTERM on but only waits on SIGINT, so the demo watches make (scripts/demo.py,
+# watch_parent).
 demo: apt-deps venv
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Wait for what a demo process needs, run its one-off steps, then become it.
 
-A Procfile line runs every process at once; this puts the few orderings the demo
-needs into the line itself, e.g.::
+The demo's supervisor starts every component at once; this puts the few orderings
+the demo needs into a component's command itself, e.g.::
 
     after.py --url http://127.0.0.1:8790/readyz -- prometheus --config.file=...
     after.py --prometheus http://127.0.0.1:9190 --promql 'count(up) > 0' \\
@@ -11,7 +11,7 @@ needs into the line itself, e.g.::
 It waits until every ``--file`` exists, every ``--url`` answers 2xx and every
 ``--promql`` instant query (against ``--prometheus``) returns a non-empty result, runs
 each ``--run`` command (which must exit 0), then replaces itself with the command after
-``--`` (same pid, so the process runner stops the real program). Gives up with exit 1 after
+``--`` (same pid, so the supervisor stops the real program). Gives up with exit 1 after
 ``--timeout`` seconds. Standard library only.
 """
 

@@ -3,12 +3,13 @@
 
 One command, nothing else running, state in ``.demo/`` only:
 
-1. **The stack starts** under honcho, from a Procfile written into the state folder:
-   the Hetzner API simulator (the demo fleet plus one more dedicated server, the
-   machine the demo runs on, and a simulated agent per server), the exporter, the real
-   agent on this machine, Alertmanager with a webhook receiver that logs every
-   notification, Prometheus (waiting for the history) and the recommender (waiting for
-   Prometheus' 30-day figures, then ``recommender run`` and ``recommender serve``).
+1. **The stack starts** under the demo's own supervisor (``demo/supervisor.py``): the
+   Hetzner API simulator (the demo fleet plus one more dedicated server, the machine the
+   demo runs on, and a simulated agent per server), the exporter, the real agent on this
+   machine, Alertmanager with a webhook receiver that logs every notification,
+   Prometheus (waiting for the history) and the recommender (waiting until every figure
+   it reads is in Prometheus for every server, ``demo/readiness.py``, then ``recommender
+   run`` and ``recommender serve``). A component that dies is reported and restarted.
 2. **History**, through the one pipeline, ``infrascope history load`` (as on a real
    account): the exporter's real backfill writes 30 days of Cloud metrics and inventory
    from the simulator; ``infrascope-sim agents-history`` what the simulated agents would
@@ -17,8 +18,9 @@ One command, nothing else running, state in ``.demo/`` only:
    the pipeline turns both into blocks and evaluates the recording-rule passes over them
    against a temporary Prometheus.
 3. **Prometheus starts** on that data with the rules pack; once the recommender has run,
-   the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM) stops every
-   process, by pid; ``--once`` stops right after the report.
+   the recommendation report and the URLs are printed. Ctrl-C (or SIGTERM, to the demo
+   or to the ``make`` running it) stops every process, by pid; ``--once`` stops right
+   after the report.
 
 Ports are flags (0 picks a free one; a busy default port is replaced by a free one);
 ``--state-dir`` moves the state folder (it is emptied at start). The choices and
@@ -44,6 +46,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -93,6 +96,10 @@ FOR_DIVISOR = 60
 AM_TIMING = {"group_wait": "5s", "group_interval": "1m", "repeat_interval": "4h"}
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+FIGURES_READY = "figures.ready"  # written once every figure the recommender reads is there
+# Set in the environment of everything the demo starts: what it started can be found
+# (and was stopped) by this mark, whatever became of its parent.
+ENV_MARK = "INFRASCOPE_DEMO_STATE"
 
 
 class DemoError(Exception):
@@ -104,6 +111,10 @@ class Interrupted(Exception):
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # One stop is enough: a second signal (Ctrl-C in a terminal reaches the demo and,
+    # through make, its parent watch too) must not interrupt the clean-up.
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -153,6 +164,15 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def http_page(url: str, timeout: float = 5.0) -> str | None:
+    """The body of a page that answers 200 (after redirects), else None."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode(errors="replace") if int(r.status) == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -170,8 +190,18 @@ def load_module(path: Path, name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise DemoError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: created 0600, never world-readable, even
+    for a moment (credentials, even the demo fleet's public fixtures)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -213,33 +243,7 @@ class Phases:
         return text
 
 
-class Children:
-    """Processes this script starts itself (outside honcho); stopped by pid."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, cmd: Sequence[str], logfile: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-        with open(logfile, "ab") as out:
-            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, **kwargs)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc)
+supervisor = load_module(DEMO / "supervisor.py", "infrascope_demo_supervisor")
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float,
@@ -260,14 +264,27 @@ def run(cmd: Sequence[str], logfile: Path, what: str, timeout: float = 600,
     """Run a command to completion, its stderr (and, unless it is data that must not be
     logged, its stdout) appended to ``logfile``; returns its stdout."""
     with open(logfile, "ab") as err:
-        result = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=err,
-                                stdin=subprocess.DEVNULL, timeout=timeout, check=False)
-    out = result.stdout.decode(errors="replace")
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        try:
+            raw, _ = proc.communicate(timeout=timeout)
+        except BaseException:
+            # Ctrl-C, SIGTERM or the timeout: SIGTERM first, so that the command stops
+            # what it started itself (infrascope history load: promtool, a temporary
+            # Prometheus), then SIGKILL.
+            proc.terminate()
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            raise
+    out = raw.decode(errors="replace")
     if log_stdout:
         with open(logfile, "a", encoding="utf-8") as fh:
             fh.write(out)
-    if result.returncode != 0:
-        raise DemoError(f"{what} exited with {result.returncode}:\n{tail(logfile)}")
+    if proc.returncode != 0:
+        raise DemoError(f"{what} exited with {proc.returncode}:\n{tail(logfile)}")
     return out
 
 
@@ -278,11 +295,11 @@ def run(cmd: Sequence[str], logfile: Path, what: str, timeout: float = 600,
 class Demo:
     state: Path
     ports: dict[str, int]
-    children: Children = field(default_factory=Children)
     phases: Phases = field(default_factory=Phases)
-    honcho: subprocess.Popen[bytes] | None = None
+    stack: Any = None  # the Supervisor of the long-running components
+    ready: bool = False
     servers: int = 0
-    history_servers: int = 0
+    server_keys: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
     range_: tuple[int, int] = (0, 0)
 
     # -- paths ---------------------------------------------------------------------
@@ -319,11 +336,12 @@ class Demo:
                             "choose another --state-dir")
         if self.state.exists():
             shutil.rmtree(self.state)
+        self.state.mkdir(parents=True, mode=0o700)
+        self.state.chmod(0o700)  # configuration with credentials, the API token
         for sub in ("logs", "history", "prometheus/data", "prometheus/rules",
                     "alertmanager/data", "webhook", "recommender"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         (self.state / MARKER).write_text("state folder of scripts/demo.py; emptied at start\n")
-        (self.state / ".env").write_text("")  # honcho reads an env file; this one is empty
         self.write_fleet()
 
     def write_fleet(self) -> None:
@@ -344,21 +362,20 @@ class Demo:
             "labels": {"env": "demo", "project": "infrascope"},
             "workload": {"profile": "idle"},  # unused: the real agent reports it
         })
-        self.servers = len(fleet["robot"]["servers"]) + sum(
-            len(p["servers"]) for p in fleet["cloud"]["projects"])
-        self.history_servers = self.servers - 1
+        self.server_keys = [("dedicated", str(d["number"])) for d in fleet["robot"]["servers"]]
+        self.server_keys += [("cloud", str(c["id"])) for p in fleet["cloud"]["projects"]
+                             for c in p["servers"]]
+        self.servers = len(self.server_keys)
         text = ("# The built-in demo fleet plus this machine as dedicated server "
                 f"{THIS_MACHINE_NUMBER}\n# (written by scripts/demo.py).\n"
                 + yaml.safe_dump(fleet, sort_keys=False))
-        (self.state / "fleet.yaml").write_text(text)
+        write_private(self.state / "fleet.yaml", text)  # the fleet's API credentials
         config = run([self.exe("infrascope-sim"), "exporter-config", "--fleet",
                       str(self.state / "fleet.yaml"), "--base-url", self.url("sim")],
                      self.logs / "prepare.log", "infrascope-sim exporter-config",
                      log_stdout=False)  # the configuration holds the fleet's credentials
-        path = self.state / "exporter.yaml"
-        path.touch(mode=0o600)
-        path.chmod(0o600)  # the demo fleet's tokens (public fixtures, still treated as such)
-        path.write_text(config)
+        # the demo fleet's tokens (public fixtures, still treated as such)
+        write_private(self.state / "exporter.yaml", config)
 
     # -- history ---------------------------------------------------------------------
     def history(self) -> None:
@@ -402,9 +419,7 @@ class Demo:
         (self.state / "prometheus" / "prometheus.yml").write_text(text)
         self.write_alertmanager()
         token = self.state / "recommender" / "api-token"
-        token.touch(mode=0o600)
-        token.chmod(0o600)
-        token.write_text(secrets.token_urlsafe(32) + "\n")
+        write_private(token, secrets.token_urlsafe(32) + "\n")
         rec = {"prometheus": {"url": self.url("prometheus")},
                "state": {"path": str(self.state / "recommender" / "state.db")},
                "api": {"listen": f"127.0.0.1:{self.ports['recommender']}",
@@ -413,7 +428,6 @@ class Demo:
         (self.state / "recommender" / "recommender.yml").write_text(
             "# The recommender of `make demo` (written by scripts/demo.py).\n"
             + yaml.safe_dump(rec, sort_keys=False))
-        (self.state / "Procfile").write_text(self.procfile())
 
     def write_rules(self) -> None:
         """The committed rule files with demo intervals and `for` durations (see top)."""
@@ -457,90 +471,79 @@ class Demo:
                 "# GENERATED by alertmanager/render_demo.py", "# Written by scripts/demo.py "
                 f"with alertmanager/render_demo.py (timings: {AM_TIMING})", 1))
 
-    def procfile(self) -> str:
-        s, q = self.state, shlex.quote
-        py = q(sys.executable)
-        rec_cfg = q(str(s / "recommender" / "recommender.yml"))
-        n = self.servers
-        ready_queries = [  # what the recommender's first run needs from Prometheus
-            f"count(up{{job=\"infrascope-agent\"}} == 1) >= {n}",
-            f"count(source_server_id:cpu_utilisation:ratio) >= {n}",
-            f"count(source_server_id:utilisation:tier30d) >= {n}",
-            f"count(source_server_id:cpu_utilisation:p95_30d) >= {self.history_servers}",
-            f"count(source_server_id:monthly_cost_euros:sum) >= {n}",
-            "count(hetzner_server_type_info) > 0",
-        ]
-        after = [py, q(str(DEMO / "after.py"))]
-        lines = {
-            "simulator": [q(self.exe("infrascope-sim")), "serve", "--fleet",
-                          q(str(s / "fleet.yaml")), "--listen", f"127.0.0.1:{self.ports['sim']}"],
+    def commands(self) -> dict[str, list[str]]:
+        """The argv of each long-running component, in start order."""
+        s = self.state
+        py = sys.executable
+        after = [py, str(DEMO / "after.py")]
+        return {
+            "simulator": [self.exe("infrascope-sim"), "serve", "--fleet", str(s / "fleet.yaml"),
+                          "--listen", f"127.0.0.1:{self.ports['sim']}"],
             # The exporter reads the simulator at start (Robot only every 10 minutes).
-            "exporter": [*after, "--name", "exporter", "--url", q(self.url("sim", "/healthz")),
-                         "--", q(self.exe("infrascope-exporter")), "--config.file",
-                         q(str(s / "exporter.yaml")), "--web.listen-address",
+            "exporter": [*after, "--name", "exporter", "--url", self.url("sim", "/healthz"),
+                         "--", self.exe("infrascope-exporter"), "--config.file",
+                         str(s / "exporter.yaml"), "--web.listen-address",
                          f"127.0.0.1:{self.ports['exporter']}", "--render-interval", "2s"],
-            "agent": [q(self.exe("infrascope-agent")), "--web.listen-address",
+            "agent": [self.exe("infrascope-agent"), "--web.listen-address",
                       f"127.0.0.1:{self.ports['agent']}"],
-            "webhook": [py, q(str(DEMO / "webhook_receiver.py")), "--listen",
+            "webhook": [py, str(DEMO / "webhook_receiver.py"), "--listen",
                         f"127.0.0.1:{self.ports['webhook']}", "--log",
-                        q(str(s / "webhook" / "notifications.jsonl"))],
-            "alertmanager": [q(alertmanager()), "--config.file=" + q(str(s / "alertmanager" /
-                                                                      "alertmanager.yml")),
-                             "--storage.path=" + q(str(s / "alertmanager" / "data")),
+                        str(s / "webhook" / "notifications.jsonl")],
+            "alertmanager": [alertmanager(),
+                             "--config.file=" + str(s / "alertmanager" / "alertmanager.yml"),
+                             "--storage.path=" + str(s / "alertmanager" / "data"),
                              f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
                              "--web.external-url=" + self.url("alertmanager", "/"),
                              "--cluster.listen-address=", "--data.retention=192h"],
             # Prometheus starts once the history is loaded and its targets answer (no
             # alert fires for a target that is merely not up yet).
             "prometheus": [*after, "--name", "prometheus", "--timeout", "900",
-                           "--file", q(str(s / "backfill.done")),
-                           "--url", q(self.url("sim", "/healthz")),
-                           "--url", q(self.url("exporter", "/readyz")),
-                           "--url", q(self.url("agent", "/metrics")),
-                           "--url", q(self.url("webhook", "/healthz")),
-                           "--url", q(self.url("alertmanager", "/-/ready")), "--",
-                           "prometheus", "--config.file=" + q(str(s / "prometheus" /
-                                                                  "prometheus.yml")),
-                           "--storage.tsdb.path=" + q(str(self.data_dir)),
+                           "--file", str(s / "backfill.done"),
+                           "--url", self.url("sim", "/healthz"),
+                           "--url", self.url("exporter", "/readyz"),
+                           "--url", self.url("agent", "/metrics"),
+                           "--url", self.url("webhook", "/healthz"),
+                           "--url", self.url("alertmanager", "/-/ready"), "--",
+                           "prometheus", "--config.file=" + str(s / "prometheus" /
+                                                                "prometheus.yml"),
+                           "--storage.tsdb.path=" + str(self.data_dir),
                            f"--storage.tsdb.retention.time={RETENTION}",
                            f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}",
                            "--web.external-url=" + self.url("prometheus", "/")],
-            # `recommender run` once Prometheus has the 30-day figures, then serve.
+            # `recommender run` once every figure it reads is in Prometheus for every
+            # server (the demo checks, then writes figures.ready), then serve.
             "recommender": [*after, "--name", "recommender", "--timeout", "900",
-                            "--prometheus", q(self.url("prometheus")),
-                            *[a for expr in ready_queries for a in ("--promql", q(expr))],
-                            "--run", q(shlex.join([self.exe("recommender"), "run", "--config",
-                                                   str(s / "recommender" / "recommender.yml")])),
-                            "--", q(self.exe("recommender")), "serve", "--config", rec_cfg],
+                            "--file", str(s / FIGURES_READY),
+                            "--run", shlex.join([self.exe("recommender"), "run", "--config",
+                                                 str(s / "recommender" / "recommender.yml")]),
+                            "--", self.exe("recommender"), "serve", "--config",
+                            str(s / "recommender" / "recommender.yml")],
         }
-        out = ["# The demo's long-running processes, run by honcho (written by "
-               "scripts/demo.py).", "# Each one's output goes to logs/<name>.log."]
-        for name, words in lines.items():
-            out.append(f"{name}: exec {' '.join(words)} >> "
-                       f"{q(str(self.logs / (name + '.log')))} 2>&1")
-        return "\n".join(out) + "\n"
 
     # -- the stack ------------------------------------------------------------------
     def launch_stack(self) -> None:
-        """honcho with the Procfile: everything starts now; Prometheus waits for the
-        history (``backfill.done``), the recommender for Prometheus."""
+        """Every component starts now, under the supervisor; Prometheus waits for the
+        history (``backfill.done``), the recommender for every figure it reads."""
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        with open(self.logs / "honcho.log", "ab") as out:
-            self.honcho = subprocess.Popen(
-                [self.exe("honcho"), "start", "--no-colour", "-e", str(self.state / ".env"),
-                 "-f", str(self.state / "Procfile"), "-d", str(self.state)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=self.state)
+        self.stack = supervisor.Supervisor(log, on_change=self.on_restart)
+        for name, argv in self.commands().items():
+            self.stack.add(name, argv, self.logs / f"{name}.log", env=env, cwd=self.state)
+        self.stack.start()
+        self.write_info()
+
+    def on_restart(self) -> None:
+        """A component was restarted: demo.json names its new pid."""
+        self.write_info()
 
     def stack_alive(self) -> str | None:
-        """Why the stack is gone, or None while honcho runs."""
-        if self.honcho is not None and self.honcho.poll() is not None:
-            stopped = re.findall(r"([\w-]+)\.\d+ stopped \(rc=", (self.logs / "honcho.log")
-                                 .read_text(errors="replace"))
-            first = stopped[0] if stopped else "a process"
-            return (f"{first} stopped, so honcho stopped the stack; "
-                    f"{self.logs / (first + '.log')}:\n{tail(self.logs / (first + '.log'))}")
-        return None
+        """Why the stack cannot come up (a component out of restarts), or None."""
+        if self.stack is None:
+            return None
+        reason = self.stack.given_up()
+        if reason is None:
+            return None
+        name = reason.split(" ", 1)[0]
+        return f"{reason}:\n{tail(self.logs / (name + '.log'))}"
 
     READY = {"sim": ("the simulator", "/healthz", 30),
              "exporter": ("the exporter", "/readyz", 60),
@@ -556,35 +559,36 @@ class Demo:
             wait_for(what, functools.partial(http_ok, self.url(name, path)), timeout,
                      self.stack_alive)
 
+    def wait_figures(self, timeout: float = 600) -> None:
+        """Until every figure the recommender reads is in Prometheus, for every server
+        (the 30-day ones for every server with history): then ``figures.ready``."""
+        readiness = load_module(DEMO / "readiness.py", "infrascope_demo_readiness")
+        expected = {readiness.ServerKey(*key) for key in self.server_keys}
+        no_history = {readiness.ServerKey("dedicated", str(THIS_MACHINE_NUMBER))}
+        gaps: list[str] = []
+
+        def complete() -> bool:
+            gaps[:] = readiness.check(self.url("prometheus"), expected, no_history)
+            return not gaps
+
+        try:
+            wait_for("every figure the recommender reads", complete, timeout,
+                     self.stack_alive, interval=1.0)
+        except DemoError as exc:
+            shown = "\n".join(f"    {gap}" for gap in gaps[:20])
+            more = f"\n    ... {len(gaps) - 20} more" if len(gaps) > 20 else ""
+            raise DemoError(f"{exc}; still missing:\n{shown}{more}") from None
+        (self.state / FIGURES_READY).write_text("")
+
     def children_pids(self) -> dict[str, int]:
-        """The pid of each Procfile process, as honcho logged it."""
-        text = (self.logs / "honcho.log").read_text(errors="replace") \
-            if (self.logs / "honcho.log").exists() else ""
-        return {name: int(pid) for name, pid in
-                re.findall(r"([\w-]+)\.\d+ started \(pid=(\d+)\)", text)}
+        """The current pid of each component."""
+        return dict(self.stack.pids()) if self.stack is not None else {}
 
     def stop_stack(self) -> None:
-        """SIGTERM to honcho, which stops every process it runs (SIGKILL after 5 s);
-        then make sure each pid honcho started is gone."""
-        if self.honcho is not None:
-            if self.honcho.poll() is None:
-                self.honcho.send_signal(signal.SIGTERM)
-            try:
-                self.honcho.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.honcho.kill()
-                self.honcho.wait()
-        for name, pid in self.children_pids().items():
-            for _ in range(50):
-                if not pid_alive(pid):
-                    break
-                time.sleep(0.1)
-            else:
-                log(f"{name} (pid {pid}) still runs after honcho stopped: killing it")
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # honcho made it a process group leader
-                except OSError:
-                    pass
+        """SIGTERM to every component (its process group), SIGKILL after 10 s."""
+        if self.stack is not None:
+            for name in self.stack.stop(timeout=10):
+                log(f"{name} did not stop on SIGTERM within 10 s: killed")
 
     # -- the report -----------------------------------------------------------------
     def report(self) -> str:
@@ -597,16 +601,43 @@ class Demo:
         (self.state / "recommender" / "report.txt").write_text(table)
         return table
 
+    def web_links(self) -> tuple[list[tuple[str, str, str]], str]:
+        """Prometheus' and Alertmanager's pages as the installed versions serve them.
+
+        Prometheus 2.x without its React UI (Debian's package) serves the classic pages
+        under ``/classic/`` and answers 404 at ``/rules``; Debian's Alertmanager has no
+        web application at all (its ``/`` says so): the API is what there is."""
+        prom = ""
+        for prefix in ("", "/classic"):
+            if http_page(self.url("prometheus", prefix + "/rules")):
+                prom = prefix
+                break
+        rows = [("Prometheus", self.url("prometheus", prom + "/graph"),
+                 f"rules {self.url('prometheus', prom + '/rules')}, alerts "
+                 f"{self.url('prometheus', prom + '/alerts')}, targets "
+                 f"{self.url('prometheus', prom + '/targets')}")]
+        home = http_page(self.url("alertmanager", "/")) or ""
+        if "<script" in home:  # the web application (an Elm app) is installed
+            rows.append(("Alertmanager", self.url("alertmanager", "/#/alerts"), ""))
+            note = ""
+        else:
+            rows.append(("Alertmanager", self.url("alertmanager", "/api/v2/alerts"),
+                         f"API; status {self.url('alertmanager', '/api/v2/status')}"))
+            note = ("Alertmanager's web UI is not in this package (Debian's): the link is "
+                    "its API; `amtool alert` lists the alerts too (--alertmanager.url: "
+                    "Alertmanager's address above)")
+        return rows, note
+
     def summary(self) -> str:
         s = self.state
-        rows = [
-            ("Prometheus", self.url("prometheus", "/"), "rules /rules, alerts /alerts, "
-                                                        "targets /targets"),
-            ("Alertmanager", self.url("alertmanager", "/"), ""),
-            ("exporter", self.url("exporter", "/metrics"), f"service discovery "
-                                                           f"{self.url('exporter', '/sd')}"),
+        rows, note = self.web_links()
+        rows += [
+            ("exporter", self.url("exporter", "/metrics"),
+             f"service discovery {self.url('exporter', '/sd')}"),
             ("recommender API", self.url("recommender", "/api/recommendations"),
-             "docs /docs, annotations /api/annotations, summary /api/summary"),
+             f"docs {self.url('recommender', '/docs')}, annotations "
+             f"{self.url('recommender', '/api/annotations')}, summary "
+             f"{self.url('recommender', '/api/summary')}"),
             ("HTML report", self.url("recommender", "/report"),
              f"also {s / 'recommender' / 'report.html'}"),
             ("agent (this machine)", self.url("agent", "/metrics"),
@@ -620,24 +651,35 @@ class Demo:
                  f"dedicated incl. this machine), {HISTORY_DAYS} days of history "
                  f"({iso(self.range_[0])} .. {iso(self.range_[1])}), up in "
                  f"{self.phases.total():.1f} s"]
-        for name, url, note in rows:
-            lines.append(f"  {name:<{width}}  {url}" + (f"   ({note})" if note else ""))
+        for name, url, text in rows:
+            lines.append(f"  {name:<{width}}  {url}" + (f"   ({text})" if text else ""))
         lines.append(f"  {'API token':<{width}}  {s / 'recommender' / 'api-token'} "
                      "(for accept/dismiss)")
-        lines.append(f"  {'state and logs':<{width}}  {s}/ (logs/, Procfile)")
+        lines.append(f"  {'state and logs':<{width}}  {s}/ (logs/<component>.log)")
+        if note:
+            lines.append(f"  {note}")
         return "\n".join(lines)
 
     def write_info(self) -> None:
+        """demo.json: ports, URLs, the components' pids (rewritten after a restart)."""
+        stack = self.stack
         info = {"state_dir": str(self.state), "ports": self.ports,
                 "urls": {name: self.url(name) for name in self.ports},
-                "honcho_pid": self.honcho.pid if self.honcho else None,
-                "pids": self.children_pids(), "servers": self.servers,
+                "demo_pid": os.getpid(), "ready": self.ready,
+                "pids": self.children_pids(),
+                "all_pids": stack.all_pids() if stack is not None else [],
+                "logs": {name: str(self.logs / f"{name}.log") for name in self.commands()},
+                "servers": self.servers,
                 "this_machine": {"source": "dedicated", "server_id": str(THIS_MACHINE_NUMBER),
                                  "server_name": THIS_MACHINE_NAME},
                 "history": {"start": self.range_[0], "end": self.range_[1]},
                 "phases": dict(self.phases.times), "steps": dict(self.phases.steps),
                 "ready_seconds": self.phases.total()}
-        (self.state / "demo.json").write_text(json.dumps(info, indent=2) + "\n")
+        # a name of its own per thread (the supervisor's rewrites it after a restart):
+        # readers never see half a file
+        tmp = self.state / f"demo.json.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.state / "demo.json")
 
 
 def alertmanager() -> str:
@@ -674,6 +716,64 @@ def signals_raise() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+# --------------------------------------------------------------------------------------
+# `make demo`: Ctrl-C and SIGINT/SIGTERM to make's pid
+# --------------------------------------------------------------------------------------
+SHELLS = {"sh", "dash", "bash"}
+MAKES = {"make", "gmake"}
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
+    except OSError:
+        return {}
+
+
+def make_ancestor() -> int | None:
+    """The ``make`` this demo runs under: its parent, or its grandparent through the
+    shell make ran the recipe with; None when not run by make."""
+    pid = os.getppid()
+    for _ in range(2):
+        status = proc_status(pid)
+        name = status.get("Name", "")
+        if name in MAKES:
+            return pid
+        if name not in SHELLS:
+            return None
+        pid = int(status.get("PPid", "0") or 0)
+    return None
+
+
+def sigint_blocked(pid: int) -> bool:
+    """True while ``pid`` has SIGINT blocked. GNU make blocks it while it handles a
+    SIGINT: it does not forward the signal (a terminal sends Ctrl-C to the whole process
+    group), it waits for its children to exit, then dies of it."""
+    mask = proc_status(pid).get("SigBlk", "")
+    return bool(mask) and bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
+def watch_parent(done: threading.Event, interval: float = 0.25) -> None:
+    """Stop the demo when make was interrupted, or when the parent is gone.
+
+    SIGINT sent to make's pid alone (not to its process group, as a terminal does) never
+    reaches the demo: make only waits for it, forever. The demo watches make instead and
+    raises SIGINT in itself when make is handling one; a parent that dies (SIGKILL to
+    make, a closed terminal) stops the demo with SIGTERM. make forwards SIGTERM itself."""
+    parent = os.getppid()
+    make = make_ancestor()
+    while not done.wait(interval):
+        if os.getppid() != parent:
+            log(f"parent process {parent} is gone")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if make is not None and sigint_blocked(make):
+            log(f"make (pid {make}) got SIGINT")
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true",
@@ -689,11 +789,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # for every Python program it starts
+    watching = threading.Event()
     with signals_raise():
         demo: Demo | None = None
         try:
+            threading.Thread(target=watch_parent, args=(watching,), name="parent",
+                             daemon=True).start()
             ports = choose_ports({n: getattr(args, f"{n}_port") for n in DEFAULT_PORTS})
             demo = Demo(state=args.state_dir.resolve(), ports=ports)
+            os.environ[ENV_MARK] = str(demo.state)  # inherited by everything it starts
             log(f"state folder {demo.state}; building 30 days of history (about a minute)")
             demo.prepare()
             demo.write_configs()
@@ -704,9 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("history loaded; Prometheus starts")
             demo.wait_stack(["exporter", "agent", "webhook", "alertmanager", "prometheus"])
             demo.phases.done("Prometheus")
+            demo.wait_figures()
+            demo.phases.done("figures")
             demo.wait_stack(["recommender"])
             demo.phases.done("recommender")
             table = demo.report()
+            demo.ready = True
             demo.write_info()
             print(table, end="" if table.endswith("\n") else "\n")
             print()
@@ -715,10 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.once:
                 return 0
             print("Press Ctrl-C to stop.", flush=True)
-            while demo.honcho is not None and demo.honcho.poll() is None:
+            while True:  # the supervisor restarts what dies; this waits for a signal
                 time.sleep(0.5)
-            raise DemoError("honcho stopped unexpectedly: see "
-                            f"{demo.logs / 'honcho.log'}\n{tail(demo.logs / 'honcho.log')}")
         except Interrupted as exc:
             log(f"{exc}: stopping")
             return 0
@@ -726,11 +831,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"failed: {exc}")
             return 1
         finally:
+            watching.set()
             if demo is not None:
                 # A second Ctrl-C must not cut the clean-up short.
                 for s in SIGNALS:
                     signal.signal(s, signal.SIG_IGN)
-                demo.children.stop_all()
                 demo.stop_stack()
                 log("stopped every process it started")
 

@@ -11,8 +11,8 @@
 - The ports are the components' native defaults; the Prometheus scrape targets, the
   Grafana datasources and the Alertmanager secret files point at services, ports and
   mounts that exist; ``promtool check config`` and ``amtool check-config`` pass on the
-  files as the containers see them; the native stack (``make demo``'s Procfile) runs the
-  same programs with the same flags.
+  files as the containers see them; the native stack (the commands ``make demo`` runs)
+  runs the same programs with the same flags.
 - The Dockerfiles: the console script of ENTRYPOINT exists, EXPOSE and HEALTHCHECK use
   the native port, USER is an unprivileged fixed uid, and the build context that
   ``.dockerignore`` (or ``<Dockerfile>.dockerignore``) leaves holds what ``pip install``
@@ -1063,7 +1063,7 @@ def test_grafana_provisioning_matches_the_mounts(project: Project) -> None:
 # --------------------------------------------------------------------------------------
 # 5. The native stack: `make demo` runs the same programs with the same flags
 # --------------------------------------------------------------------------------------
-def native_procfile(tmp_path: Path) -> dict[str, list[str]]:
+def native_commands(tmp_path: Path) -> dict[str, list[str]]:
     saved = sys.dont_write_bytecode
     try:
         demo_module = load_script(ROOT / "scripts" / "demo.py", "infrascope_demo_script")
@@ -1071,22 +1071,17 @@ def native_procfile(tmp_path: Path) -> dict[str, list[str]]:
         sys.dont_write_bytecode = saved
     runner = demo_module.Demo(state=tmp_path / "state", ports=dict(demo_module.DEFAULT_PORTS))
     processes = {}
-    for line in runner.procfile().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, command = line.partition(":")
-        words = shlex.split(command)
-        words = words[1:words.index(">>")]  # drop `exec` and the log redirection
+    for name, words in runner.commands().items():
         if "--" in words:                   # demo/after.py ... -- <the program>
             words = words[words.index("--") + 1:]
-        processes[name.strip()] = words
+        processes[name] = words
     return processes
 
 
 @pytest.mark.skipif(ALERTMANAGER is None or PROMETHEUS is None,
                     reason="the native stack needs Prometheus and Alertmanager installed")
 def test_compose_runs_what_the_native_stack_runs(tmp_path: Path) -> None:
-    native = native_procfile(tmp_path)
+    native = native_commands(tmp_path)
     project = demo()
     agent = Project("agent", {}, {"agent"})
     pairs = {"simulator": project, "exporter": project, "recommender": project,
