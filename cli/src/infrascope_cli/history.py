@@ -29,6 +29,7 @@ otherwise one plain line per step.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -368,6 +369,16 @@ class RunningPrometheus:
 # --------------------------------------------------------------------------------------
 # The plan and the load
 # --------------------------------------------------------------------------------------
+def rule_step(n: int, rule_file: dict[str, Any]) -> str:
+    """A rule's step in the state: its pass, group, record and a digest of the rule — not
+    its position, so a rules pack that gained or lost rules since an interrupted load
+    resumes right, and two rules recording one name are two steps."""
+    group = rule_file["groups"][0]
+    rule = group["rules"][0]
+    digest = hashlib.sha256(json.dumps(rule, sort_keys=True, default=str).encode())
+    return f"pass-{n}:{group['name']}:{rule['record']}:{digest.hexdigest()[:8]}"
+
+
 @dataclass
 class Plan:
     data_dir: Path
@@ -405,7 +416,7 @@ class Plan:
         out = ["backfill"] if self.backfill else []
         out += [f"blocks:{p.name}" for p in self.inputs()]
         for n, doc in enumerate(self.passes, start=1):
-            out += [f"pass-{n}:{i}" for i in range(len(rulespack.one_rule_files(doc)))]
+            out += [rule_step(n, rule) for rule in rulespack.one_rule_files(doc)]
         return out
 
     def describe(self) -> str:
@@ -585,7 +596,7 @@ def load(plan: Plan, *, restart: bool = False, progress_mode: str = "auto",
 
         pending = [(n, i, doc) for n, pass_doc in enumerate(plan.passes, start=1)
                    for i, doc in enumerate(rulespack.one_rule_files(pass_doc))
-                   if not state.is_done(f"pass-{n}:{i}")]
+                   if not state.is_done(rule_step(n, doc))]
         if pending:
             with _passes_prometheus(plan) as (url, reload):
                 for n in sorted({n for n, _, _ in pending}):
@@ -623,7 +634,7 @@ def _run_pass(plan: Plan, n: int, rules: Sequence[tuple[int, dict[str, Any]]], u
                 summary.empty_rules.append(record)
             moved[0] += move_blocks(out, plan.data_dir)
             shutil.rmtree(out, ignore_errors=True)
-            state.mark(f"pass-{n}:{i}")
+            state.mark(rule_step(n, doc))
             progress.finish(f"rule pass {n}: {record}")
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=f"pass-{n}") as pool, \
