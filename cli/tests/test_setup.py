@@ -246,3 +246,44 @@ def test_interactive_setup_reads_tokens_without_echo(sim: tuple[Simulator, Endpo
                                               "token_file": str(token_file)}]
     assert exporter["robot"]["password_file"] == str(conf / "secrets" / "robot-password")
     assert TOKENS["webshop"] not in (conf / "exporter.yml").read_text()
+
+
+def test_doctor_on_an_installation_that_does_not_run(sim: tuple[Simulator, Endpoints],
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    """Configuration and credentials pass; every service that does not run fails with
+    the command that starts it; exit 1. (Passing and the other failures:
+    tests/test_rehearsal.py.)"""
+    _, ep = sim
+    ports = [str(free_port()) for _ in range(4)]
+    assert main(flags(tmp_path, ep, None, ROBOT_PASSWORD,
+                      "--exporter-address", f"127.0.0.1:{ports[0]}",
+                      "--recommender-address", f"127.0.0.1:{ports[1]}",
+                      "--alertmanager-address", f"127.0.0.1:{ports[2]}",
+                      "--prometheus-url", f"http://127.0.0.1:{ports[3]}")) == 0
+    capsys.readouterr()
+    conf = tmp_path / "conf"
+    assert main(["doctor", "--config-dir", str(conf), "--timeout", "3"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {x.split("] ", 1)[1].split(": ", 1)[0]: x for x in lines if x.startswith("[")}
+    for name in ("config exporter.yml", "config recommender.yml", "config prometheus.yml",
+                 "config alertmanager.yml", "Cloud project webshop", "Cloud project analytics",
+                 "Robot user #ws+DemoShop"):
+        assert by_name[name].startswith("[ok  ]"), by_name[name]
+    assert by_name["exporter"].startswith(f"[FAIL] exporter: does not answer at "
+                                          f"127.0.0.1:{ports[0]}")
+    assert f"fix: start it: infrascope-exporter --config.file {conf / 'exporter.yml'}" in \
+        by_name["exporter"]
+    assert f"recommender serve --config {conf / 'recommender.yml'}" in by_name["recommender"]
+    assert by_name["prometheus"].startswith(
+        f"[FAIL] prometheus: does not answer at http://127.0.0.1:{ports[3]}")
+    for name in ("scrape hetzner", "scrape infrascope-agent", "rule groups", "history",
+                 "retention"):
+        assert "not checked: Prometheus does not answer" in by_name[name]
+    assert by_name["alertmanager"].startswith("[FAIL]") and "--web.listen-address=" \
+        f"127.0.0.1:{ports[2]}" in by_name["alertmanager"]
+    assert lines[-1] == f"7 of {len(by_name)} checks passed; {len(by_name) - 7} failed"
+    # Where nothing was set up, it says so.
+    assert main(["doctor", "--config-dir", str(tmp_path / "nothing")]) == 1
+    assert "run infrascope setup" in capsys.readouterr().err
