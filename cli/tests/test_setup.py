@@ -137,7 +137,9 @@ def test_nothing_is_overwritten_without_force(sim: tuple[Simulator, Endpoints],
     assert main(flags(tmp_path, ep, None, ROBOT_PASSWORD, "--agent-port", "9999",
                       "--force")) == 0
     assert "agent_port: 9999" in exporter.read_text()
-    assert (conf / "secrets" / "recommender-api-token").read_text() != token
+    # The recommender's API token is kept (its clients keep working), still 0600.
+    assert (conf / "secrets" / "recommender-api-token").read_text() == token
+    assert (conf / "secrets" / "recommender-api-token").stat().st_mode & 0o777 == 0o600
 
 
 def expect_failure(args: list[str], capsys: pytest.CaptureFixture[str],

@@ -287,9 +287,11 @@ def check_answers(a: Answers) -> None:
 def cloud_projects(a: Answers) -> list[tuple[CloudProject, str | None]]:
     out = []
     for p in a.projects:
-        token = p.token if p.token is not None else read_secret_file(
-            p.token_file, f"token of project {p.name}") if p.token_file else None
-        if token is None:
+        if p.token is not None:
+            token = p.token
+        elif p.token_file is not None:
+            token = read_secret_file(p.token_file, f"token of project {p.name}")
+        else:
             raise SetupError(f"project {p.name}: no token")
         out.append((CloudProject(p.name, token, a.hcloud_endpoint),
                     str(p.token_file) if p.token_file else None))
@@ -456,7 +458,10 @@ def planned_files(a: Answers) -> dict[Path, str]:
             files[_secret_path(a, f"hcloud-{p.name}.token")] = p.token.reveal() + "\n"
     if a.robot_password is not None:
         files[_secret_path(a, "robot-password")] = a.robot_password.reveal() + "\n"
-    files[_secret_path(a, "recommender-api-token")] = secrets.token_urlsafe(32) + "\n"
+    # The recommender's API token survives a --force run: clients that use it keep working.
+    api_token = _secret_path(a, "recommender-api-token")
+    kept = api_token.read_text(encoding="utf-8").strip() if api_token.is_file() else ""
+    files[api_token] = (kept or secrets.token_urlsafe(32)) + "\n"
     return files
 
 
