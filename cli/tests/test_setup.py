@@ -289,3 +289,44 @@ def test_doctor_on_an_installation_that_does_not_run(sim: tuple[Simulator, Endpo
     # Where nothing was set up, it says so.
     assert main(["doctor", "--config-dir", str(tmp_path / "nothing")]) == 1
     assert "run infrascope setup" in capsys.readouterr().err
+
+
+def test_interactive_setup_on_a_terminal(sim: tuple[Simulator, Endpoints],
+                                         tmp_path: Path) -> None:
+    """The real command on a pseudo-terminal: it asks (no --non-interactive needed) and
+    the typed token is never echoed."""
+    import os
+    import pty
+    import sys
+    import time
+
+    _, ep = sim
+    conf = tmp_path / "conf"
+    answers = [str(conf), ep.cloud, "webshop", TOKENS["webshop"], "", "n", "", "", "", "",
+               ""]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the installed command on the terminal
+        exe = str(Path(sys.executable).with_name("infrascope"))
+        os.execv(exe, [exe, "setup", "--alert-webhook-url", "http://127.0.0.1:9/alerts"])
+    shown = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if chunk.endswith(b": ") and answers:
+                os.write(fd, answers.pop(0).encode() + b"\n")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = shown.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert answers == [] and "API token of webshop (not shown): " in text
+    assert TOKENS["webshop"] not in text
+    assert "[ok  ] Cloud project webshop: token accepted" in text
+    assert (conf / "secrets" / "hcloud-webshop.token").read_text().strip() == TOKENS["webshop"]

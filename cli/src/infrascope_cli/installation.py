@@ -171,7 +171,7 @@ def validate_exporter(path: Path) -> Check:
         return Check(f"{path.name}", False, f"the exporter rejects it: {exc}",
                      f"correct {path} (or run infrascope setup --force again)")
     return Check(path.name, True, f"the exporter's loader accepts it "
-                 f"({len(config.projects)} Cloud projects, Robot "
+                 f"({len(config.projects)} Cloud project(s), Robot "
                  f"{'yes' if config.robot else 'no'}, listening on {config.listen_address})")
 
 
