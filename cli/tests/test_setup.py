@@ -330,3 +330,26 @@ def test_interactive_setup_on_a_terminal(sim: tuple[Simulator, Endpoints],
     assert TOKENS["webshop"] not in text
     assert "[ok  ] Cloud project webshop: token accepted" in text
     assert (conf / "secrets" / "hcloud-webshop.token").read_text().strip() == TOKENS["webshop"]
+
+
+def test_token_file_shape_and_mode(sim: tuple[Simulator, Endpoints], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A token file the exporter would refuse (two lines) is refused before any request,
+    naming the file and not its content; one others may read is accepted with the
+    exporter's own warning."""
+    simulator, ep = sim
+    args = flags(tmp_path, ep, {"webshop": TOKENS["webshop"]}, None)
+    token_file = tmp_path / "keep" / "webshop.token"
+    token_file.write_text(TOKENS["webshop"] + "\nsecond-line\n")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert str(token_file) in err and "2 lines" in err
+    assert TOKENS["webshop"] not in err and "second-line" not in err
+    assert not simulator.requests  # nothing was asked of the API
+    token_file.write_text(TOKENS["webshop"] + "\n")
+    token_file.chmod(0o644)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("[ok  ] exporter.yml"))
+    assert f"warning: cloud.projects[0].token_file: {token_file}" in line
+    assert f"chmod 600 {token_file}" in line

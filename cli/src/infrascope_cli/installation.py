@@ -172,7 +172,8 @@ def validate_exporter(path: Path) -> Check:
                      f"correct {path} (or run infrascope setup --force again)")
     return Check(path.name, True, f"the exporter's loader accepts it "
                  f"({len(config.projects)} Cloud project(s), Robot "
-                 f"{'yes' if config.robot else 'no'}, listening on {config.listen_address})")
+                 f"{'yes' if config.robot else 'no'}, listening on {config.listen_address})"
+                 + _warnings(config.warnings))
 
 
 def validate_recommender(path: Path) -> Check:
@@ -184,7 +185,13 @@ def validate_recommender(path: Path) -> Check:
         return Check(path.name, False, f"the recommender rejects it: {exc}",
                      f"correct {path} (or run infrascope setup --force again)")
     return Check(path.name, True, f"the recommender's loader accepts it (Prometheus "
-                 f"{config.prometheus.url}, API on {config.api.listen})")
+                 f"{config.prometheus.url}, API on {config.api.listen})"
+                 + _warnings(config.warnings))
+
+
+def _warnings(warnings: tuple[str, ...]) -> str:
+    """The loader's warnings (e.g. a secret file others may read), on the same line."""
+    return "".join(f"; warning: {w}" for w in warnings)
 
 
 def tool(*names: str) -> str | None:

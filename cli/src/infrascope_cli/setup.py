@@ -36,8 +36,10 @@ from infrascope_exporter.config import (
     DEFAULT_CLOUD_ENDPOINT,
     DEFAULT_ROBOT_ENDPOINT,
     CloudProject,
+    ConfigError,
     RobotAccount,
     Secret,
+    check_secret_shape,
 )
 
 from . import installation as inst
@@ -245,21 +247,24 @@ def answers_from_prompts(args: argparse.Namespace, ask: Ask = input,
 # --------------------------------------------------------------------------------------
 # Checking the answers and the credentials
 # --------------------------------------------------------------------------------------
-def read_secret_file(path: Path, what: str) -> Secret:
-    """One line, no whitespace inside: what the exporter accepts as a token file."""
+def read_secret_file(path: Path, what: str, *, spaces: bool = False) -> Secret:
+    """The secret in ``path`` as the exporter reads it (one line, a trailing newline
+    allowed; a password may hold inner spaces): a file it would refuse is refused here,
+    before any request. Messages name the file, never its content."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode()
     except OSError as exc:
         raise SetupError(f"{what}: cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise SetupError(f"{what}: {path} is not text") from None
-    value = text.strip()
-    if not value:
-        raise SetupError(f"{what}: {path} is empty")
-    if any(c.isspace() for c in value):
-        raise SetupError(f"{what}: {path} holds more than one word or line: the file must "
-                         "hold the secret alone")
-    return Secret(value)
+        raise SetupError(f"{what}: {path} is not UTF-8 text") from None
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            text = text[:-len(ending)]
+            break
+    try:
+        return Secret(check_secret_shape(text, f"{what} ({path})", spaces=spaces))
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def check_answers(a: Answers) -> None:
@@ -303,7 +308,7 @@ def robot_account(a: Answers) -> RobotAccount | None:
         return None
     password = a.robot_password
     if password is None and a.robot_password_file is not None:
-        password = read_secret_file(a.robot_password_file, "Robot password")
+        password = read_secret_file(a.robot_password_file, "Robot password", spaces=True)
     if not password:
         raise SetupError("Robot user given without a password")
     return RobotAccount(a.robot_user, password, a.robot_endpoint)
@@ -481,13 +486,6 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def _group_readable(path: Path) -> bool:
-    try:
-        return bool(path.stat().st_mode & 0o077)
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------------------
 # Run
 # --------------------------------------------------------------------------------------
@@ -517,10 +515,6 @@ def setup(a: Answers, force: bool = False, out: Any = None) -> int:
     if not all(c.ok for c in checks):
         say("infrascope setup: nothing was written (a credential was not accepted)")
         return 1
-    for given in [p.token_file for p in a.projects if p.token_file] + (
-            [a.robot_password_file] if a.robot_password_file else []):
-        if given is not None and _group_readable(given):
-            say(f"warning: {given} is readable by group or others: chmod 600 {given}")
     for path, text in files.items():
         write_private(path, text)
     say(f"wrote {len(files)} files under {a.config_dir} (mode 0600)")
