@@ -353,3 +353,16 @@ def test_token_file_shape_and_mode(sim: tuple[Simulator, Endpoints], tmp_path: P
     line = next(x for x in out.splitlines() if x.startswith("[ok  ] exporter.yml"))
     assert f"warning: cloud.projects[0].token_file: {token_file}" in line
     assert f"chmod 600 {token_file}" in line
+
+
+def test_readme_lists_every_flag_of_setup_and_doctor() -> None:
+    from infrascope_cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("setup", "doctor"):
+        for action in sub.choices[command]._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in readme or f"{flag} " in readme, (command, flag)
