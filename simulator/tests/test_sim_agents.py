@@ -113,3 +113,64 @@ def test_promtool_accepts_the_exposition(fleet) -> None:
             line.startswith("node_memory_") and "not 'camelCase'" in line)]
         assert unexpected == []
         assert result.returncode in (0, 3)
+
+
+def test_agents_on_their_servers_loopback_addresses(tmp_path) -> None:
+    """``serve --agents-port``: each server whose address is a loopback one has its agent
+    at ADDRESS:PORT/metrics, as a real agent on that server; other servers are left out."""
+    import os
+    import re
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    from infrascope_core.prometheus import free_port, wait_until
+
+    fleet = {
+        "cloud": {"projects": [{"name": "p", "token": "t", "servers": [
+            {"name": "web-1", "type": "cx23", "ipv4": "127.78.0.11"},
+            {"name": "web-2", "type": "cx33", "ipv4": "127.78.0.12"},
+            {"name": "public-1", "type": "cx23"}]}]},
+        "robot": {"user": "u", "password": "pw", "servers": [
+            {"name": "db-1", "product": "AX42", "ip": "127.78.1.1"}]},
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet))
+    port = free_port()
+    exe = Path(sys.executable).with_name("infrascope-sim")
+    proc = subprocess.Popen([str(exe), "serve", "--fleet", str(path), "--listen",
+                             "127.0.0.1:0", "--agents-port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "agents on their servers' addresses" in line:
+                break
+        assert re.search(rf"port {port}: 3 \(left out, not a loopback address: 1\)",
+                         lines[-1]), lines
+
+        def nodename(ip: str) -> str:
+            r = httpx.get(f"http://{ip}:{port}/metrics", timeout=5)
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+            return re.search(r'node_uname_info\{.*nodename="([^"]+)"', r.text).group(1)
+
+        wait_until(lambda: nodename("127.78.0.11"), 10, "the agents")
+        assert nodename("127.78.0.11") == "web-1"
+        assert nodename("127.78.0.12") == "web-2"
+        assert nodename("127.78.1.1") == "db-1"
+        with pytest.raises(httpx.ConnectError):  # nothing else listens on that port
+            httpx.get(f"http://127.78.0.13:{port}/metrics", timeout=5)
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0 or proc.returncode == -15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

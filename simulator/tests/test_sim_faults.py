@@ -403,6 +403,35 @@ def test_scope_project(served: Any, cloud: httpx.Client, control: httpx.Client) 
     assert httpx.get(served.cloud + "/servers", timeout=10).status_code == 401
 
 
+def test_revoked_token_is_a_401_for_that_project_only(served: Any, cloud: httpx.Client,
+                                                     control: httpx.Client) -> None:
+    fault = add_fault(control, kind="revoked_token", api="cloud", project="analytics")
+    with httpx.Client(base_url=served.cloud, timeout=10,
+                      headers={"Authorization": f"Bearer {ANALYTICS_TOKEN}"}) as analytics:
+        assert_cloud_error(analytics.get("/servers"), 401, "unauthorized")
+        assert_cloud_error(analytics.get("/pricing"), 401, "unauthorized")
+        assert cloud.get("/servers").status_code == 200  # the other project's token works
+        # Given back (the fault removed), the token works again.
+        assert control.delete(f"/faults/{fault['id']}").status_code == 200
+        assert analytics.get("/servers").status_code == 200
+
+
+def test_forbidden_is_a_403_on_reads(cloud: httpx.Client, control: httpx.Client) -> None:
+    add_fault(control, kind="forbidden", api="cloud", path="/v1/servers")
+    assert_cloud_error(cloud.get("/servers"), 403, "forbidden")
+    assert cloud.get("/pricing").status_code == 200
+
+
+def test_revoked_and_forbidden_on_robot(robot: httpx.Client, control: httpx.Client) -> None:
+    add_fault(control, kind="revoked_token", api="robot", path="/robot/server", count=1)
+    r = robot.get("/server")
+    assert_robot_error(r, 401, "UNAUTHORIZED")
+    assert r.headers["www-authenticate"].startswith("Basic")
+    add_fault(control, kind="forbidden", api="robot", path="/robot/server", count=1)
+    assert_robot_error(robot.get("/server"), 403, "FORBIDDEN")
+    assert robot.get("/server").status_code == 200
+
+
 def test_scope_path_glob(cloud: httpx.Client, control: httpx.Client) -> None:
     add_fault(control, kind="error", api="cloud", path="/v1/servers/*", status=500)
     assert cloud.get("/servers").status_code == 200

@@ -17,7 +17,7 @@ from types import FrameType, ModuleType
 from . import __version__
 
 # The command modules, in the order `infrascope --help` lists them.
-COMMANDS = ("history",)
+COMMANDS = ("setup", "doctor", "history")
 
 
 def _modules() -> list[ModuleType]:

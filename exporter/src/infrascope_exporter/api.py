@@ -36,12 +36,17 @@ AUTH_FAILURE_PAUSE = 3600.0  # Robot: no new login for this long after a rejecte
 
 
 class ApiError(Exception):
-    """A failed API call. ``kind`` is one of health.OUTCOMES."""
+    """A failed API call. ``kind`` is one of health.OUTCOMES; ``status`` and ``code`` are
+    the HTTP status and the API's error code when there was an answer (e.g. to tell a
+    wrong token, 401, from one without permission, 403)."""
 
-    def __init__(self, kind: str, message: str, retry_at: float | None = None) -> None:
+    def __init__(self, kind: str, message: str, retry_at: float | None = None, *,
+                 status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_at = retry_at
+        self.status = status
+        self.code = code
 
 
 class Stopped(Exception):
@@ -105,6 +110,18 @@ def _error_text(body: Any) -> str:
         err = body["error"]
         return f"{err.get('code')}: {err.get('message')}"
     return "no error body"
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The ``error.code`` of a JSON error body, if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        code = body["error"].get("code")
+        return str(code) if code is not None else None
+    return None
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -241,7 +258,8 @@ class CloudClient:
                            "RateLimit-Reset", self.paused_until)
         if status in (401, 403):
             self.health.request("cloud", self.project.name, endpoint, "unauthorized")
-            raise ApiError("unauthorized", f"{what}: HTTP {status} — the token was rejected")
+            raise ApiError("unauthorized", f"{what}: HTTP {status} — the token was rejected",
+                           status=status, code=_error_code(response))
         if status >= 500:
             self.health.request("cloud", self.project.name, endpoint, "server_error")
             body_text = ""
@@ -256,7 +274,8 @@ class CloudClient:
                 text = _error_text(response.json())
             except ValueError:
                 text = "no error body"
-            raise ApiError("client_error", f"{what}: HTTP {status} {text}")
+            raise ApiError("client_error", f"{what}: HTTP {status} {text}", status=status,
+                           code=_error_code(response))
         try:
             body = _json(response, what)
             if parse is not None:
@@ -355,7 +374,8 @@ class RobotClient:
             self.paused_until = now + AUTH_FAILURE_PAUSE
             self.health.request("robot", "robot", endpoint, "unauthorized")
             raise ApiError("unauthorized", f"{what}: 401 — the Robot credentials were rejected "
-                           "(not retried: Robot blocks the IP after three failures)")
+                           "(not retried: Robot blocks the IP after three failures)",
+                           status=status, code=code)
         if status == 403 and code == "RATE_LIMIT_EXCEEDED":
             interval = body["error"].get("interval")
             wait = float(interval) if isinstance(interval, (int, float)) else 600.0
@@ -369,7 +389,8 @@ class RobotClient:
             raise ApiError("server_error", f"{what}: HTTP {status} {code or ''}".rstrip())
         if status >= 400:
             self.health.request("robot", "robot", endpoint, "client_error")
-            raise ApiError("client_error", f"{what}: HTTP {status} {code or ''}".rstrip())
+            raise ApiError("client_error", f"{what}: HTTP {status} {code or ''}".rstrip(),
+                           status=status, code=code)
         try:
             parsed = _json(response, what)
             if parse is not None:

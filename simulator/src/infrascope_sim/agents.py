@@ -9,9 +9,11 @@ the workload's CPU ratio, and ``1 - MemAvailable/MemTotal`` its memory ratio.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -228,4 +230,44 @@ class AgentsAPI:
         }}
 
 
-__all__ = ["AgentsAPI", "render_agent", "boot_time"]
+def loopback_agents(sim: Simulator) -> tuple[dict[str, Server], int]:
+    """The servers whose IPv4 address is a loopback one (``127.0.0.0/8``), by address,
+    and how many servers have another address. A fleet file can give servers such
+    addresses so that their agents are reachable where a real agent would listen —
+    on the server's own address — without leaving this machine."""
+    by_ip: dict[str, Server] = {}
+    others = 0
+    servers: list[Server] = list(sim.fleet.cloud_servers)
+    if sim.fleet.robot:
+        servers += sim.fleet.robot.servers
+    for server in servers:
+        ip = server.ipv4 if isinstance(server, CloudServer) else server.ip
+        if ip and ipaddress.ip_address(ip).is_loopback:
+            by_ip[ip] = server
+        else:
+            others += 1
+    return by_ip, others
+
+
+def create_host_agents_app(sim: Simulator, by_ip: dict[str, Server]) -> Starlette:
+    """``/metrics`` of the agent of the server whose address the request came in on
+    (one socket per server address, all served by this one application)."""
+
+    async def metrics(request: Request) -> Response:
+        local = request.scope.get("server") or ("", 0)
+        server = by_ip.get(str(local[0]))
+        if server is None:
+            return PlainTextResponse("no simulated server has this address\n", 404)
+        source = "cloud" if isinstance(server, CloudServer) else "dedicated"
+        server_id = server.id if isinstance(server, CloudServer) else server.number
+        response = Response(render_agent(server, sim.clock()),
+                            media_type=EXPOSITION_CONTENT_TYPE)
+        sim.count("agents", "GET /metrics (server address)", f"{source}/{server_id}",
+                  response.status_code)
+        return response
+
+    return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+
+
+__all__ = ["AgentsAPI", "create_host_agents_app", "loopback_agents", "render_agent",
+           "boot_time"]

@@ -18,7 +18,7 @@ from . import __version__
 from .faults import FaultError, fault_from_dict, parse_fault_spec
 from .fleet import FleetError, load_fleet
 from .history import CPU_CHOICES, parse_exclude, write_history
-from .server import Endpoints, bound_port, make_server
+from .server import Endpoints, bound_port, make_host_agents_server, make_server
 from .state import Settings, Simulator
 
 
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--robot-block-after", type=int, default=3,
                        help="failed Robot logins before the client IP is blocked (0: never)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--agents-port", type=int, default=None, metavar="PORT",
+                       help="also serve each server's simulated agent at /metrics on the "
+                            "server's own IPv4 address and PORT, as a real agent listens, for "
+                            "the servers whose address is a loopback one (127.0.0.0/8: give "
+                            "them such addresses in the fleet file); the exporter's /sd then "
+                            "lists reachable agents")
 
     fleet = sub.add_parser("fleet", help="print a fleet's servers")
     fleet.add_argument("--fleet", default="demo")
@@ -172,8 +178,13 @@ def _print_fleet(spec: str, fmt: str) -> int:
     return 0
 
 
-async def _serve(sim: Simulator, host: str, port: int, access_log: bool) -> None:
+async def _serve(sim: Simulator, host: str, port: int, access_log: bool,
+                 agents_port: int | None = None) -> None:
     server = make_server(sim, host, port, access_log)
+    agents_task = None
+    if agents_port is not None:
+        agents, sockets, others = make_host_agents_server(sim, agents_port)
+        agents_task = asyncio.create_task(agents.serve(sockets=sockets))
     serve_task = asyncio.create_task(server.serve())
     while not server.started:
         if serve_task.done():
@@ -189,8 +200,14 @@ async def _serve(sim: Simulator, host: str, port: int, access_log: bool) -> None
     print(f"  ROBOT_ENDPOINT={ep.robot}   (basic auth, see the fleet file)")
     print(f"  simulated agents (Prometheus http_sd): {ep.agents_sd}")
     print(f"  control: {ep.control}/stats  {ep.control}/faults  {ep.control}/metrics")
+    if agents_task is not None:
+        print(f"  agents on their servers' addresses, port {agents_port}: {len(sockets)} "
+              f"(left out, not a loopback address: {others})")
     sys.stdout.flush()
     await serve_task
+    if agents_task is not None:
+        agents.should_exit = True
+        await agents_task
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,9 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     host, port = args.listen
     try:
-        asyncio.run(_serve(sim, host, port, args.access_log))
+        asyncio.run(_serve(sim, host, port, args.access_log, args.agents_port))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        print(f"infrascope-sim: cannot listen: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

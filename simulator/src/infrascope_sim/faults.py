@@ -17,6 +17,11 @@ Kinds and their parameters:
 ``broken_pagination`` ``after_page`` (default 1); ``mode`` ``error`` (later pages
                      fail with 503) or ``truncate`` (that page claims to be the last)
 ``wrong_content_type`` 200 with an HTML body and ``text/html``, as a captive proxy sends
+``revoked_token``    401 ``unauthorized`` (Cloud) / 401 ``UNAUTHORIZED`` (Robot): the
+                     token was deleted in the Console, the Robot password changed
+                     (scope it to one ``project`` to revoke that project's token)
+``forbidden``        403 ``forbidden`` (Cloud) / 403 ``FORBIDDEN`` (Robot): the
+                     credentials are valid but may not read this resource
 ==================== ==========================================================
 """
 
@@ -32,7 +37,7 @@ from typing import Any
 
 KINDS = (
     "latency", "error", "rate_limit", "hang", "malformed_json", "broken_pagination",
-    "wrong_content_type",
+    "wrong_content_type", "revoked_token", "forbidden",
 )
 APIS = ("cloud", "robot", "agents", "*")
 _ERROR_STATUSES = (500, 502, 503, 504)

@@ -58,6 +58,10 @@ async def apply_pre_faults(
             return error_response(Fault(kind="error", status=504))
         if fault.kind == "error":
             return error_response(fault)
+        if fault.kind == "revoked_token":
+            return error_response(Fault(kind="error", status=401))
+        if fault.kind == "forbidden":
+            return error_response(Fault(kind="error", status=403))
         if fault.kind == "rate_limit":
             return rate_limit_response(fault)
         if fault.kind == "wrong_content_type":

@@ -28,8 +28,8 @@ from .fleet import DedicatedServer
 from .http import apply_pre_faults, client_ip, json_response, post_faults
 from .state import Simulator
 
-_STATUS_CODES = {500: "INTERNAL_ERROR", 502: "BAD_GATEWAY", 503: "MAINTENANCE",
-                 504: "GATEWAY_TIMEOUT"}
+_STATUS_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 500: "INTERNAL_ERROR",
+                 502: "BAD_GATEWAY", 503: "MAINTENANCE", 504: "GATEWAY_TIMEOUT"}
 
 
 def robot_error(status: int, code: str, message: str, **extra: Any) -> Response:

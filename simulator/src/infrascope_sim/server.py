@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from .agents import create_host_agents_app, loopback_agents
 from .app import AGENTS_PREFIX, CLOUD_PREFIX, ROBOT_PREFIX, create_app
 from .state import Simulator
 
@@ -41,6 +43,38 @@ def make_server(sim: Simulator, host: str, port: int, access_log: bool = False) 
                             access_log=access_log, lifespan="off",
                             timeout_graceful_shutdown=1)
     return uvicorn.Server(config)
+
+
+def make_host_agents_server(sim: Simulator, port: int
+                            ) -> tuple[uvicorn.Server, list[socket.socket], int]:
+    """A server answering ``/metrics`` on ``ADDRESS:port`` for every server of the fleet
+    whose IPv4 address is a loopback one, as that server's agent; its sockets (bound
+    now) and the number of servers left out (other addresses)."""
+    by_ip, others = loopback_agents(sim)
+    sockets = []
+    try:
+        for ip in sorted(by_ip):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((ip, port))
+            sock.listen(64)
+            sockets.append(sock)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    config = uvicorn.Config(create_host_agents_app(sim, by_ip), log_level="warning",
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+    return _SignalsLeftAlone(config), sockets, others
+
+
+class _SignalsLeftAlone(uvicorn.Server):
+    """A second server in the process: the main one handles SIGINT/SIGTERM (and ends
+    the process); two servers replacing each other's handlers would leave one running."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def bound_port(server: uvicorn.Server) -> int:
