@@ -398,6 +398,14 @@ class Plan:
         self.log_dir = self.work_dir / "logs"
 
     @property
+    def build_dir(self) -> Path:
+        """Where the blocks are made and the passes' temporary Prometheus runs: the data
+        directory itself when Prometheus is stopped; with a running one, a private
+        folder whose blocks are moved into the data directory at the end (one reload
+        to wait for, and the running server never sees half a history)."""
+        return self.work_dir / "blocks" if self.prometheus_url else self.data_dir
+
+    @property
     def hetzner_file(self) -> Path:
         return self.work_dir / "hetzner.om"
 
@@ -417,6 +425,8 @@ class Plan:
         out += [f"blocks:{p.name}" for p in self.inputs()]
         for n, doc in enumerate(self.passes, start=1):
             out += [rule_step(n, rule) for rule in rulespack.one_rule_files(doc)]
+        if self.prometheus_url:
+            out.append("publish")
         return out
 
     def describe(self) -> str:
@@ -430,13 +440,15 @@ class Plan:
             lines.append("       " + " ".join(q(a) for a in self.backfill))
         for path in self.inputs():
             lines.append(f"  blocks from {path} (promtool, --max-block-duration={OM_BLOCK})")
-        where = (f"the running Prometheus at {self.prometheus_url} (it loads new blocks "
-                 "every minute)" if self.prometheus_url else
+        where = (f"a temporary Prometheus on {self.build_dir}" if self.prometheus_url else
                  "a temporary Prometheus on the data directory (Prometheus must be stopped)")
         for n, doc in enumerate(self.passes, start=1):
             records = [str(r["record"]) for g in doc["groups"] for r in g["rules"]]
             lines.append(f"  rule pass {n}: {len(records)} recording rules against {where}:")
             lines += [f"       {r}" for r in records]
+        if self.prometheus_url:
+            lines.append(f"  every block moved into {self.data_dir}, then the running "
+                         f"Prometheus at {self.prometheus_url} loads them (within a minute)")
         lines.append(f"  promtool processes in parallel: {self.jobs}")
         return "\n".join(lines)
 
@@ -464,28 +476,19 @@ def _check_stopped(plan: Plan) -> None:
 
 @contextmanager
 def _passes_prometheus(plan: Plan) -> Iterator[tuple[str, Callable[[], None]]]:
-    """(URL the passes query, a function that makes it load the blocks moved since)."""
-    if plan.prometheus_url:
-        running = RunningPrometheus(plan.prometheus_url)
-
-        def reload_running() -> None:
-            # Read after the blocks were moved: the next reload loads them (a reload
-            # between the move and this read costs one more minute, nothing else).
-            running.loaded(running.reloads())
-
-        yield running.url, reload_running
-        return
-    _check_stopped(plan)
-    temp = Prometheus(plan.data_dir, config="scrape_configs: []\n",
+    """A temporary Prometheus on the build folder: (its URL, a function that makes it
+    load the blocks moved in since it started)."""
+    temp = Prometheus(plan.build_dir, config="scrape_configs: []\n",
                       workdir=plan.work_dir / "prometheus",
                       retention=plan.temporary_retention, ready_timeout=300)
     try:
         temp.start()
     except PrometheusError as exc:
-        raise HistoryError(f"the temporary Prometheus on {plan.data_dir} did not start: "
+        raise HistoryError(f"the temporary Prometheus on {plan.build_dir} did not start: "
                            f"{exc}") from exc
+
     def reload_temporary() -> None:
-        temp.restart()  # loads every block in the data directory
+        temp.restart()  # loads every block in the folder
 
     try:
         yield temp.url, reload_temporary
@@ -548,6 +551,7 @@ def load(plan: Plan, *, restart: bool = False, progress_mode: str = "auto",
         raise HistoryError(f"--data-dir {plan.data_dir} is not a directory")
     if not plan.prometheus_url:
         _check_stopped(plan)
+    plan.build_dir.mkdir(exist_ok=True)
     state = State.open(plan.work_dir, plan.start, plan.end, restart)
     if (state.start, state.end) != (plan.start, plan.end):
         plan.start, plan.end = state.start, state.end  # a resumed load keeps its range
@@ -572,10 +576,10 @@ def load(plan: Plan, *, restart: bool = False, progress_mode: str = "auto",
             with lock:
                 state.mark(step + ":converted")
         with lock:
-            summary.blocks += move_blocks(out, plan.data_dir)
+            summary.blocks += move_blocks(out, plan.build_dir)
             shutil.rmtree(out, ignore_errors=True)
             state.mark(step)
-            progress.finish(f"blocks from {path.name} moved into {plan.data_dir}")
+            progress.finish(f"blocks from {path.name}")
 
     try:
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="history") as pool, \
@@ -599,16 +603,22 @@ def load(plan: Plan, *, restart: bool = False, progress_mode: str = "auto",
                    if not state.is_done(rule_step(n, doc))]
         if pending:
             with _passes_prometheus(plan) as (url, reload):
-                for n in sorted({n for n, _, _ in pending}):
-                    if n > 1 or plan.prometheus_url:
+                for k, n in enumerate(sorted({n for n, _, _ in pending})):
+                    if k > 0:
                         progress.step(f"rule pass {n}: Prometheus loads the blocks before it")
                         reload()
                     rules = [(i, doc) for m, i, doc in pending if m == n]
                     summary.rule_blocks += _run_pass(plan, n, rules, url, state, progress,
                                                      jobs, summary)
-                if plan.prometheus_url:
-                    progress.step("Prometheus loads the last pass' blocks")
-                    reload()
+        if plan.prometheus_url and not state.is_done("publish"):
+            running = RunningPrometheus(plan.prometheus_url)
+            progress.step(f"blocks into {plan.data_dir}; Prometheus loads them")
+            before = running.reloads()
+            move_blocks(plan.build_dir, plan.data_dir)
+            running.loaded(before)
+            state.mark("publish")
+            progress.finish(f"the running Prometheus at {plan.prometheus_url} holds the "
+                            "history")
     finally:
         progress.close()
     summary.seconds = time.monotonic() - started
@@ -632,7 +642,7 @@ def _run_pass(plan: Plan, n: int, rules: Sequence[tuple[int, dict[str, Any]]], u
         with lock:
             if not made:  # nothing it reads is there, e.g. no agent history yet
                 summary.empty_rules.append(record)
-            moved[0] += move_blocks(out, plan.data_dir)
+            moved[0] += move_blocks(out, plan.build_dir)
             shutil.rmtree(out, ignore_errors=True)
             state.mark(rule_step(n, doc))
             progress.finish(f"rule pass {n}: {record}")
