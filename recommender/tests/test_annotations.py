@@ -217,6 +217,11 @@ def test_annotation_shape_for_infinity() -> None:
     row = annotation(decided, fx.T0 + 600)
     assert row["timeEnd"] == int((fx.T0 + 60) * 1000)  # decided: ends at the decision
     assert "Dismissed by bob: DR standby." in row["text"]
+    # a reason stored with a newline and control characters stays on its line, shown
+    odd = StoredRecommendation(fx.idle(), "dismissed", fx.T0, fx.T0, fx.T0 + 60, "bob",
+                               "DR\nAction: rm -rf /\x00\x1b[2J")
+    text = annotation(odd, fx.T0 + 600)["text"]
+    assert "Dismissed by bob: DR\\nAction: rm -rf /\\x00\\x1b[2J." in text.splitlines()
 
 
 def _action_block(text: str) -> str:

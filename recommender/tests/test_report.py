@@ -23,7 +23,7 @@ from infrascope_recommender.report import (
     view_from_result,
     view_from_store,
 )
-from infrascope_recommender.state import Store, exclusion_from_dict
+from infrascope_recommender.state import Store, StoredRecommendation, exclusion_from_dict
 
 
 def fresh_view(decisions: dict | None = None) -> ReportView:
@@ -176,6 +176,66 @@ def test_html_is_self_contained_escaped_and_totals_first() -> None:
     assert "hcloud server change-type web-1 cx22 --keep-disk" in text
     assert "no memory data (install the agent)" in text  # exclusions
     assert "Before you start" in text and "confidence high" in text
+
+
+HOSTILE_REASON = ("first line\nsecond line\r\n\x00\x1b[31mred\x7f\u2028\u202egnp.exe "
+                  "<script>alert(1)</script> | *bold* [link](https://evil.example) "
+                  "&lt;b&gt; ~~gone~~\tend")
+HOSTILE_BY = "eve\n<b>admin</b>"
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+
+
+def _hostile_view(status: str) -> ReportView:
+    """A report holding a decision whose reason came from the API before it rejected
+    control characters: newlines, NUL, ESC, DEL, a Unicode line separator and direction
+    override, HTML and Markdown markup."""
+    rec = fx.rightsize()
+    stored = StoredRecommendation(rec, status, fx.T0, fx.T0, fx.T0 + 60, HOSTILE_BY,
+                                  HOSTILE_REASON)
+    return view_from_result(fx.run_result([rec, fx.idle()]), {rec.id: stored},
+                            now=fx.T0 + 120)
+
+
+@pytest.mark.parametrize("status", ["dismissed", "accepted"])
+def test_decision_reasons_reach_html_and_markdown_as_text(status: str) -> None:
+    view = _hostile_view(status)
+    assert view.with_status(status)[0].reason == HOSTILE_REASON  # kept as stored
+    shown = ("first line\\nsecond line\\r\\n\\x00\\x1b[31mred\\x7f\\u2028\\u202egnp.exe")
+
+    html = render(view, "html")
+    assert not _CONTROL.search(html), _CONTROL.findall(html)
+    assert "\r" not in html
+    line = next(x for x in html.splitlines() if "first line" in x)
+    assert "second line" in line and "end" in line  # one line, as written
+    assert shown in line
+    assert "<script>" not in html and "<b>admin</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in line
+    assert "eve\\n&lt;b&gt;admin&lt;/b&gt;" in line
+    parser = _Collector()
+    parser.feed(html)
+    assert "script" not in parser.tags and "b" not in parser.tags
+    assert not any("evil.example" in link for link in parser.links)
+
+    markdown = render(view, "markdown")
+    assert not _CONTROL.search(markdown), _CONTROL.findall(markdown)
+    assert "\r" not in markdown
+    line = next(x for x in markdown.splitlines() if "first line" in x)
+    assert line.startswith(f"- {status.capitalize()} ")  # still one list item
+    assert "second line" in line and "end" in line
+    # Markdown escapes: no raw tag, emphasis, link, entity or strike-through survives
+    assert "<script>" not in markdown and "<b>" not in markdown
+    assert "\\<script\\>alert(1)\\</script\\>" in line
+    assert "\\*bold\\*" in line and "\\[link\\](https://evil.example)" in line
+    assert "\\&lt;b\\&gt;" in line and "\\~\\~gone\\~\\~" in line
+    assert "eve\\\\n\\<b\\>admin\\</b\\>" in line
+
+    table = render(view, "table")
+    assert not _CONTROL.search(table), _CONTROL.findall(table)
+    line = next(x for x in table.splitlines() if "first line" in x)
+    assert shown in line and "end" in line
+    # JSON keeps the stored text exactly (its own escaping makes it safe)
+    data = json.loads(render(view, "json"))
+    assert any(r["reason"] == HOSTILE_REASON for r in data["recommendations"])
 
 
 def test_empty_report_says_so() -> None:

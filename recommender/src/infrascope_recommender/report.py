@@ -19,6 +19,7 @@ and must never become markup.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,31 @@ KIND_LABELS = {
 def money(value: Decimal | None) -> str:
     """``12.30``: euros to the cent, as a bill shows them."""
     return "–" if value is None else str(cents(value))
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                          "\u2066-\u2069]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, every control character shown as an escape (``\\n``,
+    ``\\x00``, ``\\u202e``).
+
+    For free text that people typed (dismiss/accept reasons, who decided) and names that
+    come from the fleet: a newline must not start a new Markdown block or table row, a
+    NUL or a terminal escape sequence must not reach a file or a terminal, a Unicode
+    direction override must not reorder what the reader sees. Shown, not dropped: the
+    reader sees what is stored.
+    """
+    return _UNPRINTABLE.sub(_escape_char, text)
 
 
 def percent(ratio: float | None) -> str:
@@ -293,9 +319,9 @@ def _detail_lines(item: StoredRecommendation, indent: str = "   ") -> list[str]:
 def _decision_text(item: StoredRecommendation) -> str:
     text = f"{item.status.capitalize()} {_when(item.decided_at)}"
     if item.decided_by:
-        text += f" by {item.decided_by}"
+        text += f" by {printable(item.decided_by)}"
     if item.reason:
-        text += f": {item.reason}"
+        text += f": {printable(item.reason)}"
     if item.dismissed_until is not None:
         text += f" (until {_when(item.dismissed_until)})"
     return text
@@ -329,9 +355,11 @@ def render_table(view: ReportView) -> str:
 
 
 def _md(text: str) -> str:
-    """Escape what Markdown would turn into markup (names and reasons are user data)."""
-    out = text
-    for ch in "\\`*_[]<>|":
+    """Escape what Markdown would turn into markup (names and reasons are user data):
+    control characters shown as escapes first (a newline would end the table row or
+    list item), then every character with a meaning inline (``&`` too: no entity)."""
+    out = printable(text)
+    for ch in "\\`*_[]<>|&~":
         out = out.replace(ch, "\\" + ch)
     return out
 
@@ -399,12 +427,21 @@ def render_json(view: ReportView) -> str:
     return json.dumps(report_dict(view), indent=2, ensure_ascii=False) + "\n"
 
 
+def _printable_value(value: Any) -> Any:
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return printable(value)
+    return value
+
+
 def render_html(view: ReportView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
+    # Every value printed: control characters shown as escapes, then HTML-escaped.
     env = Environment(loader=PackageLoader("infrascope_recommender", "templates"),
                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True)
+                      lstrip_blocks=True, finalize=_printable_value)
     env.filters.update(money=money, percent=percent, when=_when)
     template = env.get_template("report.html")
     return template.render(view=view, counts=view.counts(), by_kind=view.by_kind(),
