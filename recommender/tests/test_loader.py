@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import shutil
+import socket
 import subprocess
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -397,6 +400,29 @@ def test_prometheus_errors_propagate() -> None:
         with PrometheusClient(s) as client, pytest.raises(PrometheusError,
                                                           match="too many samples"):
             load(client, s)
+
+
+def test_unreachable_prometheus_is_one_quiet_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """All queries go out side by side; when the first gives up, the others stop with it:
+    one summary error in about one query's retry time, failed attempts only at DEBUG."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again below
+    caplog.set_level(logging.DEBUG, logger="infrascope_recommender")
+    s = PrometheusSettings(url=url, retries=3, backoff_seconds=0.2)
+    started = time.monotonic()
+    with PrometheusClient(s) as client, pytest.raises(PrometheusError) as info:
+        load(client, s, at=AT)
+    elapsed = time.monotonic() - started
+    assert type(info.value) is PrometheusError  # the real failure, not an abandoned query
+    assert re.fullmatch(rf"Prometheus at {re.escape(url)}/api/v1/query unreachable after 4 "
+                        r"attempts over 1\.[4-9] s: connection refused", str(info.value))
+    # one query's retries: 0.2 + 0.4 + 0.8 s (+ jitter), not a second wave of queries
+    assert elapsed < 2.2
+    assert client.attempts <= 4 * loader.PARALLEL_QUERIES
+    ours = [r for r in caplog.records if r.name.startswith("infrascope_recommender")]
+    assert ours and all(r.levelno == logging.DEBUG for r in ours)
+    assert len(ours) == client.attempts  # one line per failed attempt
 
 
 def test_missing_recorded_series(caplog: pytest.LogCaptureFixture) -> None:

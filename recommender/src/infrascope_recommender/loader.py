@@ -31,10 +31,12 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +45,7 @@ from typing import Any
 
 from .config import PrometheusSettings
 from .model import CostSummary, Fleet, Server, ServerKey, ServerType, Service
-from .promql import PrometheusClient, PrometheusError, display_url
+from .promql import PrometheusClient, PrometheusError, QueryCancelled, display_url
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +230,27 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
     # from each answer as soon as it and the ones it builds on are in, while the rest
     # are still being evaluated and decoded. A failure surfaces as the first failing
     # query in plan order; the inventory is checked before anything else is built.
+    # When one query fails for good (Prometheus down), the others give up with it instead
+    # of each retrying on its own: one failure, reported once, in the time of one query's
+    # retries.
     rank = {name: i for i, name in enumerate(_LARGEST_FIRST)}
     order = sorted(plan, key=lambda q: rank.get(q.name, len(rank)))  # stable: plan order
+    failed = threading.Event()
+
+    def run(query: Query) -> list[dict[str, Any]]:
+        try:
+            return client.query(query.expr, at, cancel=failed)
+        except BaseException:
+            failed.set()
+            raise
+
     with _gc_paused(), ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
                                           thread_name_prefix="promql") as pool:
-        futures = {q.name: pool.submit(client.query, q.expr, at) for q in order}
+        futures = {q.name: pool.submit(run, q) for q in order}
         try:
             return _build(futures, settings, skip, at, client, before)
         except BaseException:
+            failed.set()
             for future in futures.values():
                 future.cancel()
             raise
@@ -261,7 +276,10 @@ def _gc_paused() -> Iterator[None]:
 def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: PrometheusSettings,
            skip: _Skips, at: float, client: PrometheusClient, before: int) -> Fleet:
     def result(name: str) -> list[dict[str, Any]]:
-        return futures[name].result()
+        try:
+            return futures[name].result()
+        except QueryCancelled:
+            raise _first_failure(futures) from None
 
     inventory = result("inventory")
     if not any(_metric(s).get("__name__") == "hetzner_server_info" for s in inventory):
@@ -290,6 +308,19 @@ def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: Prometheu
     return Fleet(servers={s.key: s for s in servers.values()}, types=types,
                  backup_ratio=backup_ratio, price_mode=price_mode, costs=costs, loaded_at=at,
                  queries=client.queries - before)
+
+
+def _first_failure(futures: dict[str, Future[list[dict[str, Any]]]]) -> BaseException:
+    """The error of a query that failed for real, once all are done (the queries it made
+    give up raised :class:`QueryCancelled`)."""
+    wait_for_futures(futures.values())
+    for future in futures.values():
+        if future.cancelled():
+            continue
+        exc = future.exception()
+        if exc is not None and not isinstance(exc, QueryCancelled):
+            return exc
+    return PrometheusError("every query was abandoned")  # not reached: one failed first
 
 
 # ------------------------------------------------------------------------- inventory
