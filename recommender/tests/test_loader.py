@@ -238,6 +238,61 @@ def test_loads_every_family() -> None:
     assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "": Decimal("49")}
 
 
+def test_dedicated_servers_take_their_project_from_robot_labels(tmp_path: Path) -> None:
+    """robot.labels gives a dedicated server a project (the exporter's
+    hetzner_server_labels{label_project}); the rules pack's roll-up by Cloud project puts
+    every dedicated server under "". The fleet, /api/costs and the recommendations all
+    show the labelled project; a Cloud server keeps its Cloud project whatever its label."""
+    import warnings
+
+    import service_fixtures as fx
+
+    from infrascope_recommender.api import create_app
+    from infrascope_recommender.config import Secret
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.service import RecommenderService
+    from infrascope_recommender.state import Store
+    from infrascope_recommender.thresholds import Thresholds
+
+    responses = small_fleet()
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    ded = ("dedicated", "2391007")
+    # as the exporter renders `robot: {labels: {2391007: {project: legacy, env: production}}}`
+    responses[q["labels"]] = [
+        sample("hetzner_server_labels", "1", **ids("cloud", "101", label_env="production",
+                                                    label_project="ci")),
+        sample("hetzner_server_labels", "1", **ids("cloud", "104", label_env="staging")),
+        sample("hetzner_server_labels", "1", **ids(*ded, label_env="production",
+                                                    label_project="legacy")),
+    ]
+    responses[q["costs"]].append(
+        sample("source_server_id:monthly_cost_euros:sum", "49", source=ded[0],
+               server_id=ded[1], server_name="legacy-app", server_type="EX44",
+               location="fsn1", hcloud_project="", label_project="legacy"))
+    fleet, _, _ = run_load(responses)
+    assert fleet.servers[ServerKey(*ded)].project == "legacy"
+    assert fleet.servers[ServerKey("cloud", "101")].project == "webshop"  # not its label
+    assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "legacy": Decimal("49")}
+    assert sum(fleet.costs.by_project.values()) == fleet.costs.total
+
+    # Through the engine, the state and the API, as `recommender serve` shows them.
+    result = generate(fleet, Thresholds(), now=AT)
+    with Store(tmp_path / "state.db") as store:
+        service = RecommenderService(store, fx.Runner(result), api_token=Secret("t" * 32))
+        service.regenerate()
+        with warnings.catch_warnings():  # starlette nags about httpx vs httpx2
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
+        client = TestClient(create_app(service))
+        costs = client.get("/api/costs").json()
+        assert costs["by_project"] == {"legacy": "49.00", "webshop": "12.18"}
+        recs = client.get("/api/recommendations").json()["items"]
+        [moved] = [r for r in recs if r["kind"] == "dedicated_to_cloud"]
+        assert [s["project"] for s in moved["servers"]] == ["legacy"]
+        listed = client.get("/api/servers", params={"project": "legacy"}).json()["items"]
+        assert [s["name"] for s in listed] == ["legacy-app"]
+
+
 def test_cloud_sizes_come_from_the_exporter_or_the_catalogue() -> None:
     """Agents are asked for the core count and memory of dedicated servers only; a Cloud
     server the exporter gave no sizes gets its type's from the catalogue (not the disk:

@@ -65,6 +65,12 @@ _UTILISATION_FIELDS = {
 }
 _TIER = "source_server_id:utilisation:tier30d"
 
+#: The Hetzner label that names the project of a server outside the Cloud: Robot has no
+#: projects, so a dedicated server's project is its ``project`` label, which the
+#: exporter's ``robot.labels`` sets (``hetzner_server_labels{label_project}``). A Cloud
+#: server's project is its Cloud project (``hcloud_project``), whatever its labels say.
+PROJECT_LABEL = "project"
+
 
 class LoaderError(PrometheusError):
     """Prometheus answered, but not with a fleet (e.g. no exporter data at all)."""
@@ -362,6 +368,9 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
         server = servers.get(_id(_metric(sample)))
         if server is not None:
             server.backups = _float(sample) == 1
+    for server in servers.values():
+        if server.source == "dedicated" and not server.project:
+            server.project = server.labels.get(PROJECT_LABEL, "")
     return servers
 
 
@@ -533,6 +542,7 @@ def _costs(servers: Index, result: list[dict[str, Any]], skip: _Skips,
             summary.by_location[m.get("location", "")] = amount
         elif name == "hcloud_project:monthly_cost_euros:sum":
             summary.by_project[m.get("hcloud_project", "")] = amount
+    summary.by_project = _by_project(servers, summary.by_project)
     if total is None:
         log.warning("no :monthly_cost_euros:sum at %s (recording rules not loaded?): the "
                     "total is the sum of the servers' own monthly costs",
@@ -541,6 +551,35 @@ def _costs(servers: Index, result: list[dict[str, Any]], skip: _Skips,
                     Decimal(0))
     summary.total = total
     return summary
+
+
+#: Below half a cent, what is left of the rules pack's no-Cloud-project sum after the
+#: servers' own sums are taken out is float noise of Prometheus' addition.
+_NOISE = Decimal("0.005")
+
+
+def _by_project(servers: Index, by_hcloud_project: dict[str, Decimal]) -> dict[str, Decimal]:
+    """The cost by project in the sense of :attr:`Server.project`.
+
+    The rules pack sums by Cloud project (``hcloud_project:monthly_cost_euros:sum``), so
+    every dedicated server lands in the ``""`` bucket. Each server without a Cloud project
+    is moved from that bucket to its own project (its ``project`` label) with its own
+    ``source_server_id:monthly_cost_euros:sum``, read at the same instant; what the bucket
+    holds beyond those (nothing, in a fleet the exporter describes) stays under ``""``.
+    """
+    bucket = by_hcloud_project.get("")
+    if bucket is None:
+        return by_hcloud_project
+    out = {k: v for k, v in by_hcloud_project.items() if k != ""}
+    rest = bucket
+    for server in sorted(servers.values(), key=lambda s: s.key):
+        if server.source != "dedicated" or server.total_monthly_cost is None:
+            continue
+        out[server.project] = out.get(server.project, Decimal(0)) + server.total_monthly_cost
+        rest -= server.total_monthly_cost
+    if abs(rest) >= _NOISE:
+        out[""] = out.get("", Decimal(0)) + rest
+    return out
 
 
 # ---------------------------------------------------------------------------- agents

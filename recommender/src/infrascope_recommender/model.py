@@ -89,7 +89,7 @@ class Server:
     name: str
     server_type: str  # Cloud type name, or the Robot product for dedicated servers
     location: str  # e.g. fsn1, nbg1, hel1, ash
-    project: str = ""  # hcloud_project (empty for dedicated)
+    project: str = ""  # Cloud: hcloud_project; dedicated: its `project` label (robot.labels)
     datacenter: str = ""
     architecture: str = ""  # x86 or arm (Cloud); "" when unknown
     cpu_type: str = ""  # shared or dedicated (Cloud)
