@@ -165,11 +165,13 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
         sample("infrascope_listen_port_info", "1", port="22", protocol="tcp", kind="process",
                service="", process="sshd", source="cloud", server_id="999"),
     ]
+    agents = [sample(None, "1", **agent_ids), sample(None, "0", source="cloud", server_id="104")]
     return {q["inventory"]: inventory, q["labels"]: labels, q["sizes_and_cost"]: sizes,
             q["catalogue"]: catalogue, q["pricing"]: pricing, q["utilisation"]: utilisation,
             q["via"]: via,
             q["costs"]: costs, q["agent_cores"]: cores, q["agent_memory"]: memory,
-            q["agent_disk_used"]: disk, q["services"]: services, q["ports"]: ports}
+            q["agent_disk_used"]: disk, q["services"]: services, q["ports"]: ports,
+            q["agents"]: agents}
 
 
 def run_load(responses: dict[str, list[dict[str, Any]]],
@@ -185,7 +187,7 @@ def run_load(responses: dict[str, list[dict[str, Any]]],
 
 def test_loads_every_family() -> None:
     fleet, fake, attempts = run_load(small_fleet())
-    assert fleet.queries == loader.QUERY_COUNT == len(fake.requests) == attempts == 13
+    assert fleet.queries == loader.QUERY_COUNT == len(fake.requests) == attempts == 14
     assert {r.form["time"] for r in fake.requests} == {"1764000000"}
     assert fleet.loaded_at == AT and fleet.price_mode == "gross"
     assert fleet.backup_ratio == {"webshop": Decimal("0.2")}
@@ -220,6 +222,8 @@ def test_loads_every_family() -> None:
 
     ded = fleet.servers[ServerKey("dedicated", "2391007")]
     assert (ded.datacenter, ded.cpu_type, ded.project) == ("FSN1-DC14", "dedicated", "")
+    # up{job=agent}: 1 up, 0 failing, absent: no agent target
+    assert (ded.agent_up, stg.agent_up, web.agent_up) == (True, False, None)
     assert (ded.cores, ded.memory_bytes, ded.disk_used_bytes) == (8, 64 * GiB, 50 * 10 ** 9)
     assert ded.monthly_cost == Decimal("49")
     assert ded.utilisation.memory_max == 0.1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import service_fixtures as fx
 
-from infrascope_recommender.model import Recommendation, ServerRef
+from infrascope_recommender.model import Recommendation, RunResult, ServerRef
 from infrascope_recommender.report import (
     FORMATS,
     NoRunYet,
@@ -236,6 +236,82 @@ def test_decision_reasons_reach_html_and_markdown_as_text(status: str) -> None:
     # JSON keeps the stored text exactly (its own escaping makes it safe)
     data = json.loads(render(view, "json"))
     assert any(r["reason"] == HOSTILE_REASON for r in data["recommendations"])
+
+
+def _fleet_excluded_for_three_reasons() -> RunResult:
+    """Real rules over three dedicated servers no recommendation is made for: the demo's
+    `this-machine` (agent up, no 30 days of history yet), one too big for any Cloud type
+    (judged: nothing to move to) and one without a price."""
+    from rules_fixtures import dedicated, fleet, util
+
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.thresholds import Thresholds
+
+    this_machine = dedicated(2391100, "this-machine", "this machine", price="0.00",
+                             utilisation=util(), disk_used_gb=20)
+    this_machine.agent_up = True
+    big = dedicated(2391001, "db-big", "AX102", cores=64,
+                    utilisation=util(cpu_avg=0.5, cpu_p95=0.6, mem_p95=0.1))
+    unpriced = dedicated(2391006, "auction-box", "SB", price=None,
+                         utilisation=util(cpu_avg=0.3, cpu_p95=0.4, mem_p95=0.5))
+    return generate(fleet(this_machine, big, unpriced), Thresholds(), now=fx.T0)
+
+
+def test_exclusions_are_grouped_by_their_real_reason() -> None:
+    result = _fleet_excluded_for_three_reasons()
+    assert result.recommendations == []
+    causes = {e.server.name: e.cause for e in result.exclusions}
+    assert causes == {"this-machine": "data", "db-big": "target", "auction-box": "inventory"}
+    [mine] = [e for e in result.exclusions if e.server.name == "this-machine"]
+    assert "no 30 days of history yet: its agent reports CPU now" in mine.reason
+    assert "no agent" not in mine.reason
+    view = view_from_result(result)
+
+    table = render(view, "table")
+    assert "not enough data to judge)" not in table  # the old catch-all heading
+    assert ("Excluded: 3 server(s) without a recommendation (1 not enough data to judge, "
+            "1 price or size unknown, 1 no type to move to; see the end)") in table
+    tail = table[table.index("Excluded servers\n"):]
+    sections = re.split(r"\n\n(?=\S.* \(\d+\)\n)", tail)[1:]
+    titles = [s.splitlines()[0] for s in sections]
+    assert titles == ["Not enough data to judge (1)", "Price or size unknown (1)",
+                      "No type to move to (1)"]
+    assert "this-machine" in sections[0] and "no 30 days of history yet" in sections[0]
+    assert "auction-box" in sections[1] and "no price known" in sections[1]
+    assert "db-big" in sections[2] and "no Cloud type in fsn1 holds" in sections[2]
+
+    markdown = render(view, "markdown")
+    md = markdown[markdown.index("## Excluded servers"):]
+    assert md.index("### Not enough data to judge") < md.index("this-machine") \
+        < md.index("### Price or size unknown") < md.index("auction-box") \
+        < md.index("### No type to move to") < md.index("db-big")
+
+    html = render(view, "html")
+    page = html[html.index("<h2>Excluded servers</h2>"):]
+    assert "Too little data to judge these servers" not in html
+    assert page.index('<h3 id="excluded-data">Not enough data to judge (1)</h3>') \
+        < page.index("this-machine") < page.index('<h3 id="excluded-inventory">') \
+        < page.index("auction-box") < page.index('<h3 id="excluded-target">') \
+        < page.index("db-big")
+    assert "excluded (too little data)" not in html
+
+    data = json.loads(render(view, "json"))
+    assert {e["server"]["name"]: e["cause"] for e in data["exclusions"]} == causes
+    assert data["totals"]["excluded_by_cause"] == {
+        "data": {"title": "Not enough data to judge", "count": 1},
+        "inventory": {"title": "Price or size unknown", "count": 1},
+        "target": {"title": "No type to move to", "count": 1}}
+
+
+def test_exclusions_recorded_before_causes_get_theirs_from_the_wording() -> None:
+    base = {"server": {"source": "dedicated", "server_id": "1", "name": "x",
+                       "server_type": "EX44", "location": "fsn1"}, "rule": "dedicated_to_cloud"}
+    for reason, cause in [("no Cloud type in fsn1 holds 38.4 cores at p95, …", "target"),
+                          ("no price known for the server (…)", "inventory"),
+                          ("needs the agent's figures to size a Cloud server: …", "data")]:
+        assert exclusion_from_dict({**base, "reason": reason}).cause == cause
+    assert exclusion_from_dict({**base, "reason": "no price known", "cause": "target"}
+                               ).cause == "target"  # a stored cause wins
 
 
 def test_empty_report_says_so() -> None:

@@ -18,7 +18,7 @@ Sources:
 - the agents (job ``settings.agent_job``, series carrying the ``source``/``server_id``
   target labels): core count and memory of dedicated servers (a Cloud server's come from
   the exporter, or from the catalogue when the exporter has none), used disk, services
-  and listening ports.
+  and listening ports, and whether each agent's scrape is up now (``up``).
 
 Values arrive as strings; money is converted with ``Decimal(text)``, never through a
 float. A malformed or incomplete record is skipped with a warning naming the series;
@@ -134,6 +134,9 @@ def queries(settings: PrometheusSettings) -> list[Query]:
               f'(infrascope_service_info{{job="{agent}",kind="systemd"}} '
               f'and on (source, server_id, service) infrascope_listen_port_info{{job="{agent}"}})'),
         Query("ports", f'infrascope_listen_port_info{{job="{agent}"}}'),
+        # Whether each server's agent is scraped now (1) or failing (0); absent: no agent
+        # target. Says what an exclusion really lacks: history, a working agent, an agent.
+        Query("agents", f'max by (source, server_id) (up{{job="{agent}"}})'),
     ]
 
 
@@ -310,6 +313,7 @@ def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: Prometheu
     _agent(servers, result("agent_cores"), result("agent_memory"),
            result("agent_disk_used"), skip)
     _services(servers, result("services"), result("ports"))
+    _agents_up(servers, result("agents"))
     skip.summary()
     return Fleet(servers={s.key: s for s in servers.values()}, types=types,
                  backup_ratio=backup_ratio, price_mode=price_mode, costs=costs, loaded_at=at,
@@ -614,6 +618,14 @@ def _agent(servers: Index, cores: list[dict[str, Any]],
                  f"bad value {_text(sample)!r}", m)
             continue
         server.disk_used_bytes = int(value)
+
+
+def _agents_up(servers: Index, result: list[dict[str, Any]]) -> None:
+    for sample in result:
+        server = servers.get(_id(_metric(sample)))
+        value = _float(sample)
+        if server is not None and value is not None:
+            server.agent_up = value >= 1
 
 
 def _services(servers: Index, services: list[dict[str, Any]],

@@ -28,7 +28,17 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from . import __version__
-from .model import KINDS, STATUSES, Exclusion, Recommendation, RunResult, ServerRef, cents
+from .model import (
+    EXCLUSION_CAUSES,
+    KINDS,
+    STATUSES,
+    Exclusion,
+    ExclusionCause,
+    Recommendation,
+    RunResult,
+    ServerRef,
+    cents,
+)
 from .state import Store, StoredRecommendation, exclusion_to_dict, iso
 
 Format = Literal["table", "markdown", "json", "html"]
@@ -172,6 +182,12 @@ class ReportView:
                                              Decimal(0)))
         return out
 
+    def exclusions_by_cause(self) -> list[tuple[ExclusionCause, str, list[Exclusion]]]:
+        """The exclusions grouped by their real cause (data, inventory, target), each
+        group with its title, in that order; causes without exclusions left out."""
+        return [(cause, title, items) for cause, title in EXCLUSION_CAUSES.items()
+                if (items := [e for e in self.exclusions if e.cause == cause])]
+
     def server_url(self, ref: ServerRef) -> str | None:
         if not self.dashboard_url:
             return None
@@ -261,8 +277,10 @@ def _total_lines(view: ReportView) -> list[str]:
         lines.append(f"  {KIND_LABELS[kind]}: {count}, {money(savings)} EUR/month")
     lines.append(f"Decided: {counts['accepted']} accepted, {counts['dismissed']} dismissed")
     if view.exclusions:
-        lines.append(f"Excluded: {len(view.exclusions)} server(s) could not be judged "
-                     "(see the end)")
+        groups = ", ".join(f"{len(items)} {title[0].lower()}{title[1:]}"
+                           for _, title, items in view.exclusions_by_cause())
+        lines.append(f"Excluded: {len(view.exclusions)} server(s) without a recommendation "
+                     f"({groups}; see the end)")
     return lines
 
 
@@ -347,10 +365,12 @@ def render_table(view: ReportView) -> str:
     else:
         lines += ["", "No recommendations: every server with enough data is sized right."]
     if view.exclusions:
-        lines += ["", "Excluded servers (not enough data to judge)"]
-        lines += _aligned(["SERVER", "NAME", "RULE", "REASON"],
-                          [[str(e.server.key), e.server.name, e.rule, e.reason]
-                           for e in view.exclusions])
+        lines += ["", "Excluded servers"]
+        for _, title, items in view.exclusions_by_cause():
+            lines += ["", f"{title} ({len(items)})"]
+            lines += _aligned(["SERVER", "NAME", "RULE", "REASON"],
+                              [[str(e.server.key), printable(e.server.name), e.rule,
+                                printable(e.reason)] for e in items])
     return "\n".join(lines) + "\n"
 
 
@@ -393,10 +413,12 @@ def render_markdown(view: ReportView) -> str:
     else:
         lines += ["", "No recommendations: every server with enough data is sized right."]
     if view.exclusions:
-        lines += ["", "## Excluded servers", "", "| Server | Name | Rule | Reason |",
-                  "|---|---|---|---|"]
-        lines += [f"| {e.server.key} | {_md(e.server.name)} | {_md(e.rule)} | {_md(e.reason)} |"
-                  for e in view.exclusions]
+        lines += ["", "## Excluded servers"]
+        for _, title, items in view.exclusions_by_cause():
+            lines += ["", f"### {title}", "", "| Server | Name | Rule | Reason |",
+                      "|---|---|---|---|"]
+            lines += [f"| {_md(str(e.server.key))} | {_md(e.server.name)} | {_md(e.rule)} | "
+                      f"{_md(e.reason)} |" for e in items]
     return "\n".join(lines) + "\n"
 
 
@@ -417,6 +439,8 @@ def report_dict(view: ReportView) -> dict[str, Any]:
             "counts": counts,
             "pending_by_kind": {kind: {"count": count, "monthly_savings": money(savings)}
                                 for kind, (count, savings) in view.by_kind().items()},
+            "excluded_by_cause": {cause: {"title": title, "count": len(items)}
+                                  for cause, title, items in view.exclusions_by_cause()},
         },
         "recommendations": [i.to_dict() for i in view.items],
         "exclusions": [exclusion_to_dict(e) for e in view.exclusions],
