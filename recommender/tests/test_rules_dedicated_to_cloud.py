@@ -65,15 +65,16 @@ def test_needs_agent_figures() -> None:
     [exc] = RULE.evaluate(fleet(d), TH).exclusions
     assert exc.rule == "dedicated_to_cloud"
     assert exc.reason == (
-        "needs the agent's figures to size a Cloud server: memory was not measured (no agent; "
-        "the Cloud API has no memory figure); no disk usage (node_filesystem_*)")
+        "needs 30 days of the agent's figures to size a Cloud server: memory was not "
+        "measured (no agent; the Cloud API has no memory figure); no disk usage "
+        "(node_filesystem_*)")
     assert exc.cause == "data"
     blind = legacy_app(utilisation=util())
     [exc] = RULE.evaluate(fleet(blind), TH).exclusions
     assert exc.reason == (
-        "needs the agent's figures to size a Cloud server: no utilisation data: no agent "
-        "reports for it, and Robot has no CPU metrics (install the agent); memory was not "
-        "measured (no agent; the Cloud API has no memory figure)")
+        "needs 30 days of the agent's figures to size a Cloud server: no utilisation data: "
+        "no agent reports for it, and Robot has no CPU metrics (install the agent); memory "
+        "was not measured (no agent; the Cloud API has no memory figure)")
     assert exc.cause == "data"
 
 
@@ -85,10 +86,10 @@ def test_an_agent_without_30_days_of_history_is_not_called_missing() -> None:
     fresh.agent_up = True
     [exc] = RULE.evaluate(fleet(fresh), TH).exclusions
     assert exc.reason == (
-        "needs the agent's figures to size a Cloud server: no 30 days of history yet: its "
-        "agent reports CPU now, but no hour of the last 30 days is recorded yet (judged "
-        "from 25% of the 30 days on; backfill the history to judge it now); memory has no "
-        "30 days of history yet (its agent reports it now)")
+        "needs 30 days of the agent's figures to size a Cloud server: no 30 days of history "
+        "yet: its agent reports CPU now, but no hour of the last 30 days is recorded yet "
+        "(judged from 25% of the 30 days on; backfill the history to judge it now); memory "
+        "has no 30 days of history yet (its agent reports it now)")
     assert "no agent" not in exc.reason and exc.cause == "data"
     # the rules pack's live ratio says the agent reports, even before `up` is read
     live = legacy_app(utilisation=util(via="agent"))

@@ -108,7 +108,7 @@ class DedicatedToCloudRule:
             missing.append("no disk usage (node_filesystem_*)")
         if missing:
             cause = a.exclusion_cause if not a.cpu_ok else "data"
-            return Unjudged("needs the agent's figures to size a Cloud server: "
+            return Unjudged("needs 30 days of the agent's figures to size a Cloud server: "
                             + "; ".join(missing), cause)
         if server.monthly_cost is None:
             return no_price(server)
