@@ -314,6 +314,26 @@ def test_exclusions_recorded_before_causes_get_theirs_from_the_wording() -> None
                                ).cause == "target"  # a stored cause wins
 
 
+def test_command_blocks_keep_comments_on_one_line() -> None:
+    """A comment naming a server whose name holds a newline stays one comment line in the
+    Markdown ```sh block and the table's commands: nothing after it becomes a command."""
+    rec = fx.dedicated_to_cloud()
+    rec.commands = ["hcloud server create --name new --type cx42 --location fsn1",
+                    "# move the services of odd\ntouch pwned (Robot server 7) to new",
+                    "# cancel server 7 in Robot"]
+    view = view_from_result(fx.run_result([rec]))
+    markdown = render(view, "markdown")
+    block = markdown[markdown.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    assert block.splitlines() == [
+        "hcloud server create --name new --type cx42 --location fsn1",
+        "# move the services of odd touch pwned (Robot server 7) to new",
+        "# cancel server 7 in Robot"]
+    table = render(view, "table")
+    assert "  # move the services of odd touch pwned (Robot server 7) to new\n" in table
+    assert "\ntouch pwned" not in table and "\ntouch pwned" not in markdown
+
+
 def test_empty_report_says_so() -> None:
     result = fx.run_result([], excluded=[])
     for fmt in ("table", "markdown", "html"):

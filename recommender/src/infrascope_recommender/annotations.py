@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from .config import GrafanaSettings
-from .report import describe, money, percent, printable
+from .report import action_lines, describe, money, percent, printable
 from .state import StoredRecommendation
 
 log = logging.getLogger(__name__)
@@ -65,27 +65,6 @@ def annotation_text(item: StoredRecommendation) -> str:
         lines.extend(action_lines(rec.commands))
     lines.append(f"Id: {rec.id}")
     return "\n".join(lines)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def action_lines(commands: Sequence[str]) -> list[str]:
-    """The commands as lines to paste into a shell: one command a line, in order.
-
-    Not joined with ``&&``: a comment among them (``# cancel server … in Robot``) would
-    turn everything after it into comment. A comment stays a line of its own, and is
-    kept to one line (control characters, newlines included, become spaces): a server
-    name with a newline must not turn the rest of a comment into a command. Commands
-    are kept as the rules wrote them (their arguments are shell-quoted).
-    """
-    out = []
-    for command in commands:
-        if command.lstrip().startswith("#"):
-            out.append(_CONTROL.sub(" ", command.strip()))
-        else:
-            out.append(command)
-    return out
 
 
 def annotation_tags(item: StoredRecommendation) -> list[str]:

@@ -85,6 +85,24 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escape_char, text)
 
 
+def action_lines(commands: Sequence[str]) -> list[str]:
+    """The commands as lines to paste into a shell: one command a line, in order.
+
+    Not joined with ``&&``: a comment among them (``# cancel server … in Robot``) would
+    turn everything after it into comment. A comment stays a line of its own, and is
+    kept to one line (control characters, newlines included, become spaces): a server
+    name with a newline must not turn the rest of a comment into a command. Commands
+    are kept as the rules wrote them (their arguments are shell-quoted).
+    """
+    out = []
+    for command in commands:
+        if command.lstrip().startswith("#"):
+            out.append(_UNPRINTABLE.sub(" ", command.strip()))
+        else:
+            out.append(command)
+    return out
+
+
 def percent(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio * 100:.0f} %"
 
@@ -330,7 +348,7 @@ def _detail_lines(item: StoredRecommendation, indent: str = "   ") -> list[str]:
         lines.append(f"{indent}{_decision_text(item)}")
     if rec.commands:
         lines.append(f"{indent}Commands:")
-        lines.extend(f"{indent}  {cmd}" for cmd in rec.commands)
+        lines.extend(f"{indent}  {cmd}" for cmd in action_lines(rec.commands))
     return lines
 
 
@@ -409,7 +427,7 @@ def render_markdown(view: ReportView) -> str:
             lines += [f"- {_md(line.strip())}" for line in _detail_lines(item, "")
                       if not line.startswith(("Commands:", "  "))]
             if rec.commands:
-                lines += ["", "```sh", *rec.commands, "```"]
+                lines += ["", "```sh", *action_lines(rec.commands), "```"]
     else:
         lines += ["", "No recommendations: every server with enough data is sized right."]
     if view.exclusions:
