@@ -244,7 +244,9 @@ def test_retries_are_quiet_debug_lines_and_one_summary(
     m = re.fullmatch(rf"Prometheus at {re.escape(url)}/api/v1/query unreachable after 4 "
                      r"attempts over (\d+\.\d) s: connection refused", str(info.value))
     assert m is not None, str(info.value)
-    assert abs(float(m.group(1)) - elapsed) <= 0.1  # 0.05 + 0.1 + 0.2 s of backoff, and jitter
+    # the time from the first attempt to giving up: the backoff (0.05 + 0.1 + 0.2 s, plus
+    # up to 10 % jitter) and the attempts, within what the caller measured around it
+    assert 0.3 <= float(m.group(1)) <= elapsed + 0.05
 
 
 def test_a_cancelled_batch_stops_retrying() -> None:
