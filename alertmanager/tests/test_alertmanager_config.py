@@ -142,7 +142,10 @@ def test_production_shape() -> None:
     config = load(PRODUCTION)
     root = config["route"]
     assert "matchers" not in root  # the root matches everything
-    assert root["group_by"] == ["alertname", "source", "server_id"]
+    # One notification per alert name and receiver: no route groups per server.
+    assert root["group_by"] == ["alertname"]
+    assert all(r["group_by"] == (["category"] if r["receiver"] == "digest" else ["alertname"])
+               for r in root["routes"] if r["receiver"] != "null")
     assert (root["group_wait"], root["group_interval"], root["repeat_interval"]) == (
         "30s", "5m", "4h")
     digests = [r for r in root["routes"] if r["receiver"] == "digest"]

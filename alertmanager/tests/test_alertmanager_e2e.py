@@ -21,6 +21,10 @@ Expected, each checked through the sink or Alertmanager's API:
   InfraScopeTrafficOverageProjected     warning/cost -> digest, with the server's labels
   InfraScopeHetznerApiFailing           warning -> chat, but inhibited by the rejection
   InfraScopeServerPriceUnknown          info -> null: never sent
+
+And grouping (``test_an_outage_is_one_notification_per_alert_name_and_receiver``):
+alerts of one name firing for many servers at once, posted to Alertmanager's API as
+Prometheus posts them, reach each receiver as one notification listing every server.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ import pytest
 import yaml
 from alertmanager_testlib import (
     ALERTMANAGER,
+    AMTOOL,
     PRODUCTION,
     PROMETHEUS,
     REQUIRED_ANNOTATIONS,
     alert_rules,
     free_port,
     load_render_demo,
+    render_template,
     rule_files,
     wait_for,
 )
@@ -332,3 +338,98 @@ def check_annotations(alert: dict[str, Any], expected: dict[str, str]) -> None:
     assert annotations["summary"] == expected["summary"]  # static in the rules
     assert annotations["runbook_url"] == expected["runbook_url"]
     assert "{{" not in annotations["description"]  # templated by Prometheus
+
+
+OUTAGE_SERVERS = 19  # the simulator outage that sent 19 notifications in 2 s
+
+
+def outage_alerts(rule: Any, count: int) -> list[dict[str, Any]]:
+    """``count`` firing alerts of ``rule``, one per server, as Prometheus sends them."""
+    out = []
+    for i in range(count):
+        server = {"source": "cloud", "server_id": str(5000 + i), "server_name": f"node-{i:02d}"}
+        out.append({"labels": {"alertname": rule.name, **rule.labels, **server,
+                               "job": "infrascope-agent"},
+                    "annotations": {"summary": rule.annotations["summary"],
+                                    "description": f"{server['server_name']} is unreachable.",
+                                    "runbook_url": rule.annotations["runbook_url"]},
+                    "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=up"})
+    return out
+
+
+def post_alerts(am_url: str, alerts: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(f"{am_url}/api/v2/alerts", method="POST",
+                                     data=json.dumps(alerts).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with OPENER.open(request, timeout=5) as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.skipif(not Path(AMTOOL).exists(), reason="amtool is needed to render templates")
+def test_an_outage_is_one_notification_per_alert_name_and_receiver(
+        tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    by_name = {a.name: a for a in alert_rules()}
+    # One alert name per receiver that notifies: a warning (chat), a critical (pager) and
+    # a cost warning (digest), each firing for many servers in the same second.
+    outages = {"chat": by_name["InfraScopeAgentDown"],
+               "pager": next(a for a in alert_rules() if a.name == "InfraScopeServerMemorySaturated"
+                             and a.labels["severity"] == "critical"),
+               "digest": by_name["InfraScopeServerIdle"]}
+    assert outages["chat"].labels["severity"] == "warning"
+    assert outages["digest"].labels["category"] == "cost"
+    sink = Sink()
+    threads = [serve(sink.server)]
+    try:
+        render_demo = load_render_demo()
+        am_config = tmp_path / "alertmanager.yml"
+        am_config.write_text(render_demo.dump(render_demo.render(
+            yaml.safe_load(PRODUCTION.read_text()), f"http://127.0.0.1:{sink.port}/alerts",
+            fast=True, template_dir=PRODUCTION.parent)))
+        am_port = free_port()
+        am = start([ALERTMANAGER, f"--config.file={am_config}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+                    f"--web.external-url=http://127.0.0.1:{am_port}", "--log.level=warn"],
+                   tmp_path / "alertmanager.log", processes)
+        am_url = f"http://127.0.0.1:{am_port}"
+        wait_for("Alertmanager ready",
+                 lambda: OPENER.open(am_url + "/-/ready", timeout=2).status == 200, procs=(am,))
+        # As in the outage: the alerts arrive over a second or two, in several posts.
+        for rule in outages.values():
+            alerts = outage_alerts(rule, OUTAGE_SERVERS)
+            post_alerts(am_url, alerts[:7])
+            time.sleep(0.2)
+            post_alerts(am_url, alerts[7:])
+        for receiver, rule in outages.items():
+            wait_for(f"{rule.name} at /alerts/{receiver}",
+                     lambda r=rule: sink.alerts(r.name), DEADLINE, (am,))
+        time.sleep(4)  # several group_wait/group_interval (1 s) rounds: nothing more comes
+        with sink.lock:
+            received = list(sink.received)
+        assert len(received) == len(outages), [(p, len(b["alerts"])) for p, b in received]
+        for receiver, rule in outages.items():
+            [(path, payload)] = [(p, b) for p, b in received if b["receiver"] == receiver]
+            assert path == f"/alerts/{receiver}"
+            names = sorted(a["labels"]["server_name"] for a in payload["alerts"])
+            assert names == [f"node-{i:02d}" for i in range(OUTAGE_SERVERS)], receiver
+            assert {a["labels"]["alertname"] for a in payload["alerts"]} == {rule.name}
+            expected_group = {"category": "cost"} if receiver == "digest" \
+                else {"alertname": rule.name}
+            assert payload["groupLabels"] == expected_group
+            # The templates list every server of the one notification.
+            data = tmp_path / f"{receiver}.json"
+            data.write_text(json.dumps(payload))
+            for template in ("slack.infrascope.text", "email.infrascope.text"):
+                text = render_template(f'{{{{ template "{template}" . }}}}', data)
+                for name in names:
+                    assert f"{name} (cloud server" in text, (template, name)
+            title = render_template('{{ template "slack.infrascope.title" . }}', data)
+            assert title.startswith(f"[FIRING:{OUTAGE_SERVERS}] ")
+            link = render_template('{{ template "infrascope.group_dashboard_url" . }}', data)
+            assert link.endswith("/d/infrascope-cost" if receiver == "digest"
+                                 else "/d/infrascope-fleet")
+    finally:
+        sink.server.shutdown()
+        sink.server.server_close()
+        for thread in threads:
+            thread.join(timeout=5)

@@ -84,7 +84,9 @@ def test_slack_digest_shows_server_cost_and_dashboard() -> None:
     assert "*Cost:* 12.50 € a month" in text
     assert f"<{OVERRIDE_DASHBOARD}|Dashboard>" in text
     assert render("slack.infrascope.color", DIGEST) == "warning"
-    assert render("infrascope.group_dashboard_url", DIGEST) == IDLE_DASHBOARD
+    # Two servers in one notification: the title links the cost dashboard, each alert
+    # its own server's.
+    assert render("infrascope.group_dashboard_url", DIGEST) == f"{GRAFANA}/d/infrascope-cost"
 
 
 def test_email_digest_subject_and_bodies() -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,6 +217,79 @@ def test_annotation_shape_for_infinity() -> None:
     row = annotation(decided, fx.T0 + 600)
     assert row["timeEnd"] == int((fx.T0 + 60) * 1000)  # decided: ends at the decision
     assert "Dismissed by bob: DR standby." in row["text"]
+    # a reason stored with a newline and control characters stays on its line, shown
+    odd = StoredRecommendation(fx.idle(), "dismissed", fx.T0, fx.T0, fx.T0 + 60, "bob",
+                               "DR\nAction: rm -rf /\x00\x1b[2J")
+    text = annotation(odd, fx.T0 + 600)["text"]
+    assert "Dismissed by bob: DR\\nAction: rm -rf /\\x00\\x1b[2J." in text.splitlines()
+
+
+def _action_block(text: str) -> str:
+    """What an operator copies from the annotation: the lines after "Action:" (or the
+    rest of the "Action:" line itself) up to the "Id:" line."""
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Action:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Id: "))
+    first = lines[start][len("Action:"):].strip()
+    return "\n".join(([first] if first else []) + lines[start + 1:end]) + "\n"
+
+
+def _fleet_with_comments_among_the_commands() -> list[StoredRecommendation]:
+    """Real rules over a fleet whose recommendations mix commands and comment lines:
+    a dedicated server moved to Cloud (create, then "# move …", "# cancel … in Robot"),
+    three staging servers merged (create, a "# move …" per server, snapshot and delete
+    each), and a dedicated server whose Robot name holds a newline and a command."""
+    from rules_fixtures import cloud, dedicated, fleet, util
+
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.thresholds import Thresholds
+
+    quiet = util(cpu_avg=0.05, cpu_p95=0.1, cpu_max=0.3, mem_p95=0.08, mem_max=0.1)
+    staging = util(cpu_avg=0.05, cpu_p95=0.08, cpu_max=0.2, mem_p95=0.2, mem_max=0.25)
+    servers = [
+        dedicated(2391007, "legacy-app", price="49.00", utilisation=quiet),
+        dedicated(2391008, "odd\ntouch pwned-by-a-name; echo", price="49.00",
+                  utilisation=quiet),
+        *[cloud(100 + i, f"stg-{i}", "cx23", labels={"env": "staging"}, utilisation=staging)
+          for i in range(3)],
+    ]
+    result = generate(fleet(*servers), Thresholds(), now=fx.T0)
+    return [StoredRecommendation(rec, "pending", fx.T0, fx.T0) for rec in result.recommendations]
+
+
+def test_action_pastes_into_a_shell_with_every_command(tmp_path: Path) -> None:
+    items = _fleet_with_comments_among_the_commands()
+    assert {i.recommendation.kind for i in items} >= {"dedicated_to_cloud", "consolidation"}
+    bash = shutil.which("bash")
+    assert bash is not None
+    for item in items:
+        rec = item.recommendation
+        assert any(c.startswith("#") for c in rec.commands), rec.commands
+        block = _action_block(annotation(item, fx.T0)["text"])
+        script = tmp_path / f"{rec.id}.sh"
+        script.write_text(block)
+        check = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, (block, check.stderr)
+        # Run what was pasted with `hcloud` recording its arguments and no other command
+        # found: every command must survive the shell's comment stripping, in order, and
+        # nothing else (a comment's text) may run.
+        log = tmp_path / f"{rec.id}.log"
+        prelude = (f"hcloud() {{ printf '%s\\0' hcloud \"$@\" >> {shlex.quote(str(log))}; "
+                   f"printf '\\n' >> {shlex.quote(str(log))}; }}\n"
+                   f"command_not_found_handle() {{ printf 'NOT FOUND %s\\n' \"$1\" "
+                   f">> {shlex.quote(str(log))}; return 127; }}\n")
+        run = subprocess.run([bash, "-c", prelude + block], capture_output=True, text=True,
+                             env={"PATH": ""}, cwd=tmp_path)
+        ran = log.read_text() if log.exists() else ""
+        assert "NOT FOUND" not in ran, (block, ran)
+        called = [line.strip("\0").split("\0") for line in ran.split("\0\n") if line]
+        expected = [shlex.split(c) for c in rec.commands if not c.startswith("#")]
+        assert called == expected, block
+        assert run.returncode == 0, run.stderr
+        # every comment is still there for the operator to read, one line each
+        comments = [line for line in block.splitlines() if line.startswith("#")]
+        assert len(comments) == sum(c.startswith("#") for c in rec.commands)
+    assert not (tmp_path / "pwned-by-a-name").exists()
 
 
 def test_feed_defaults_to_pending_and_recently_decided() -> None:

@@ -87,7 +87,7 @@ def test_one_recommendation_per_server_in_precedence_order() -> None:
     assert result.started_at == 1_760_000_000.0 and result.duration_seconds >= 0
     assert [(e.server.name, e.rule) for e in result.exclusions] == [
         ("fresh", "rightsize"), ("db-primary", "dedicated_to_cloud")]
-    assert result.exclusions[1].reason.startswith("needs the agent's figures")
+    assert result.exclusions[1].reason.startswith("needs 30 days of the agent's figures")
     assert result.fleet.servers.keys() == fleet(*demo()).servers.keys()
 
 

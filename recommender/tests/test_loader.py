@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import shutil
+import socket
 import subprocess
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -162,11 +165,13 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
         sample("infrascope_listen_port_info", "1", port="22", protocol="tcp", kind="process",
                service="", process="sshd", source="cloud", server_id="999"),
     ]
+    agents = [sample(None, "1", **agent_ids), sample(None, "0", source="cloud", server_id="104")]
     return {q["inventory"]: inventory, q["labels"]: labels, q["sizes_and_cost"]: sizes,
             q["catalogue"]: catalogue, q["pricing"]: pricing, q["utilisation"]: utilisation,
             q["via"]: via,
             q["costs"]: costs, q["agent_cores"]: cores, q["agent_memory"]: memory,
-            q["agent_disk_used"]: disk, q["services"]: services, q["ports"]: ports}
+            q["agent_disk_used"]: disk, q["services"]: services, q["ports"]: ports,
+            q["agents"]: agents}
 
 
 def run_load(responses: dict[str, list[dict[str, Any]]],
@@ -182,7 +187,7 @@ def run_load(responses: dict[str, list[dict[str, Any]]],
 
 def test_loads_every_family() -> None:
     fleet, fake, attempts = run_load(small_fleet())
-    assert fleet.queries == loader.QUERY_COUNT == len(fake.requests) == attempts == 13
+    assert fleet.queries == loader.QUERY_COUNT == len(fake.requests) == attempts == 14
     assert {r.form["time"] for r in fake.requests} == {"1764000000"}
     assert fleet.loaded_at == AT and fleet.price_mode == "gross"
     assert fleet.backup_ratio == {"webshop": Decimal("0.2")}
@@ -217,6 +222,8 @@ def test_loads_every_family() -> None:
 
     ded = fleet.servers[ServerKey("dedicated", "2391007")]
     assert (ded.datacenter, ded.cpu_type, ded.project) == ("FSN1-DC14", "dedicated", "")
+    # up{job=agent}: 1 up, 0 failing, absent: no agent target
+    assert (ded.agent_up, stg.agent_up, web.agent_up) == (True, False, None)
     assert (ded.cores, ded.memory_bytes, ded.disk_used_bytes) == (8, 64 * GiB, 50 * 10 ** 9)
     assert ded.monthly_cost == Decimal("49")
     assert ded.utilisation.memory_max == 0.1
@@ -233,6 +240,61 @@ def test_loads_every_family() -> None:
     assert fleet.costs.by_source == {"cloud": Decimal("12.178"), "dedicated": Decimal("49")}
     assert fleet.costs.by_location == {"fsn1": Decimal("61.178")}
     assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "": Decimal("49")}
+
+
+def test_dedicated_servers_take_their_project_from_robot_labels(tmp_path: Path) -> None:
+    """robot.labels gives a dedicated server a project (the exporter's
+    hetzner_server_labels{label_project}); the rules pack's roll-up by Cloud project puts
+    every dedicated server under "". The fleet, /api/costs and the recommendations all
+    show the labelled project; a Cloud server keeps its Cloud project whatever its label."""
+    import warnings
+
+    import service_fixtures as fx
+
+    from infrascope_recommender.api import create_app
+    from infrascope_recommender.config import Secret
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.service import RecommenderService
+    from infrascope_recommender.state import Store
+    from infrascope_recommender.thresholds import Thresholds
+
+    responses = small_fleet()
+    q = {x.name: x.expr for x in loader.queries(SETTINGS)}
+    ded = ("dedicated", "2391007")
+    # as the exporter renders `robot: {labels: {2391007: {project: legacy, env: production}}}`
+    responses[q["labels"]] = [
+        sample("hetzner_server_labels", "1", **ids("cloud", "101", label_env="production",
+                                                    label_project="ci")),
+        sample("hetzner_server_labels", "1", **ids("cloud", "104", label_env="staging")),
+        sample("hetzner_server_labels", "1", **ids(*ded, label_env="production",
+                                                    label_project="legacy")),
+    ]
+    responses[q["costs"]].append(
+        sample("source_server_id:monthly_cost_euros:sum", "49", source=ded[0],
+               server_id=ded[1], server_name="legacy-app", server_type="EX44",
+               location="fsn1", hcloud_project="", label_project="legacy"))
+    fleet, _, _ = run_load(responses)
+    assert fleet.servers[ServerKey(*ded)].project == "legacy"
+    assert fleet.servers[ServerKey("cloud", "101")].project == "webshop"  # not its label
+    assert fleet.costs.by_project == {"webshop": Decimal("12.178"), "legacy": Decimal("49")}
+    assert sum(fleet.costs.by_project.values()) == fleet.costs.total
+
+    # Through the engine, the state and the API, as `recommender serve` shows them.
+    result = generate(fleet, Thresholds(), now=AT)
+    with Store(tmp_path / "state.db") as store:
+        service = RecommenderService(store, fx.Runner(result), api_token=Secret("t" * 32))
+        service.regenerate()
+        with warnings.catch_warnings():  # starlette nags about httpx vs httpx2
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
+        client = TestClient(create_app(service))
+        costs = client.get("/api/costs").json()
+        assert costs["by_project"] == {"legacy": "49.00", "webshop": "12.18"}
+        recs = client.get("/api/recommendations").json()["items"]
+        [moved] = [r for r in recs if r["kind"] == "dedicated_to_cloud"]
+        assert [s["project"] for s in moved["servers"]] == ["legacy"]
+        listed = client.get("/api/servers", params={"project": "legacy"}).json()["items"]
+        assert [s["name"] for s in listed] == ["legacy-app"]
 
 
 def test_cloud_sizes_come_from_the_exporter_or_the_catalogue() -> None:
@@ -397,6 +459,29 @@ def test_prometheus_errors_propagate() -> None:
         with PrometheusClient(s) as client, pytest.raises(PrometheusError,
                                                           match="too many samples"):
             load(client, s)
+
+
+def test_unreachable_prometheus_is_one_quiet_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """All queries go out side by side; when the first gives up, the others stop with it:
+    one summary error in about one query's retry time, failed attempts only at DEBUG."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again below
+    caplog.set_level(logging.DEBUG, logger="infrascope_recommender")
+    s = PrometheusSettings(url=url, retries=3, backoff_seconds=0.2)
+    started = time.monotonic()
+    with PrometheusClient(s) as client, pytest.raises(PrometheusError) as info:
+        load(client, s, at=AT)
+    elapsed = time.monotonic() - started
+    assert type(info.value) is PrometheusError  # the real failure, not an abandoned query
+    assert re.fullmatch(rf"Prometheus at {re.escape(url)}/api/v1/query unreachable after 4 "
+                        r"attempts over 1\.[4-9] s: connection refused", str(info.value))
+    # one query's retries: 0.2 + 0.4 + 0.8 s (+ jitter), not a second wave of queries
+    assert elapsed < 2.2
+    assert client.attempts <= 4 * loader.PARALLEL_QUERIES
+    ours = [r for r in caplog.records if r.name.startswith("infrascope_recommender")]
+    assert ours and all(r.levelno == logging.DEBUG for r in ours)
+    assert len(ours) == client.attempts  # one line per failed attempt
 
 
 def test_missing_recorded_series(caplog: pytest.LogCaptureFixture) -> None:

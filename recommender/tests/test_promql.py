@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -20,7 +21,12 @@ import pytest
 from rules_fixtures import FakePrometheus, Reply, Request, error, ok, sample
 
 from infrascope_recommender.config import PrometheusSettings, Secret, TLSSettings
-from infrascope_recommender.promql import PrometheusClient, PrometheusError, display_url
+from infrascope_recommender.promql import (
+    PrometheusClient,
+    PrometheusError,
+    QueryCancelled,
+    display_url,
+)
 
 TOKEN = "tok-3f9a-very-secret"
 VECTOR = [sample("up", "1", job="hetzner", instance="exporter:8790")]
@@ -140,7 +146,7 @@ def test_backoff_doubles_and_gives_up_naming_the_status() -> None:
                                                           strict=True))
     message = str(info.value)
     assert message == (f"Prometheus at {fake.url}/api/v1/query: HTTP 503: overloaded, try later"
-                       " (after 4 attempts)")
+                       " (after 4 attempts over 0.0 s)")  # the sleeps were not real
     assert info.value.status == 503
 
 
@@ -214,10 +220,50 @@ def test_unreachable_port_is_retried_then_names_url_and_failure() -> None:
                           sleep=sleeps) as client:
         with pytest.raises(PrometheusError) as info:
             client.query("up")
-    assert str(info.value) == (f"Prometheus at {url}/api/v1/query: connection refused "
-                               "(after 3 attempts)")
+    assert str(info.value) == (f"Prometheus at {url}/api/v1/query unreachable after 3 "
+                               "attempts over 0.0 s: connection refused")
     assert client.attempts == 3 and len(sleeps.delays) == 2
     assert TOKEN not in str(info.value)
+
+
+def test_retries_are_quiet_debug_lines_and_one_summary(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One DEBUG line per failed attempt, nothing at WARNING: the error is the summary."""
+    caplog.set_level(logging.DEBUG, logger="infrascope_recommender")
+    url = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with PrometheusClient(settings(url, retries=3, backoff_seconds=0.05)) as client:
+        with pytest.raises(PrometheusError) as info:
+            client.query("up")
+    elapsed = time.monotonic() - started
+    ours = [r for r in caplog.records if r.name.startswith("infrascope_recommender")]
+    assert [r.levelno for r in ours] == [logging.DEBUG] * 4
+    assert [r.getMessage() for r in ours] == [
+        f"Prometheus at {url}/api/v1/query: attempt {n} of 4 failed: connection refused; "
+        + ("retrying" if n < 4 else "giving up") for n in range(1, 5)]
+    m = re.fullmatch(rf"Prometheus at {re.escape(url)}/api/v1/query unreachable after 4 "
+                     r"attempts over (\d+\.\d) s: connection refused", str(info.value))
+    assert m is not None, str(info.value)
+    # the time from the first attempt to giving up: the backoff (0.05 + 0.1 + 0.2 s, plus
+    # up to 10 % jitter) and the attempts, within what the caller measured around it
+    assert 0.3 <= float(m.group(1)) <= elapsed + 0.05
+
+
+def test_a_cancelled_batch_stops_retrying() -> None:
+    """With a shared ``cancel`` event set (another query of the batch gave up), a query
+    makes no further attempt and waits for no backoff."""
+    url = f"http://127.0.0.1:{_free_port()}"
+    cancel = threading.Event()
+    with PrometheusClient(settings(url, retries=5, backoff_seconds=10)) as client:
+        threading.Timer(0.2, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(QueryCancelled):
+            client.query("up", cancel=cancel)
+        assert time.monotonic() - started < 2.0  # not the 10 s backoff
+        assert client.attempts == 1
+        with pytest.raises(QueryCancelled):  # set before the first attempt: none is made
+            client.query("up", cancel=cancel)
+        assert client.attempts == 1
 
 
 def test_timeout_is_bounded() -> None:
@@ -235,8 +281,8 @@ def test_timeout_is_bounded() -> None:
                 client.query("up")
         elapsed = time.monotonic() - started
         release.set()
-    assert str(info.value) == (f"Prometheus at {fake.url}/api/v1/query: timed out after 0.3s "
-                               "(after 2 attempts)")
+    assert re.fullmatch(rf"Prometheus at {re.escape(fake.url)}/api/v1/query unreachable after "
+                        r"2 attempts over 0\.[6-9] s: timed out after 0\.3s", str(info.value))
     assert elapsed < 2.0
     assert client.attempts == 2
 

@@ -154,6 +154,39 @@ def test_unreachable_prometheus_exits_3_naming_the_url(tmp_path: Path,
     assert SECRET not in result.stderr
 
 
+@pytest.mark.parametrize("log_level", [None, "debug"])
+def test_unreachable_prometheus_is_one_summary_line(tmp_path: Path,
+                                                    log_level: str | None) -> None:
+    """With retries (3, the default), `report` says once what failed, after how many
+    attempts and how long — no warning per retry; each attempt is a DEBUG line."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    config = write_config(tmp_path, f"""
+prometheus:
+  url: {url}
+  retries: 3
+  backoff: 200ms
+state:
+  path: {tmp_path / 'state.db'}
+""")
+    extra = ["--log-level", log_level] if log_level else []
+    started = time.monotonic()
+    result = _run([sys.executable, "-m", MODULE], "report", "--config", str(config), *extra)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    summary = (rf"{SCRIPT}: Prometheus at {re.escape(url)}/api/v1/query unreachable after 4 "
+               r"attempts over 1\.[4-9] s: connection refused")
+    assert re.fullmatch(summary, lines[-1]), result.stderr
+    if log_level is None:
+        assert len(lines) == 1, result.stderr
+    else:
+        attempts = lines[:-1]
+        assert 4 <= len(attempts) <= 16, result.stderr
+        assert all("level=debug" in line and "attempt" in line for line in attempts)
+    assert "level=warning" not in result.stderr
+    assert elapsed < 10  # the interpreter start and 1.4 s of backoff, not a wave per query
+
+
 def test_run_records_a_failed_run(tmp_path: Path) -> None:
     config, url = fast_failing_config(tmp_path)
     _run([sys.executable, "-m", MODULE], "run", "--config", str(config))

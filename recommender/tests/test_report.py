@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import service_fixtures as fx
 
-from infrascope_recommender.model import Recommendation, ServerRef
+from infrascope_recommender.model import Recommendation, RunResult, ServerRef
 from infrascope_recommender.report import (
     FORMATS,
     NoRunYet,
@@ -23,7 +23,7 @@ from infrascope_recommender.report import (
     view_from_result,
     view_from_store,
 )
-from infrascope_recommender.state import Store, exclusion_from_dict
+from infrascope_recommender.state import Store, StoredRecommendation, exclusion_from_dict
 
 
 def fresh_view(decisions: dict | None = None) -> ReportView:
@@ -176,6 +176,162 @@ def test_html_is_self_contained_escaped_and_totals_first() -> None:
     assert "hcloud server change-type web-1 cx22 --keep-disk" in text
     assert "no memory data (install the agent)" in text  # exclusions
     assert "Before you start" in text and "confidence high" in text
+
+
+HOSTILE_REASON = ("first line\nsecond line\r\n\x00\x1b[31mred\x7f\u2028\u202egnp.exe "
+                  "<script>alert(1)</script> | *bold* [link](https://evil.example) "
+                  "&lt;b&gt; ~~gone~~\tend")
+HOSTILE_BY = "eve\n<b>admin</b>"
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+
+
+def _hostile_view(status: str) -> ReportView:
+    """A report holding a decision whose reason came from the API before it rejected
+    control characters: newlines, NUL, ESC, DEL, a Unicode line separator and direction
+    override, HTML and Markdown markup."""
+    rec = fx.rightsize()
+    stored = StoredRecommendation(rec, status, fx.T0, fx.T0, fx.T0 + 60, HOSTILE_BY,
+                                  HOSTILE_REASON)
+    return view_from_result(fx.run_result([rec, fx.idle()]), {rec.id: stored},
+                            now=fx.T0 + 120)
+
+
+@pytest.mark.parametrize("status", ["dismissed", "accepted"])
+def test_decision_reasons_reach_html_and_markdown_as_text(status: str) -> None:
+    view = _hostile_view(status)
+    assert view.with_status(status)[0].reason == HOSTILE_REASON  # kept as stored
+    shown = ("first line\\nsecond line\\r\\n\\x00\\x1b[31mred\\x7f\\u2028\\u202egnp.exe")
+
+    html = render(view, "html")
+    assert not _CONTROL.search(html), _CONTROL.findall(html)
+    assert "\r" not in html
+    line = next(x for x in html.splitlines() if "first line" in x)
+    assert "second line" in line and "end" in line  # one line, as written
+    assert shown in line
+    assert "<script>" not in html and "<b>admin</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in line
+    assert "eve\\n&lt;b&gt;admin&lt;/b&gt;" in line
+    parser = _Collector()
+    parser.feed(html)
+    assert "script" not in parser.tags and "b" not in parser.tags
+    assert not any("evil.example" in link for link in parser.links)
+
+    markdown = render(view, "markdown")
+    assert not _CONTROL.search(markdown), _CONTROL.findall(markdown)
+    assert "\r" not in markdown
+    line = next(x for x in markdown.splitlines() if "first line" in x)
+    assert line.startswith(f"- {status.capitalize()} ")  # still one list item
+    assert "second line" in line and "end" in line
+    # Markdown escapes: no raw tag, emphasis, link, entity or strike-through survives
+    assert "<script>" not in markdown and "<b>" not in markdown
+    assert "\\<script\\>alert(1)\\</script\\>" in line
+    assert "\\*bold\\*" in line and "\\[link\\](https://evil.example)" in line
+    assert "\\&lt;b\\&gt;" in line and "\\~\\~gone\\~\\~" in line
+    assert "eve\\\\n\\<b\\>admin\\</b\\>" in line
+
+    table = render(view, "table")
+    assert not _CONTROL.search(table), _CONTROL.findall(table)
+    line = next(x for x in table.splitlines() if "first line" in x)
+    assert shown in line and "end" in line
+    # JSON keeps the stored text exactly (its own escaping makes it safe)
+    data = json.loads(render(view, "json"))
+    assert any(r["reason"] == HOSTILE_REASON for r in data["recommendations"])
+
+
+def _fleet_excluded_for_three_reasons() -> RunResult:
+    """Real rules over three dedicated servers no recommendation is made for: the demo's
+    `this-machine` (agent up, no 30 days of history yet), one too big for any Cloud type
+    (judged: nothing to move to) and one without a price."""
+    from rules_fixtures import dedicated, fleet, util
+
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.thresholds import Thresholds
+
+    this_machine = dedicated(2391100, "this-machine", "this machine", price="0.00",
+                             utilisation=util(), disk_used_gb=20)
+    this_machine.agent_up = True
+    big = dedicated(2391001, "db-big", "AX102", cores=64,
+                    utilisation=util(cpu_avg=0.5, cpu_p95=0.6, mem_p95=0.1))
+    unpriced = dedicated(2391006, "auction-box", "SB", price=None,
+                         utilisation=util(cpu_avg=0.3, cpu_p95=0.4, mem_p95=0.5))
+    return generate(fleet(this_machine, big, unpriced), Thresholds(), now=fx.T0)
+
+
+def test_exclusions_are_grouped_by_their_real_reason() -> None:
+    result = _fleet_excluded_for_three_reasons()
+    assert result.recommendations == []
+    causes = {e.server.name: e.cause for e in result.exclusions}
+    assert causes == {"this-machine": "data", "db-big": "target", "auction-box": "inventory"}
+    [mine] = [e for e in result.exclusions if e.server.name == "this-machine"]
+    assert "no 30 days of history yet: its agent reports CPU now" in mine.reason
+    assert "no agent" not in mine.reason
+    view = view_from_result(result)
+
+    table = render(view, "table")
+    assert "not enough data to judge)" not in table  # the old catch-all heading
+    assert ("Excluded: 3 server(s) without a recommendation (1 not enough data to judge, "
+            "1 price or size unknown, 1 no type to move to; see the end)") in table
+    tail = table[table.index("Excluded servers\n"):]
+    sections = re.split(r"\n\n(?=\S.* \(\d+\)\n)", tail)[1:]
+    titles = [s.splitlines()[0] for s in sections]
+    assert titles == ["Not enough data to judge (1)", "Price or size unknown (1)",
+                      "No type to move to (1)"]
+    assert "this-machine" in sections[0] and "no 30 days of history yet" in sections[0]
+    assert "auction-box" in sections[1] and "no price known" in sections[1]
+    assert "db-big" in sections[2] and "no Cloud type in fsn1 holds" in sections[2]
+
+    markdown = render(view, "markdown")
+    md = markdown[markdown.index("## Excluded servers"):]
+    assert md.index("### Not enough data to judge") < md.index("this-machine") \
+        < md.index("### Price or size unknown") < md.index("auction-box") \
+        < md.index("### No type to move to") < md.index("db-big")
+
+    html = render(view, "html")
+    page = html[html.index("<h2>Excluded servers</h2>"):]
+    assert "Too little data to judge these servers" not in html
+    assert page.index('<h3 id="excluded-data">Not enough data to judge (1)</h3>') \
+        < page.index("this-machine") < page.index('<h3 id="excluded-inventory">') \
+        < page.index("auction-box") < page.index('<h3 id="excluded-target">') \
+        < page.index("db-big")
+    assert "excluded (too little data)" not in html
+
+    data = json.loads(render(view, "json"))
+    assert {e["server"]["name"]: e["cause"] for e in data["exclusions"]} == causes
+    assert data["totals"]["excluded_by_cause"] == {
+        "data": {"title": "Not enough data to judge", "count": 1},
+        "inventory": {"title": "Price or size unknown", "count": 1},
+        "target": {"title": "No type to move to", "count": 1}}
+
+
+def test_exclusions_recorded_before_causes_get_theirs_from_the_wording() -> None:
+    base = {"server": {"source": "dedicated", "server_id": "1", "name": "x",
+                       "server_type": "EX44", "location": "fsn1"}, "rule": "dedicated_to_cloud"}
+    for reason, cause in [("no Cloud type in fsn1 holds 38.4 cores at p95, …", "target"),
+                          ("no price known for the server (…)", "inventory"),
+                          ("needs the agent's figures to size a Cloud server: …", "data")]:
+        assert exclusion_from_dict({**base, "reason": reason}).cause == cause
+    assert exclusion_from_dict({**base, "reason": "no price known", "cause": "target"}
+                               ).cause == "target"  # a stored cause wins
+
+
+def test_command_blocks_keep_comments_on_one_line() -> None:
+    """A comment naming a server whose name holds a newline stays one comment line in the
+    Markdown ```sh block and the table's commands: nothing after it becomes a command."""
+    rec = fx.dedicated_to_cloud()
+    rec.commands = ["hcloud server create --name new --type cx42 --location fsn1",
+                    "# move the services of odd\ntouch pwned (Robot server 7) to new",
+                    "# cancel server 7 in Robot"]
+    view = view_from_result(fx.run_result([rec]))
+    markdown = render(view, "markdown")
+    block = markdown[markdown.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    assert block.splitlines() == [
+        "hcloud server create --name new --type cx42 --location fsn1",
+        "# move the services of odd touch pwned (Robot server 7) to new",
+        "# cancel server 7 in Robot"]
+    table = render(view, "table")
+    assert "  # move the services of odd touch pwned (Robot server 7) to new\n" in table
+    assert "\ntouch pwned" not in table and "\ntouch pwned" not in markdown
 
 
 def test_empty_report_says_so() -> None:

@@ -65,12 +65,42 @@ def test_needs_agent_figures() -> None:
     [exc] = RULE.evaluate(fleet(d), TH).exclusions
     assert exc.rule == "dedicated_to_cloud"
     assert exc.reason == (
-        "needs the agent's figures to size a Cloud server: memory was not measured (no agent; "
-        "the Cloud API has no memory figure); no disk usage (node_filesystem_*)")
+        "needs 30 days of the agent's figures to size a Cloud server: memory was not "
+        "measured (no agent; the Cloud API has no memory figure); no disk usage "
+        "(node_filesystem_*)")
+    assert exc.cause == "data"
     blind = legacy_app(utilisation=util())
     [exc] = RULE.evaluate(fleet(blind), TH).exclusions
-    assert exc.reason.startswith("needs the agent's figures to size a Cloud server: "
-                                 "no utilisation series")
+    assert exc.reason == (
+        "needs 30 days of the agent's figures to size a Cloud server: no utilisation data: "
+        "no agent reports for it, and Robot has no CPU metrics (install the agent); memory "
+        "was not measured (no agent; the Cloud API has no memory figure)")
+    assert exc.cause == "data"
+
+
+def test_an_agent_without_30_days_of_history_is_not_called_missing() -> None:
+    """The demo's `this-machine`: its real agent is up (up{job=agent} == 1, cores and
+    memory from it), but no hour of the 30 days is recorded yet. The exclusion says
+    that, not "no agent"; an agent that is down is named as down."""
+    fresh = legacy_app(utilisation=util(), disk_used_gb=20)
+    fresh.agent_up = True
+    [exc] = RULE.evaluate(fleet(fresh), TH).exclusions
+    assert exc.reason == (
+        "needs 30 days of the agent's figures to size a Cloud server: no 30 days of history "
+        "yet: its agent reports CPU now, but no hour of the last 30 days is recorded yet "
+        "(judged from 25% of the 30 days on; backfill the history to judge it now); memory "
+        "has no 30 days of history yet (its agent reports it now)")
+    assert "no agent" not in exc.reason and exc.cause == "data"
+    # the rules pack's live ratio says the agent reports, even before `up` is read
+    live = legacy_app(utilisation=util(via="agent"))
+    [exc] = RULE.evaluate(fleet(live), TH).exclusions
+    assert "no 30 days of history yet: its agent reports CPU now" in exc.reason
+    down = legacy_app(utilisation=util())
+    down.agent_up = False
+    [exc] = RULE.evaluate(fleet(down), TH).exclusions
+    assert ("no utilisation data: its agent is down (its scrape fails) and Robot has no "
+            "CPU metrics in the last 30 days") in exc.reason
+    assert "memory was not measured (its agent is down;" in exc.reason
 
 
 def test_location_mapping() -> None:
@@ -104,12 +134,14 @@ def test_too_big_for_any_cloud_type() -> None:
     d = legacy_app(cores=64, utilisation=util(cpu_avg=0.5, cpu_p95=0.6, mem_p95=0.1))
     [exc] = RULE.evaluate(fleet(d), TH).exclusions
     assert exc.reason.startswith("no Cloud type in fsn1 holds 38.4 cores at p95")
+    assert exc.cause == "target"  # judged: nothing to move to, not a lack of data
 
 
 def test_unpriced_dedicated_server() -> None:
     d = legacy_app(price=None)
     [exc] = RULE.evaluate(fleet(d), TH).exclusions
     assert exc.reason.startswith("no price known")
+    assert exc.cause == "inventory"
 
 
 def test_cloud_name() -> None:

@@ -70,7 +70,7 @@ from scenario_lib import (
 from infrascope_core.prometheus import binaries_available
 from infrascope_recommender import engine
 from infrascope_recommender.config import Config, load_config
-from infrascope_recommender.model import RunResult, cents
+from infrascope_recommender.model import RunResult, ServerKey, cents
 from infrascope_recommender.promql import PrometheusClient
 from infrascope_recommender.state import Store
 
@@ -119,8 +119,10 @@ def crafted_fleet() -> list[FleetServer]:
                     cpu=Profile(0.08, 0.3), memory=Profile(0.28, 0.1, peak=0.35)),
         FleetServer(c, "1014", "stg-db", "cx23", project="analytics", labels=STAGING,
                     cpu=Profile(0.08, 0.3), memory=Profile(0.28, 0.1, peak=0.35)),
+        # robot.labels gives build-box a project; db-big has none
         FleetServer("dedicated", "2001", "build-box", "EX44", datacenter="FSN1-DC14",
-                    labels=PROD, monthly_price=D("49.00"), disk_used_gb=40,
+                    labels={**PROD, "project": "builds"}, monthly_price=D("49.00"),
+                    disk_used_gb=40,
                     cpu=Profile(0.06, 0.3), memory=Profile(0.07, 0.1, peak=0.085)),
         FleetServer("dedicated", "2002", "db-big", "AX102", datacenter="FSN1-DC2",
                     labels=PROD, monthly_price=D("119.00"), disk_used_gb=300,
@@ -310,6 +312,26 @@ def test_exactly_the_expected_recommendations(scenarios: Scenarios, tmp_path: Pa
         [("cloud/1007", "rightsize")]
     reason = result.exclusions[0].reason
     assert "13.3%" in reason and "25%" in reason, reason
+
+
+def test_dedicated_servers_are_costed_under_their_labelled_project(
+        scenarios: Scenarios, tmp_path: Path) -> None:
+    """The rules pack rolls cost up by Cloud project (dedicated servers: ""); the fleet,
+    its cost by project and the recommendations name a dedicated server's `project` label."""
+    result, _ = run_engine(scenarios.crafted, tmp_path / "state.db")
+    fleet = result.fleet
+    build_box = fleet.servers[ServerKey("dedicated", "2001")]
+    db_big = fleet.servers[ServerKey("dedicated", "2002")]
+    assert (build_box.project, db_big.project) == ("builds", "")
+    by_project = {k: cents(v) for k, v in fleet.costs.by_project.items()}
+    assert by_project["builds"] == D("49.00")
+    assert by_project[""] == D("119.00")  # unlabelled: no project
+    cloud = {s.project for s in scenarios.crafted.servers if s.cloud}
+    assert set(by_project) == cloud | {"builds", ""}
+    assert cents(sum(fleet.costs.by_project.values(), D(0))) == cents(fleet.costs.total)
+    [moved] = [r for r in result.recommendations if r.kind == "dedicated_to_cloud"]
+    assert [s.project for s in moved.servers] == ["builds"]
+    assert moved.to_dict()["servers"][0]["project"] == "builds"
 
 
 def test_query_count_does_not_grow_with_the_fleet(scenarios: Scenarios,

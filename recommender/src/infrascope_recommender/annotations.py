@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from .config import GrafanaSettings
-from .report import describe, money, percent
+from .report import action_lines, describe, money, percent, printable
 from .state import StoredRecommendation
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,16 @@ def annotation_text(item: StoredRecommendation) -> str:
     lines.append(f"Monthly cost {money(rec.current_monthly_cost)} → "
                  f"{money(rec.projected_monthly_cost)} EUR; confidence {rec.confidence}, "
                  f"risk {rec.risk}.")
+    # Reasons and names are typed by people: one line each, control characters shown.
+    by = f" by {printable(item.decided_by)}" if item.decided_by else ""
     if item.status == "accepted":
-        by = f" by {item.decided_by}" if item.decided_by else ""
-        note = f": {item.reason}" if item.reason else ""
+        note = f": {printable(item.reason)}" if item.reason else ""
         lines.append(f"Accepted{by}{note}.")
     elif item.status == "dismissed":
-        by = f" by {item.decided_by}" if item.decided_by else ""
-        lines.append(f"Dismissed{by}: {item.reason}.")
+        lines.append(f"Dismissed{by}: {printable(item.reason or '')}.")
     if rec.commands:
-        lines.append("Action: " + " && ".join(rec.commands))
+        lines.append("Action:")
+        lines.extend(action_lines(rec.commands))
     lines.append(f"Id: {rec.id}")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ Sources:
 - the agents (job ``settings.agent_job``, series carrying the ``source``/``server_id``
   target labels): core count and memory of dedicated servers (a Cloud server's come from
   the exporter, or from the catalogue when the exporter has none), used disk, services
-  and listening ports.
+  and listening ports, and whether each agent's scrape is up now (``up``).
 
 Values arrive as strings; money is converted with ``Decimal(text)``, never through a
 float. A malformed or incomplete record is skipped with a warning naming the series;
@@ -31,10 +31,12 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +45,7 @@ from typing import Any
 
 from .config import PrometheusSettings
 from .model import CostSummary, Fleet, Server, ServerKey, ServerType, Service
-from .promql import PrometheusClient, PrometheusError, display_url
+from .promql import PrometheusClient, PrometheusError, QueryCancelled, display_url
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,12 @@ _UTILISATION_FIELDS = {
     "source_server_id:memory_utilisation:coverage30d": "memory_coverage",
 }
 _TIER = "source_server_id:utilisation:tier30d"
+
+#: The Hetzner label that names the project of a server outside the Cloud: Robot has no
+#: projects, so a dedicated server's project is its ``project`` label, which the
+#: exporter's ``robot.labels`` sets (``hetzner_server_labels{label_project}``). A Cloud
+#: server's project is its Cloud project (``hcloud_project``), whatever its labels say.
+PROJECT_LABEL = "project"
 
 
 class LoaderError(PrometheusError):
@@ -126,6 +134,9 @@ def queries(settings: PrometheusSettings) -> list[Query]:
               f'(infrascope_service_info{{job="{agent}",kind="systemd"}} '
               f'and on (source, server_id, service) infrascope_listen_port_info{{job="{agent}"}})'),
         Query("ports", f'infrascope_listen_port_info{{job="{agent}"}}'),
+        # Whether each server's agent is scraped now (1) or failing (0); absent: no agent
+        # target. Says what an exclusion really lacks: history, a working agent, an agent.
+        Query("agents", f'max by (source, server_id) (up{{job="{agent}"}})'),
     ]
 
 
@@ -228,14 +239,27 @@ def load(client: PrometheusClient, settings: PrometheusSettings,
     # from each answer as soon as it and the ones it builds on are in, while the rest
     # are still being evaluated and decoded. A failure surfaces as the first failing
     # query in plan order; the inventory is checked before anything else is built.
+    # When one query fails for good (Prometheus down), the others give up with it instead
+    # of each retrying on its own: one failure, reported once, in the time of one query's
+    # retries.
     rank = {name: i for i, name in enumerate(_LARGEST_FIRST)}
     order = sorted(plan, key=lambda q: rank.get(q.name, len(rank)))  # stable: plan order
+    failed = threading.Event()
+
+    def run(query: Query) -> list[dict[str, Any]]:
+        try:
+            return client.query(query.expr, at, cancel=failed)
+        except BaseException:
+            failed.set()
+            raise
+
     with _gc_paused(), ThreadPoolExecutor(max_workers=PARALLEL_QUERIES,
                                           thread_name_prefix="promql") as pool:
-        futures = {q.name: pool.submit(client.query, q.expr, at) for q in order}
+        futures = {q.name: pool.submit(run, q) for q in order}
         try:
             return _build(futures, settings, skip, at, client, before)
         except BaseException:
+            failed.set()
             for future in futures.values():
                 future.cancel()
             raise
@@ -261,7 +285,10 @@ def _gc_paused() -> Iterator[None]:
 def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: PrometheusSettings,
            skip: _Skips, at: float, client: PrometheusClient, before: int) -> Fleet:
     def result(name: str) -> list[dict[str, Any]]:
-        return futures[name].result()
+        try:
+            return futures[name].result()
+        except QueryCancelled:
+            raise _first_failure(futures) from None
 
     inventory = result("inventory")
     if not any(_metric(s).get("__name__") == "hetzner_server_info" for s in inventory):
@@ -286,10 +313,24 @@ def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: Prometheu
     _agent(servers, result("agent_cores"), result("agent_memory"),
            result("agent_disk_used"), skip)
     _services(servers, result("services"), result("ports"))
+    _agents_up(servers, result("agents"))
     skip.summary()
     return Fleet(servers={s.key: s for s in servers.values()}, types=types,
                  backup_ratio=backup_ratio, price_mode=price_mode, costs=costs, loaded_at=at,
                  queries=client.queries - before)
+
+
+def _first_failure(futures: dict[str, Future[list[dict[str, Any]]]]) -> BaseException:
+    """The error of a query that failed for real, once all are done (the queries it made
+    give up raised :class:`QueryCancelled`)."""
+    wait_for_futures(futures.values())
+    for future in futures.values():
+        if future.cancelled():
+            continue
+        exc = future.exception()
+        if exc is not None and not isinstance(exc, QueryCancelled):
+            return exc
+    return PrometheusError("every query was abandoned")  # not reached: one failed first
 
 
 # ------------------------------------------------------------------------- inventory
@@ -331,6 +372,9 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
         server = servers.get(_id(_metric(sample)))
         if server is not None:
             server.backups = _float(sample) == 1
+    for server in servers.values():
+        if server.source == "dedicated" and not server.project:
+            server.project = server.labels.get(PROJECT_LABEL, "")
     return servers
 
 
@@ -502,6 +546,7 @@ def _costs(servers: Index, result: list[dict[str, Any]], skip: _Skips,
             summary.by_location[m.get("location", "")] = amount
         elif name == "hcloud_project:monthly_cost_euros:sum":
             summary.by_project[m.get("hcloud_project", "")] = amount
+    summary.by_project = _by_project(servers, summary.by_project)
     if total is None:
         log.warning("no :monthly_cost_euros:sum at %s (recording rules not loaded?): the "
                     "total is the sum of the servers' own monthly costs",
@@ -510,6 +555,35 @@ def _costs(servers: Index, result: list[dict[str, Any]], skip: _Skips,
                     Decimal(0))
     summary.total = total
     return summary
+
+
+#: Below half a cent, what is left of the rules pack's no-Cloud-project sum after the
+#: servers' own sums are taken out is float noise of Prometheus' addition.
+_NOISE = Decimal("0.005")
+
+
+def _by_project(servers: Index, by_hcloud_project: dict[str, Decimal]) -> dict[str, Decimal]:
+    """The cost by project in the sense of :attr:`Server.project`.
+
+    The rules pack sums by Cloud project (``hcloud_project:monthly_cost_euros:sum``), so
+    every dedicated server lands in the ``""`` bucket. Each server without a Cloud project
+    is moved from that bucket to its own project (its ``project`` label) with its own
+    ``source_server_id:monthly_cost_euros:sum``, read at the same instant; what the bucket
+    holds beyond those (nothing, in a fleet the exporter describes) stays under ``""``.
+    """
+    bucket = by_hcloud_project.get("")
+    if bucket is None:
+        return by_hcloud_project
+    out = {k: v for k, v in by_hcloud_project.items() if k != ""}
+    rest = bucket
+    for server in sorted(servers.values(), key=lambda s: s.key):
+        if server.source != "dedicated" or server.total_monthly_cost is None:
+            continue
+        out[server.project] = out.get(server.project, Decimal(0)) + server.total_monthly_cost
+        rest -= server.total_monthly_cost
+    if abs(rest) >= _NOISE:
+        out[""] = out.get("", Decimal(0)) + rest
+    return out
 
 
 # ---------------------------------------------------------------------------- agents
@@ -544,6 +618,14 @@ def _agent(servers: Index, cores: list[dict[str, Any]],
                  f"bad value {_text(sample)!r}", m)
             continue
         server.disk_used_bytes = int(value)
+
+
+def _agents_up(servers: Index, result: list[dict[str, Any]]) -> None:
+    for sample in result:
+        server = servers.get(_id(_metric(sample)))
+        value = _float(sample)
+        if server is not None and value is not None:
+            server.agent_up = value >= 1
 
 
 def _services(servers: Index, services: list[dict[str, Any]],

@@ -90,7 +90,7 @@ class Server:
     name: str
     server_type: str  # Cloud type name, or the Robot product for dedicated servers
     location: str  # e.g. fsn1, nbg1, hel1, ash
-    project: str = ""  # hcloud_project (empty for dedicated)
+    project: str = ""  # Cloud: hcloud_project; dedicated: its `project` label (robot.labels)
     datacenter: str = ""
     architecture: str = ""  # x86 or arm (Cloud); "" when unknown
     cpu_type: str = ""  # shared or dedicated (Cloud)
@@ -99,6 +99,7 @@ class Server:
     labels: dict[str, str] = field(default_factory=dict)  # Hetzner labels, sanitised keys
     cores: int | None = None
     memory_bytes: int | None = None
+    agent_up: bool | None = None  # up{job=<agent>} now: None = no agent target at all
     disk_bytes: int | None = None  # primary disk (Cloud); may exceed the type's disk
     disk_used_bytes: int | None = None  # from the agent's filesystems, when known
     backups: bool = False
@@ -272,13 +273,28 @@ class Recommendation:
         )
 
 
+ExclusionCause = Literal["data", "inventory", "target"]
+
+#: Why a server got no recommendation, in the order reports show them, with their titles:
+#: ``data`` — too little measured data to judge it (no or too short a history, no agent);
+#: ``inventory`` — what it costs or how big it is is unknown (no price, no core count);
+#: ``target`` — it was judged, but nothing it could move to fits or can be ordered.
+EXCLUSION_CAUSES: dict[ExclusionCause, str] = {
+    "data": "Not enough data to judge",
+    "inventory": "Price or size unknown",
+    "target": "No type to move to",
+}
+
+
 @dataclass
 class Exclusion:
-    """A server a rule could not judge, and why (shown, never a silent guess)."""
+    """A server a rule could not judge or found no recommendation for, and why (shown,
+    never a silent guess); ``cause`` groups the reasons (see :data:`EXCLUSION_CAUSES`)."""
 
     server: ServerRef
     rule: str
     reason: str
+    cause: ExclusionCause = "data"
 
 
 @dataclass

@@ -13,7 +13,12 @@ Retries: connection errors, timeouts, HTTP 429 and 502/503/504 are retried
 ``settings.retries`` times with exponential backoff (``backoff_seconds`` doubling each
 time, capped at 30 s, plus up to 10 % jitter; a numeric ``Retry-After`` of a 429/503 is
 honoured up to the cap). A bad query (400/422) or rejected credentials (401/403) are
-never retried: repeating them cannot help.
+never retried: repeating them cannot help. Retries are quiet: each failed attempt is one
+DEBUG line, and the error raised at the end is the one summary, e.g. ``Prometheus at URL
+unreachable after 4 attempts over 3.5 s: connection refused``. Queries that run side by
+side can share a ``cancel`` event: once one of them has given up (Prometheus is down for
+all of them), the others stop waiting for their next attempt and raise
+:class:`QueryCancelled` instead of retrying on their own.
 
 Counters: :attr:`PrometheusClient.queries` counts logical queries (one per
 :meth:`~PrometheusClient.query` / :meth:`~PrometheusClient.query_range` call, whatever
@@ -50,6 +55,11 @@ class PrometheusError(Exception):
         super().__init__(message)
         self.url = url
         self.status = status  # HTTP status when there was one
+
+
+class QueryCancelled(PrometheusError):
+    """The query was abandoned because its ``cancel`` event was set (another query of the
+    same batch failed); the batch reports that query's error, not this one."""
 
 
 def display_url(url: str) -> str:
@@ -121,15 +131,17 @@ class PrometheusClient:
 
     # -------------------------------------------------------------------- public API
 
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    def query(self, expr: str, at: float | None = None, *,
+              cancel: threading.Event | None = None) -> list[dict[str, Any]]:
         """Instant query: the ``data.result`` list (``[{"metric": {...}, "value": [t, "v"]}]``).
 
-        A scalar or string result is returned as one sample without labels.
+        A scalar or string result is returned as one sample without labels. ``cancel``:
+        when it is set, no further attempt is made (:class:`QueryCancelled`).
         """
         params = {"query": expr}
         if at is not None:
             params["time"] = _num(at)
-        return self._run("/api/v1/query", params, expr)
+        return self._run("/api/v1/query", params, expr, cancel)
 
     def query_range(self, expr: str, start: float, end: float,
                     step: float) -> list[dict[str, Any]]:
@@ -149,7 +161,8 @@ class PrometheusClient:
 
     # -------------------------------------------------------------------- internals
 
-    def _run(self, path: str, params: dict[str, str], expr: str) -> list[dict[str, Any]]:
+    def _run(self, path: str, params: dict[str, str], expr: str,
+             cancel: threading.Event | None = None) -> list[dict[str, Any]]:
         with self._count_lock:
             self.queries += 1
         url = self.base_url + path
@@ -158,7 +171,11 @@ class PrometheusClient:
         params = {**params, "timeout": _num(float(self.settings.timeout_seconds))}
         retries = max(0, self.settings.retries)
         attempt = 0
+        started = time.monotonic()
         while True:
+            if cancel is not None and cancel.is_set():
+                raise QueryCancelled(f"Prometheus at {shown}: query abandoned (another query "
+                                     "of the batch failed)", url=shown)
             attempt += 1
             with self._count_lock:
                 self.attempts += 1
@@ -166,23 +183,37 @@ class PrometheusClient:
                 response = self._client.post(url, data=params)
             except httpx.TransportError as exc:
                 failure = _describe(exc, self.settings.timeout_seconds)
+                self._failed(shown, attempt, retries, failure)
                 if attempt <= retries:
-                    self._backoff(attempt, None, shown, failure)
+                    self._backoff(attempt, None, cancel)
                     continue
-                raise PrometheusError(self._message(shown, failure, attempt)) from None
+                elapsed = time.monotonic() - started
+                if attempt == 1:
+                    message = f"Prometheus at {shown}: {failure}"
+                else:
+                    message = (f"Prometheus at {shown} unreachable after {attempt} attempts "
+                               f"over {elapsed:.1f} s: {failure}")
+                raise PrometheusError(message, url=shown) from None
             status = response.status_code
             if status in RETRY_STATUS and attempt <= retries:
-                self._backoff(attempt, response.headers.get("Retry-After"), shown,
-                              f"HTTP {status}")
+                self._failed(shown, attempt, retries, f"HTTP {status}")
+                self._backoff(attempt, response.headers.get("Retry-After"), cancel)
                 continue
-            return self._result(response, shown, expr, attempt)
+            return self._result(response, shown, expr, attempt, time.monotonic() - started)
 
-    def _message(self, shown: str, failure: str, attempts: int) -> str:
-        suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+    def _message(self, shown: str, failure: str, attempts: int, elapsed: float = 0.0) -> str:
+        suffix = f" (after {attempts} attempts over {elapsed:.1f} s)" if attempts > 1 else ""
         return f"Prometheus at {shown}: {failure}{suffix}"
 
-    def _backoff(self, attempt: int, retry_after: str | None, shown: str,
-                 failure: str) -> None:
+    @staticmethod
+    def _failed(shown: str, attempt: int, retries: int, failure: str) -> None:
+        """One DEBUG line per failed attempt; the caller's error is the summary."""
+        then = "retrying" if attempt <= retries else "giving up"
+        log.debug("Prometheus at %s: attempt %d of %d failed: %s; %s", shown, attempt,
+                  retries + 1, failure, then)
+
+    def _backoff(self, attempt: int, retry_after: str | None,
+                 cancel: threading.Event | None) -> None:
         delay = min(self.settings.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
         if retry_after:
             try:
@@ -190,15 +221,17 @@ class PrometheusClient:
             except ValueError:
                 pass  # an HTTP date: keep the exponential delay
         delay += random.uniform(0, delay * 0.1)
-        log.warning("Prometheus at %s: %s; retrying in %.2fs", shown, failure, delay)
-        self._sleep(delay)
+        if cancel is None:
+            self._sleep(delay)
+        else:
+            cancel.wait(delay)  # returns early when the batch gives up; checked next round
 
     def _result(self, response: httpx.Response, shown: str, expr: str,
-                attempts: int) -> list[dict[str, Any]]:
+                attempts: int, elapsed: float) -> list[dict[str, Any]]:
         status = response.status_code
         if status in (401, 403):
             raise PrometheusError(
-                self._message(shown, f"credentials rejected (HTTP {status})", attempts),
+                self._message(shown, f"credentials rejected (HTTP {status})", attempts, elapsed),
                 url=shown, status=status)
         try:
             body = orjson.loads(response.content)
@@ -210,7 +243,7 @@ class PrometheusClient:
                 failure = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
             else:
                 failure = f"malformed JSON in the HTTP {status} response"
-            raise PrometheusError(self._message(shown, failure, attempts), url=shown,
+            raise PrometheusError(self._message(shown, failure, attempts, elapsed), url=shown,
                                   status=status)
         if body.get("status") != "success":
             failure = (f"status={body.get('status')} errorType={body.get('errorType')}: "
@@ -218,10 +251,10 @@ class PrometheusClient:
             if status >= 300:
                 failure = f"HTTP {status}, {failure}"
             raise PrometheusError(
-                self._message(shown, f"{failure} (query: {_short(expr)})", attempts),
+                self._message(shown, f"{failure} (query: {_short(expr)})", attempts, elapsed),
                 url=shown, status=status)
         if status >= 300:
-            raise PrometheusError(self._message(shown, f"HTTP {status}", attempts),
+            raise PrometheusError(self._message(shown, f"HTTP {status}", attempts, elapsed),
                                   url=shown, status=status)
         for warning in body.get("warnings") or []:
             log.warning("Prometheus at %s warns: %s (query: %s)", shown, warning, _short(expr))
@@ -229,14 +262,14 @@ class PrometheusClient:
         if not isinstance(data, dict) or not isinstance(data.get("result"), list | str):
             raise PrometheusError(
                 self._message(shown, "malformed JSON: no data.result in the response",
-                              attempts), url=shown, status=status)
+                              attempts, elapsed), url=shown, status=status)
         result = data["result"]
         if data.get("resultType") in ("scalar", "string"):
             return [{"metric": {}, "value": result}]
         if not all(isinstance(item, dict) for item in result):
             raise PrometheusError(
                 self._message(shown, "malformed JSON: data.result holds non-objects",
-                              attempts), url=shown, status=status)
+                              attempts, elapsed), url=shown, status=status)
         return list(result)
 
 

@@ -19,6 +19,7 @@ and must never become markup.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,17 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from . import __version__
-from .model import KINDS, STATUSES, Exclusion, Recommendation, RunResult, ServerRef, cents
+from .model import (
+    EXCLUSION_CAUSES,
+    KINDS,
+    STATUSES,
+    Exclusion,
+    ExclusionCause,
+    Recommendation,
+    RunResult,
+    ServerRef,
+    cents,
+)
 from .state import Store, StoredRecommendation, exclusion_to_dict, iso
 
 Format = Literal["table", "markdown", "json", "html"]
@@ -47,6 +58,49 @@ KIND_LABELS = {
 def money(value: Decimal | None) -> str:
     """``12.30``: euros to the cent, as a bill shows them."""
     return "–" if value is None else str(cents(value))
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                          "\u2066-\u2069]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, every control character shown as an escape (``\\n``,
+    ``\\x00``, ``\\u202e``).
+
+    For free text that people typed (dismiss/accept reasons, who decided) and names that
+    come from the fleet: a newline must not start a new Markdown block or table row, a
+    NUL or a terminal escape sequence must not reach a file or a terminal, a Unicode
+    direction override must not reorder what the reader sees. Shown, not dropped: the
+    reader sees what is stored.
+    """
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
+def action_lines(commands: Sequence[str]) -> list[str]:
+    """The commands as lines to paste into a shell: one command a line, in order.
+
+    Not joined with ``&&``: a comment among them (``# cancel server … in Robot``) would
+    turn everything after it into comment. A comment stays a line of its own, and is
+    kept to one line (control characters, newlines included, become spaces): a server
+    name with a newline must not turn the rest of a comment into a command. Commands
+    are kept as the rules wrote them (their arguments are shell-quoted).
+    """
+    out = []
+    for command in commands:
+        if command.lstrip().startswith("#"):
+            out.append(_UNPRINTABLE.sub(" ", command.strip()))
+        else:
+            out.append(command)
+    return out
 
 
 def percent(ratio: float | None) -> str:
@@ -146,6 +200,12 @@ class ReportView:
                                              Decimal(0)))
         return out
 
+    def exclusions_by_cause(self) -> list[tuple[ExclusionCause, str, list[Exclusion]]]:
+        """The exclusions grouped by their real cause (data, inventory, target), each
+        group with its title, in that order; causes without exclusions left out."""
+        return [(cause, title, items) for cause, title in EXCLUSION_CAUSES.items()
+                if (items := [e for e in self.exclusions if e.cause == cause])]
+
     def server_url(self, ref: ServerRef) -> str | None:
         if not self.dashboard_url:
             return None
@@ -235,8 +295,10 @@ def _total_lines(view: ReportView) -> list[str]:
         lines.append(f"  {KIND_LABELS[kind]}: {count}, {money(savings)} EUR/month")
     lines.append(f"Decided: {counts['accepted']} accepted, {counts['dismissed']} dismissed")
     if view.exclusions:
-        lines.append(f"Excluded: {len(view.exclusions)} server(s) could not be judged "
-                     "(see the end)")
+        groups = ", ".join(f"{len(items)} {title[0].lower()}{title[1:]}"
+                           for _, title, items in view.exclusions_by_cause())
+        lines.append(f"Excluded: {len(view.exclusions)} server(s) without a recommendation "
+                     f"({groups}; see the end)")
     return lines
 
 
@@ -286,16 +348,16 @@ def _detail_lines(item: StoredRecommendation, indent: str = "   ") -> list[str]:
         lines.append(f"{indent}{_decision_text(item)}")
     if rec.commands:
         lines.append(f"{indent}Commands:")
-        lines.extend(f"{indent}  {cmd}" for cmd in rec.commands)
+        lines.extend(f"{indent}  {cmd}" for cmd in action_lines(rec.commands))
     return lines
 
 
 def _decision_text(item: StoredRecommendation) -> str:
     text = f"{item.status.capitalize()} {_when(item.decided_at)}"
     if item.decided_by:
-        text += f" by {item.decided_by}"
+        text += f" by {printable(item.decided_by)}"
     if item.reason:
-        text += f": {item.reason}"
+        text += f": {printable(item.reason)}"
     if item.dismissed_until is not None:
         text += f" (until {_when(item.dismissed_until)})"
     return text
@@ -321,17 +383,21 @@ def render_table(view: ReportView) -> str:
     else:
         lines += ["", "No recommendations: every server with enough data is sized right."]
     if view.exclusions:
-        lines += ["", "Excluded servers (not enough data to judge)"]
-        lines += _aligned(["SERVER", "NAME", "RULE", "REASON"],
-                          [[str(e.server.key), e.server.name, e.rule, e.reason]
-                           for e in view.exclusions])
+        lines += ["", "Excluded servers"]
+        for _, title, items in view.exclusions_by_cause():
+            lines += ["", f"{title} ({len(items)})"]
+            lines += _aligned(["SERVER", "NAME", "RULE", "REASON"],
+                              [[str(e.server.key), printable(e.server.name), e.rule,
+                                printable(e.reason)] for e in items])
     return "\n".join(lines) + "\n"
 
 
 def _md(text: str) -> str:
-    """Escape what Markdown would turn into markup (names and reasons are user data)."""
-    out = text
-    for ch in "\\`*_[]<>|":
+    """Escape what Markdown would turn into markup (names and reasons are user data):
+    control characters shown as escapes first (a newline would end the table row or
+    list item), then every character with a meaning inline (``&`` too: no entity)."""
+    out = printable(text)
+    for ch in "\\`*_[]<>|&~":
         out = out.replace(ch, "\\" + ch)
     return out
 
@@ -361,14 +427,16 @@ def render_markdown(view: ReportView) -> str:
             lines += [f"- {_md(line.strip())}" for line in _detail_lines(item, "")
                       if not line.startswith(("Commands:", "  "))]
             if rec.commands:
-                lines += ["", "```sh", *rec.commands, "```"]
+                lines += ["", "```sh", *action_lines(rec.commands), "```"]
     else:
         lines += ["", "No recommendations: every server with enough data is sized right."]
     if view.exclusions:
-        lines += ["", "## Excluded servers", "", "| Server | Name | Rule | Reason |",
-                  "|---|---|---|---|"]
-        lines += [f"| {e.server.key} | {_md(e.server.name)} | {_md(e.rule)} | {_md(e.reason)} |"
-                  for e in view.exclusions]
+        lines += ["", "## Excluded servers"]
+        for _, title, items in view.exclusions_by_cause():
+            lines += ["", f"### {title}", "", "| Server | Name | Rule | Reason |",
+                      "|---|---|---|---|"]
+            lines += [f"| {_md(str(e.server.key))} | {_md(e.server.name)} | {_md(e.rule)} | "
+                      f"{_md(e.reason)} |" for e in items]
     return "\n".join(lines) + "\n"
 
 
@@ -389,6 +457,8 @@ def report_dict(view: ReportView) -> dict[str, Any]:
             "counts": counts,
             "pending_by_kind": {kind: {"count": count, "monthly_savings": money(savings)}
                                 for kind, (count, savings) in view.by_kind().items()},
+            "excluded_by_cause": {cause: {"title": title, "count": len(items)}
+                                  for cause, title, items in view.exclusions_by_cause()},
         },
         "recommendations": [i.to_dict() for i in view.items],
         "exclusions": [exclusion_to_dict(e) for e in view.exclusions],
@@ -399,12 +469,21 @@ def render_json(view: ReportView) -> str:
     return json.dumps(report_dict(view), indent=2, ensure_ascii=False) + "\n"
 
 
+def _printable_value(value: Any) -> Any:
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return printable(value)
+    return value
+
+
 def render_html(view: ReportView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
+    # Every value printed: control characters shown as escapes, then HTML-escaped.
     env = Environment(loader=PackageLoader("infrascope_recommender", "templates"),
                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                      lstrip_blocks=True)
+                      lstrip_blocks=True, finalize=_printable_value)
     env.filters.update(money=money, percent=percent, when=_when)
     template = env.get_template("report.html")
     return template.render(view=view, counts=view.counts(), by_kind=view.by_kind(),

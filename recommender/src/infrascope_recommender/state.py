@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from .model import (
+    EXCLUSION_CAUSES,
     KINDS,
     STATUSES,
     Exclusion,
+    ExclusionCause,
     Recommendation,
     RunResult,
     ServerKey,
@@ -266,14 +268,27 @@ def exclusion_to_dict(item: Exclusion) -> dict[str, Any]:
     return {"server": {"source": s.source, "server_id": s.server_id, "name": s.name,
                        "server_type": s.server_type, "location": s.location,
                        "project": s.project},
-            "rule": item.rule, "reason": item.reason}
+            "rule": item.rule, "reason": item.reason, "cause": item.cause}
 
 
 def exclusion_from_dict(data: dict[str, Any]) -> Exclusion:
     s = data["server"]
+    cause = data.get("cause")
     return Exclusion(ServerRef(s["source"], s["server_id"], s["name"], s["server_type"],
                                s["location"], s.get("project", "")),
-                     data["rule"], data["reason"])
+                     data["rule"], data["reason"],
+                     cause if cause in EXCLUSION_CAUSES else _legacy_cause(data["reason"]))
+
+
+def _legacy_cause(reason: str) -> ExclusionCause:
+    """The cause of an exclusion recorded before causes were stored, from its wording
+    (the rules' own sentences of that time)."""
+    if reason.startswith(("no Cloud type", "no orderable")):
+        return "target"
+    if reason.startswith(("no price known", "the server's core count is unknown",
+                          "the server's memory size is unknown")):
+        return "inventory"
+    return "data"
 
 
 # --- the store ---------------------------------------------------------------------------

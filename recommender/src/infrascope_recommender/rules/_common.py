@@ -10,6 +10,7 @@ from decimal import Decimal
 from ..model import (
     Action,
     Exclusion,
+    ExclusionCause,
     Fleet,
     Kind,
     Level,
@@ -97,6 +98,7 @@ class Assessment:
     confidence: Level = "low"
     extra: list[Reason] = field(default_factory=list)  # reasons added by the rules
     exclusion: str | None = None  # why the CPU figures cannot be used
+    exclusion_cause: ExclusionCause = "data"
     memory_note: str = ""  # why memory is unusable ("" when it is)
     server: Server | None = None  # set when the coverage sentence applies
     bands: ConfidenceBands | None = None
@@ -127,9 +129,9 @@ def assess(server: Server, th: Thresholds) -> Assessment:
     u = server.utilisation
     cpu_ok = False
     exclusion: str | None = None
+    cause: ExclusionCause = "data"
     if u.cpu_coverage is None and u.cpu_p95 is None:
-        exclusion = ("no utilisation series: neither an agent nor the Cloud API reported "
-                     "CPU for this server in the last 30 days")
+        exclusion = no_cpu_history(server, th)
     elif u.cpu_coverage is None or u.cpu_avg is None or u.cpu_p95 is None or u.cpu_max is None:
         missing = [name for name, value in [("coverage30d", u.cpu_coverage), ("avg30d", u.cpu_avg),
                                             ("p95_30d", u.cpu_p95), ("max30d", u.cpu_max)]
@@ -139,14 +141,14 @@ def assess(server: Server, th: Thresholds) -> Assessment:
         exclusion = (f"CPU data covers {pct(u.cpu_coverage)} of the 30 days, below the "
                      f"minimum of {pct(th.min_coverage)}")
     elif server.cores is None:
-        exclusion = "the server's core count is unknown"
+        exclusion, cause = "the server's core count is unknown", "inventory"
     else:
         cpu_ok = True
 
     memory_ok = False
     memory_note = ""
     if u.memory_coverage is None or u.memory_max is None or u.memory_p95 is None:
-        memory_note = "memory was not measured (no agent; the Cloud API has no memory figure)"
+        memory_note = no_memory_history(server)
     elif u.memory_coverage < th.min_coverage:
         memory_note = (f"memory data covers only {pct(u.memory_coverage)} of the 30 days "
                        f"(below {pct(th.min_coverage)})")
@@ -155,7 +157,8 @@ def assess(server: Server, th: Thresholds) -> Assessment:
     else:
         memory_ok = True
 
-    result = Assessment(cpu_ok, memory_ok, exclusion=exclusion, memory_note=memory_note)
+    result = Assessment(cpu_ok, memory_ok, exclusion=exclusion, exclusion_cause=cause,
+                        memory_note=memory_note)
     if not cpu_ok:
         return result
     assert u.cpu_coverage is not None
@@ -166,6 +169,41 @@ def assess(server: Server, th: Thresholds) -> Assessment:
     result.confidence = result.base_level = band(coverage, th.confidence)
     result.server, result.bands = server, th.confidence
     return result
+
+
+def _agent_reports(server: Server) -> bool:
+    """An agent reports for the server now: its target is up, or its CPU ratio is the
+    agent's."""
+    return bool(server.agent_up) or server.utilisation.via == "agent"
+
+
+def no_cpu_history(server: Server, th: Thresholds) -> str:
+    """Why a server has no 30-day CPU figure at all, from what is known about it now."""
+    u = server.utilisation
+    if _agent_reports(server) or u.via is not None:
+        who = "its agent" if _agent_reports(server) else "the Cloud API"
+        return (f"no 30 days of history yet: {who} reports CPU now, but no hour of the "
+                f"last 30 days is recorded yet (judged from {pct(th.min_coverage)} of the "
+                "30 days on; backfill the history to judge it now)")
+    if server.agent_up is False:
+        other = ("the Cloud API reported no CPU either" if server.source == "cloud"
+                 else "Robot has no CPU metrics")
+        return (f"no utilisation data: its agent is down (its scrape fails) and {other} "
+                "in the last 30 days")
+    if server.source == "dedicated":
+        return ("no utilisation data: no agent reports for it, and Robot has no CPU "
+                "metrics (install the agent)")
+    return ("no utilisation series: neither an agent nor the Cloud API reported CPU for "
+            "this server in the last 30 days")
+
+
+def no_memory_history(server: Server) -> str:
+    """Why a server has no 30-day memory figure (only an agent measures memory)."""
+    if _agent_reports(server):
+        return "memory has no 30 days of history yet (its agent reports it now)"
+    if server.agent_up is False:
+        return "memory was not measured (its agent is down; the Cloud API has no memory figure)"
+    return "memory was not measured (no agent; the Cloud API has no memory figure)"
 
 
 def band(coverage: float, bands: ConfidenceBands) -> Level:
@@ -185,13 +223,26 @@ def in_order(fleet: Fleet) -> list[Server]:
     return sorted(fleet.servers.values(), key=lambda s: (s.key.source, s.key.server_id))
 
 
-def exclusion(server: Server, rule: str, reason: str) -> Exclusion:
-    return Exclusion(ServerRef.of(server), rule, reason)
+@dataclass(frozen=True)
+class Unjudged:
+    """A rule's answer when it makes no recommendation for a server, and why."""
+
+    reason: str
+    cause: ExclusionCause
 
 
-def no_price(server: Server) -> str:
-    return ("no price known for the server (hetzner_server_monthly_cost_euros missing, "
-            "e.g. an auction server without a configured price)")
+def exclusion(server: Server, rule: str, why: Unjudged) -> Exclusion:
+    return Exclusion(ServerRef.of(server), rule, why.reason, why.cause)
+
+
+def not_assessed(a: Assessment) -> Unjudged:
+    """Why the server's figures cannot be used (``a.cpu_ok`` is false)."""
+    return Unjudged(a.exclusion or "no CPU figures", a.exclusion_cause)
+
+
+def no_price(server: Server) -> Unjudged:
+    return Unjudged("no price known for the server (hetzner_server_monthly_cost_euros "
+                    "missing, e.g. an auction server without a configured price)", "inventory")
 
 
 # -------------------------------------------------------------------------------- risk
@@ -371,14 +422,15 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
         preconditions=preconditions, commands=commands)
 
 
-def no_catalogue(server: Server, cat: Catalogue, th: Thresholds) -> str | None:
+def no_catalogue(server: Server, cat: Catalogue, th: Thresholds) -> Unjudged | None:
     """Why no type could ever be a target for ``server`` (the catalogue has none), or None."""
     cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
     if cat.orderable(server.location, server.architecture, cpu_types):
         return None
     kind = f"{server.cpu_type + ' ' if cpu_types else ''}{server.architecture or 'any'}"
-    return (f"no orderable {kind} server type in {server.location} in the catalogue "
-            "(hetzner_server_type_* series missing or nothing available there)")
+    return Unjudged(f"no orderable {kind} server type in {server.location} in the catalogue "
+                    "(hetzner_server_type_* series missing or nothing available there)",
+                    "target")
 
 
 def downsize_options(server: Server, fleet: Fleet, th: Thresholds, need: Need,

@@ -38,6 +38,7 @@ from ._common import (
     in_order,
     lowest,
     no_price,
+    not_assessed,
     num,
     pct,
     service_text,
@@ -80,7 +81,7 @@ class ConsolidationRule:
                 continue
             a = assess(server, thresholds)
             if not a.cpu_ok:
-                result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                result.exclusions.append(exclusion(server, self.name, not_assessed(a)))
                 continue
             if server.monthly_cost is None:
                 result.exclusions.append(exclusion(server, self.name, no_price(server)))

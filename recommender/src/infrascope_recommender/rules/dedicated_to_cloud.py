@@ -19,6 +19,7 @@ from decimal import Decimal
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
 from ..thresholds import Thresholds
 from ._common import (
+    Unjudged,
     assess,
     cpu_peak_risk,
     create_command,
@@ -86,14 +87,14 @@ class DedicatedToCloudRule:
             if server.source != "dedicated":
                 continue
             outcome = self._judge(server, fleet, thresholds, prices)
-            if isinstance(outcome, str):
+            if isinstance(outcome, Unjudged):
                 result.exclusions.append(exclusion(server, self.name, outcome))
             elif outcome is not None:
                 result.recommendations.append(outcome)
         return result
 
     def _judge(self, server: Server, fleet: Fleet, th: Thresholds,
-               prices: Ipv4Prices) -> Recommendation | str | None:
+               prices: Ipv4Prices) -> Recommendation | Unjudged | None:
         dc = th.dedicated_to_cloud
         a = assess(server, th)
         missing = []
@@ -106,14 +107,16 @@ class DedicatedToCloudRule:
         if server.disk_used_bytes is None:
             missing.append("no disk usage (node_filesystem_*)")
         if missing:
-            return "needs the agent's figures to size a Cloud server: " + "; ".join(missing)
+            cause = a.exclusion_cause if not a.cpu_ok else "data"
+            return Unjudged("needs 30 days of the agent's figures to size a Cloud server: "
+                            + "; ".join(missing), cause)
         if server.monthly_cost is None:
             return no_price(server)
         location = cloud_location(server, th)
         if location is None:
-            return (f"no Cloud location mapped for datacenter "
-                    f"{server.datacenter or server.location!r} "
-                    "(rules.dedicated_to_cloud.locations)")
+            return Unjudged(f"no Cloud location mapped for datacenter "
+                            f"{server.datacenter or server.location!r} "
+                            "(rules.dedicated_to_cloud.locations)", "target")
         u = server.utilisation
         assert u.cpu_p95 is not None and u.memory_max is not None
         assert server.cores is not None and server.memory_bytes is not None
@@ -123,12 +126,12 @@ class DedicatedToCloudRule:
         need = Need(cpu_cores=cpu, memory_bytes=memory, disk_used_bytes=server.disk_used_bytes)
         candidates = orderable(fleet, location, server.architecture or "x86", dc.cpu_types)
         if not candidates:
-            return f"no orderable Cloud type in {location} in the catalogue"
+            return Unjudged(f"no orderable Cloud type in {location} in the catalogue", "target")
         target = cheapest(candidates, need, th.headroom, in_place=False)
         if target is None:
-            return (f"no Cloud type in {location} holds {num(cpu)} cores at p95, "
-                    f"{gib(memory)} peak memory and {gb(server.disk_used_bytes)} of data "
-                    "within the headroom")
+            return Unjudged(f"no Cloud type in {location} holds {num(cpu)} cores at p95, "
+                            f"{gib(memory)} peak memory and {gb(server.disk_used_bytes)} of "
+                            "data within the headroom", "target")
         ipv4 = prices(location)
         projected = target.price + ipv4
         current = server.monthly_cost

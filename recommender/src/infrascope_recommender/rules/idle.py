@@ -28,6 +28,7 @@ from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
 from ..thresholds import Thresholds
 from ._common import (
     Assessment,
+    Unjudged,
     assess,
     delete_command,
     downsize_options,
@@ -37,6 +38,7 @@ from ._common import (
     in_order,
     no_catalogue,
     no_price,
+    not_assessed,
     pct,
     resize_recommendation,
     robot_cancel,
@@ -73,10 +75,10 @@ class IdleRule:
                 if off is not None:
                     result.recommendations.append(off)
                 else:
-                    result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                    result.exclusions.append(exclusion(server, self.name, not_assessed(a)))
                 continue
             rec = self._judge(server, a, fleet, thresholds, cat)
-            if isinstance(rec, str):
+            if isinstance(rec, Unjudged):
                 result.exclusions.append(exclusion(server, self.name, rec))
             elif rec is not None:
                 result.recommendations.append(rec)
@@ -85,7 +87,7 @@ class IdleRule:
     # ----------------------------------------------------------------------------------
 
     def _judge(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
-               cat: Catalogue) -> Recommendation | str | None:
+               cat: Catalogue) -> Recommendation | Unjudged | None:
         u = server.utilisation
         idle = th.idle
         assert u.cpu_avg is not None and u.cpu_max is not None

@@ -26,6 +26,7 @@ from ._common import (
     in_order,
     no_catalogue,
     no_price,
+    not_assessed,
     pct,
     resize_recommendation,
     savings_enough,
@@ -52,7 +53,7 @@ class RightsizeRule:
                 continue
             a = assess(server, thresholds)
             if not a.cpu_ok:
-                result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                result.exclusions.append(exclusion(server, self.name, not_assessed(a)))
                 continue
             u = server.utilisation
             assert u.cpu_p95 is not None

@@ -17,6 +17,7 @@ from ..thresholds import Thresholds
 from ._common import (
     Assessment,
     Option,
+    Unjudged,
     assess,
     band,
     eur,
@@ -24,6 +25,7 @@ from ._common import (
     gib,
     in_order,
     no_price,
+    not_assessed,
     num,
     pct,
     resize_recommendation,
@@ -47,7 +49,7 @@ class UnderprovisionedRule:
             a = assess(server, thresholds)
             u = server.utilisation
             if not a.cpu_ok and not a.memory_ok:
-                result.exclusions.append(exclusion(server, self.name, a.exclusion or ""))
+                result.exclusions.append(exclusion(server, self.name, not_assessed(a)))
                 continue
             cpu_hot = a.cpu_ok and u.cpu_p95 is not None and u.cpu_p95 >= up.cpu_p95_min
             mem_hot = a.memory_ok and u.memory_p95 is not None \
@@ -60,7 +62,7 @@ class UnderprovisionedRule:
             if not a.cpu_ok:  # memory alone: confidence from the memory coverage
                 a = self._memory_only(server, a, thresholds)
             outcome = self._plan(server, a, fleet, thresholds, cpu_hot, mem_hot)
-            if isinstance(outcome, str):
+            if isinstance(outcome, Unjudged):
                 result.exclusions.append(exclusion(server, self.name, outcome))
             else:
                 result.recommendations.append(outcome)
@@ -76,7 +78,7 @@ class UnderprovisionedRule:
         return out
 
     def _plan(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
-              cpu_hot: bool, mem_hot: bool) -> Recommendation | str:
+              cpu_hot: bool, mem_hot: bool) -> Recommendation | Unjudged:
         u = server.utilisation
         up = th.underprovisioned
         assert server.monthly_cost is not None and server.cores is not None
@@ -101,8 +103,8 @@ class UnderprovisionedRule:
                 continue
             larger.append(c)
         if not larger:
-            return (f"no larger orderable {server.architecture} type in {server.location} "
-                    f"than {server.server_type}")
+            return Unjudged(f"no larger orderable {server.architecture} type in "
+                            f"{server.location} than {server.server_type}", "target")
         need = Need(cpu_cores=cpu_cores, memory_bytes=memory,
                     min_memory_bytes=server.memory_bytes, min_cores=server.cores,
                     min_disk_bytes=disk)
