@@ -14,7 +14,8 @@
 #     /opt/infrascope/venv/share/infrascope/rules
 #   - /usr/local/bin/infrascope, infrascope-exporter and recommender: links
 #     into the virtualenv
-#   - /etc/infrascope (root:infrascope 0750) for `infrascope setup --config-dir
+#   - /etc/infrascope (root:infrascope 0751: Prometheus' user reaches its own 0600
+#     files in it, nobody lists it) for `infrascope setup --config-dir
 #     /etc/infrascope`, /var/lib/infrascope (infrascope 0750) for the
 #     recommender's state
 #   - /etc/systemd/system/infrascope-exporter.service and
@@ -35,7 +36,8 @@ NAME=infrascope
 USER_NAME=infrascope
 PREFIX=/opt/infrascope
 VENV=$PREFIX/venv
-RULES_DIR=$VENV/share/infrascope/rules
+SHARE=$VENV/share/infrascope
+RULES_DIR=$SHARE/rules
 DOCS=$PREFIX/docs/install.md
 CONF_DIR=/etc/infrascope
 STATE_DIR=/var/lib/infrascope
@@ -203,26 +205,38 @@ pip_install_projects() {
         "$work/exporter" "$work/recommender" "$work/cli"
 }
 
-# sync_rules: the rules pack's files, exactly (files no longer in the pack go).
-# Returns 0 if it changed something.
-sync_rules() {
-    local f base written=0 removed=0
-    local src="$REPO/prometheus/rules"
-    compgen -G "$src/*.rules.yml" >/dev/null || die "no rule files in $src"
-    ensure_dir "$RULES_DIR" root root 0755
-    for f in "$src"/*.rules.yml; do
-        QUIET=1 install_file "$f" "$RULES_DIR/$(basename "$f")" 0644 && written=$((written + 1))
+# sync_files SRC DEST PATTERN WHAT: the files of SRC matching PATTERN into DEST,
+# exactly (files no longer in SRC go). Returns 0 if it changed something.
+sync_files() {
+    local src="$1" dest="$2" pattern="$3" what="$4" f base written=0 removed=0
+    compgen -G "$src/$pattern" >/dev/null || die "no $pattern in $src"
+    ensure_dir "$dest" root root 0755
+    for f in "$src"/$pattern; do
+        QUIET=1 install_file "$f" "$dest/$(basename "$f")" 0644 && written=$((written + 1))
     done
-    for f in "$RULES_DIR"/*; do
+    for f in "$dest"/*; do
         [ -e "$f" ] || continue
         base="$(basename "$f")"
-        if [ ! -f "$src/$base" ] || [[ "$base" != *.rules.yml ]]; then
+        # shellcheck disable=SC2053 # the pattern is a glob on purpose
+        if [ ! -f "$src/$base" ] || [[ "$base" != $pattern ]]; then
             rm -rf "$f"
             removed=$((removed + 1))
         fi
     done
     [ "$written" -eq 0 ] && [ "$removed" -eq 0 ] && return 1
-    say "rules pack in $RULES_DIR: $written file(s) installed, $removed removed"
+    say "$what in $dest: $written file(s) installed, $removed removed"
+}
+
+# sync_share: what `infrascope setup` copies into a configuration — the rules pack and
+# Alertmanager's shipped configuration and templates. Returns 0 if it changed something.
+sync_share() {
+    local changed=1
+    sync_files "$REPO/prometheus/rules" "$RULES_DIR" "*.rules.yml" "rules pack" && changed=0
+    sync_files "$REPO/alertmanager" "$SHARE/alertmanager" "alertmanager.yml" \
+        "Alertmanager configuration" && changed=0
+    sync_files "$REPO/alertmanager/templates" "$SHARE/alertmanager/templates" "*.tmpl" \
+        "Alertmanager templates" && changed=0
+    return "$changed"
 }
 
 # link_conflicts: the commands in /usr/local/bin that are someone else's (a file,
@@ -285,7 +299,7 @@ do_install() {
     fi
 
     # 2. the directories
-    ensure_dir "$CONF_DIR" root "$USER_NAME" 0750
+    ensure_dir "$CONF_DIR" root "$USER_NAME" 0751
     ensure_dir "$STATE_DIR" "$USER_NAME" "$USER_NAME" 0750
 
     # 3. the virtualenv and the packages
@@ -306,8 +320,9 @@ do_install() {
         printf '%s\n' "$digest" > "$STAMP"
         changed=1
     fi
-    # the rules pack is the infrascope command's (history load, setup), not the services'
-    sync_rules || true
+    # the rules pack and Alertmanager's files are the infrascope command's (history load,
+    # setup), not the services'
+    sync_share || true
     install_file "$REPO/docs/install.md" "$DOCS" 0644 || true
     for cmd in "${LINKS[@]}"; do
         link_command "$cmd" || true

@@ -300,9 +300,10 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
          "import infrascope_core, infrascope_exporter, infrascope_recommender, "
          "infrascope_cli.rulespack as r; "
          "print(infrascope_core.__file__, infrascope_exporter.__file__, "
-         "infrascope_recommender.__file__, r.__file__); print(r.find_rules_dir())"],
+         "infrascope_recommender.__file__, r.__file__); print(r.find_rules_dir()); "
+         "import infrascope_cli.installation as i; print(i.find_alertmanager_dir())"],
         capture_output=True, text=True, timeout=60, check=True)
-    files, rules_dir = where.stdout.splitlines()
+    files, rules_dir, alertmanager_dir = where.stdout.splitlines()
     for module_file in files.split():
         assert module_file.startswith(f"{VENV}/lib/"), module_file
     # the rules pack where infrascope_cli.rulespack looks for it, exactly the pack
@@ -312,13 +313,20 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
     for name in pack:
         assert (Path(rules_dir) / name).read_bytes() == \
             (REPO / "prometheus" / "rules" / name).read_bytes()
+    # Alertmanager's shipped configuration and templates, where `infrascope setup` looks
+    assert alertmanager_dir == str(VENV / "share" / "infrascope" / "alertmanager")
+    shipped = [Path("alertmanager.yml"), *(Path("templates") / p.name for p in
+                                           (REPO / "alertmanager" / "templates").glob("*.tmpl"))]
+    for rel in shipped:
+        assert (Path(alertmanager_dir) / rel).read_bytes() == \
+            (REPO / "alertmanager" / rel).read_bytes()
 
     # the user, the directories, their owners and modes
     passwd = subprocess.run(["getent", "passwd", USER], capture_output=True, text=True,
                             check=True).stdout.strip().split(":")
     assert passwd[5] == str(STATE_DIR) and passwd[6] == "/usr/sbin/nologin", passwd
     assert int(passwd[2]) < 1000, "not a system user"
-    assert (owner_of(CONF_DIR), mode_of(CONF_DIR)) == (f"root:{USER}", 0o750)
+    assert (owner_of(CONF_DIR), mode_of(CONF_DIR)) == (f"root:{USER}", 0o751)
     assert list(CONF_DIR.iterdir()) == [], "setup writes the configuration, not install"
     assert (owner_of(STATE_DIR), mode_of(STATE_DIR)) == (f"{USER}:{USER}", 0o750)
     assert (owner_of(PREFIX), mode_of(PREFIX)) == ("root:root", 0o755)
@@ -354,14 +362,14 @@ def test_install_twice_then_uninstall_leaves_nothing(clean_machine: dict[str, En
     stale = VENV / "share" / "infrascope" / "rules" / "gone.rules.yml"
     stale.write_text("groups: []\n")
     third, calls = run_script_under_fake_systemd(tmp_path, active=True)
-    assert "mode 0750 on /etc/infrascope" in third
+    assert "mode 0751 on /etc/infrascope" in third
     assert f"installed {UNIT_DIR / UNIT_NAMES[0]}" in third
     assert "up to date" in third
     # the running service whose unit changed is restarted, the other one is not
     assert calls == ["daemon-reload", *(f"enable --quiet {u}" for u in UNIT_NAMES),
                      f"is-active --quiet {UNIT_NAMES[0]}", f"restart {UNIT_NAMES[0]}"], calls
     assert f"restarted {UNIT_NAMES[0]}" in third
-    assert not stale.exists() and mode_of(CONF_DIR) == 0o750
+    assert not stale.exists() and mode_of(CONF_DIR) == 0o751
     assert (UNIT_DIR / UNIT_NAMES[0]).read_bytes() == (UNITS_SRC / UNIT_NAMES[0]).read_bytes()
 
     # The services run from the installed units as the service user, with files

@@ -21,11 +21,12 @@ import argparse
 import copy
 import getpass
 import os
+import pwd
 import re
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class Answers:
     agent_address: str = "public_ipv4"
     alert_webhook_url: str | None = None
     recommender_state: Path | None = None
+    owner: str | None = None
+    prometheus_owner: str | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -140,6 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "(PagerDuty, Slack, e-mail, whose secrets go to DIR/secrets/alertmanager/)")
     a("--recommender-state", type=Path, default=None, metavar="FILE",
       help="the recommender's SQLite state (default DIR/recommender.db)")
+    a("--owner", default=None, metavar="USER",
+      help="run as root: the exporter's and recommender's files and secrets belong to USER, "
+           "the user their services run as (default: infrascope, when that user exists — "
+           "scripts/install.sh creates it)")
+    a("--prometheus-owner", default=None, metavar="USER",
+      help="run as root: DIR/prometheus/ and Alertmanager's files belong to USER (default: "
+           "prometheus, Debian's user for both, when it exists)")
     a("--force", action="store_true", help="overwrite files a previous setup wrote")
 
 
@@ -183,7 +193,8 @@ def answers_from_flags(args: argparse.Namespace) -> Answers:
         agent_port=args.agent_port, agent_address=args.agent_address,
         alert_webhook_url=(_url(args.alert_webhook_url, "--alert-webhook-url")
                            if args.alert_webhook_url else None),
-        recommender_state=args.recommender_state.resolve() if args.recommender_state else None)
+        recommender_state=args.recommender_state.resolve() if args.recommender_state else None,
+        owner=args.owner, prometheus_owner=args.prometheus_owner)
 
 
 Ask = Callable[[str], str]
@@ -470,6 +481,45 @@ def planned_files(a: Answers) -> dict[Path, str]:
     return files
 
 
+def _user(name: str | None, default: str, flag: str) -> tuple[str, int, int] | None:
+    """(name, uid, gid) of ``name`` (an error if it does not exist), or of ``default``
+    when that user exists, or None."""
+    try:
+        entry = pwd.getpwnam(name or default)
+    except KeyError:
+        if name:
+            raise SetupError(f"{flag}: no user {name!r}") from None
+        return None
+    return entry.pw_name, entry.pw_uid, entry.pw_gid
+
+
+def give_to_owners(a: Answers, files: Mapping[Path, str]) -> list[tuple[Path, str]]:
+    """As root: every written file (and the folders setup made under the config folder)
+    to the user that reads it — the services' user for the exporter's and recommender's
+    files and secrets, Prometheus' user for ``prometheus/`` and Alertmanager's files —
+    so that 0600 files stay readable by their one reader. Returns what was given."""
+    if os.geteuid() != 0:
+        if a.owner or a.prometheus_owner:
+            raise SetupError("--owner and --prometheus-owner need root")
+        return []
+    service = _user(a.owner, "infrascope", "--owner")
+    monitoring = _user(a.prometheus_owner, "prometheus", "--prometheus-owner") or service
+    d = a.config_dir
+    by_prometheus = (d / inst.PROMETHEUS_YML).parent
+    alertmanager = {d / inst.ALERTMANAGER_YML, (d / inst.AM_TEMPLATES_DIR)}
+    given: dict[Path, str] = {}
+    for path in files:
+        reader = monitoring if (by_prometheus in path.parents or path in alertmanager
+                                or (d / inst.AM_TEMPLATES_DIR) in path.parents) else service
+        if reader is None:
+            continue
+        name, uid, gid = reader
+        for target in [path, *(p for p in path.parents if d in p.parents)]:
+            os.chown(target, uid, gid)
+        given[path] = name
+    return sorted(given.items())
+
+
 def write_private(path: Path, text: str) -> None:
     """Create or replace ``path`` with mode 0600 from the first byte (never briefly
     readable by others); folders made 0700."""
@@ -518,6 +568,8 @@ def setup(a: Answers, force: bool = False, out: Any = None) -> int:
     for path, text in files.items():
         write_private(path, text)
     say(f"wrote {len(files)} files under {a.config_dir} (mode 0600)")
+    for path, user in give_to_owners(a, files):
+        say(f"{path} belongs to {user}")
     validations = inst.validate_all(a.config_dir)
     for check in validations:
         say(check.line())
