@@ -8,11 +8,11 @@ exporter's /sd lists, on loopback only. Then, with the real commands and no file
 edited between them (the README's "From the demo to a real account" copies them):
 
     infrascope setup --non-interactive --config-dir DIR ...
-    infrascope history load --config-dir DIR --data-dir DATA --openmetrics agents.om
     infrascope-exporter --config.file DIR/exporter.yml
     recommender serve --config DIR/recommender.yml
     prometheus-alertmanager --config.file=DIR/alertmanager.yml ...
     prometheus --config.file=DIR/prometheus/prometheus.yml --storage.tsdb.path=DATA ...
+    infrascope history load --config-dir DIR --openmetrics agents.om
     recommender report --format json --config DIR/recommender.yml
     infrascope doctor --config-dir DIR
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,7 @@ pytestmark = [
     pytest.mark.timeout(1200),
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAYS = 10
 PROJECTS = ("rehearsal-shop", "rehearsal-data")
@@ -166,6 +168,35 @@ def lines_of(text: str) -> dict[str, str]:
     return out
 
 
+def readme_commands() -> dict[str, list[str]]:
+    """The commands of the README's "From the demo to a real account" block, by name
+    (``make install``, ``setup``, ``history load``), as argument lists without sudo."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## From the demo to a real account"):]
+    block = section[section.index("```sh\n") + 6:]
+    block = block[:block.index("```")]
+    out: dict[str, list[str]] = {}
+    for command in block.replace("\\\n", " ").splitlines():
+        argv = shlex.split(command)
+        if argv[:1] == ["sudo"]:
+            argv = argv[1:]
+        name = " ".join(argv[1:3]) if argv[:1] == ["infrascope"] else " ".join(argv[:2])
+        out[name.replace(" --non-interactive", "")] = argv
+    return out
+
+
+def flags(argv: list[str]) -> set[str]:
+    return {a for a in argv if a.startswith("--")}
+
+
+def test_the_readme_gives_three_commands_install_setup_history() -> None:
+    commands = readme_commands()
+    assert list(commands) == ["make install", "setup", "history load"]
+    # make install is scripts/install.sh, which tests/test_install.py runs for real
+    makefile = (ROOT / "Makefile").read_text()
+    assert "scripts/install.sh" in makefile[makefile.index("\ninstall:"):]
+
+
 def test_rehearsal_setup_history_report_doctor(tmp_path: Path, procs: Processes) -> None:
     started = time.monotonic()
     ports = {name: free_port() for name in ("sim", "exporter", "recommender", "alertmanager",
@@ -209,6 +240,8 @@ def test_rehearsal_setup_history_report_doctor(tmp_path: Path, procs: Processes)
               "--alertmanager-address", f"127.0.0.1:{ports['alertmanager']}",
               "--agent-port", str(ports["agents"]),
               "--alert-webhook-url", f"http://127.0.0.1:{ports['webhook']}/alerts"]
+    # The README's setup, with this account's files and the simulator's endpoints.
+    assert flags(readme_commands()["setup"]) <= flags(setup)
     result = run(setup)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout + result.stderr
@@ -232,23 +265,8 @@ def test_rehearsal_setup_history_report_doctor(tmp_path: Path, procs: Processes)
     assert jobs["infrascope-agent"]["http_sd_configs"][0]["url"] == \
         f"http://127.0.0.1:{ports['exporter']}/sd"
 
-    # 2. history: the simulated agents' past (memory comes only from agents) and
-    # Hetzner's kept metrics through the exporter's backfill, into Prometheus' data
-    # directory before Prometheus starts.
+    # 2. the services, from the generated files (Prometheus' data directory empty).
     data_dir = tmp_path / "prometheus-data"
-    data_dir.mkdir()
-    agents_om = tmp_path / "agents.om"
-    result = run([str(BIN / "infrascope-sim"), "agents-history", "--fleet", str(fleet_file),
-                  "--output", str(agents_om), "--days", str(DAYS), "--cpus", "1"])
-    assert result.returncode == 0, result.stderr
-    result = run([str(BIN / "infrascope"), "history", "load", "--config-dir", str(config_dir),
-                  "--data-dir", str(data_dir), "--days", str(DAYS),
-                  "--openmetrics", str(agents_om), "--progress", "lines"], timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "history loaded into" in result.stdout
-    history_done = time.monotonic()
-
-    # 3. the services, from the generated files.
     procs.start("exporter", [str(BIN / "infrascope-exporter"), "--config.file",
                              str(config_dir / "exporter.yml")])
     # Every project's and Robot's inventory in /sd (rendered every 10 s) before Prometheus
@@ -271,6 +289,22 @@ def test_rehearsal_setup_history_report_doctor(tmp_path: Path, procs: Processes)
                                "--storage.tsdb.retention.time=35d",
                                f"--web.listen-address=127.0.0.1:{ports['prometheus']}"])
     wait_until(lambda: http_ok(prometheus + "/-/ready"), 60, "Prometheus")
+
+    # 3. history, into the running Prometheus (the URL from the configuration, its data
+    # directory as it reports it): Hetzner's kept metrics through the exporter's
+    # backfill, and the simulated agents' past (memory comes only from agents).
+    agents_om = tmp_path / "agents.om"
+    result = run([str(BIN / "infrascope-sim"), "agents-history", "--fleet", str(fleet_file),
+                  "--output", str(agents_om), "--days", str(DAYS), "--cpus", "1"])
+    assert result.returncode == 0, result.stderr
+    load = [str(BIN / "infrascope"), "history", "load", "--config-dir", str(config_dir),
+            "--days", str(DAYS), "--openmetrics", str(agents_om), "--progress", "lines"]
+    # The README's command, plus the shorter history and the simulated agents' past.
+    assert flags(readme_commands()["history load"]) <= flags(load)
+    result = run(load, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"history loaded into {data_dir}" in result.stdout
+    history_done = time.monotonic()
 
     def count(expr: str) -> int:
         body = get_json(prometheus + "/api/v1/query?" + urllib.parse.urlencode(

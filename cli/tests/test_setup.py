@@ -361,8 +361,12 @@ def test_readme_lists_every_flag_of_setup_and_doctor() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for command in ("setup", "doctor"):
-        for action in sub.choices[command]._actions:
+    history = sub.choices["history"]
+    load = next(a for a in history._actions
+                if isinstance(a, argparse._SubParsersAction)).choices["load"]
+    for command, parser_ in (("setup", sub.choices["setup"]),
+                             ("doctor", sub.choices["doctor"]), ("history load", load)):
+        for action in parser_._actions:
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert f"`{flag}" in readme or f"{flag} " in readme, (command, flag)

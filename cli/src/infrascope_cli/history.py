@@ -684,12 +684,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="another OpenMetrics file to load (repeatable), e.g. agents' history; "
                         "a folder stands for the *.om files in it (none is fine)")
     p.add_argument("--prometheus-url", default=None,
-                   help="a running Prometheus on --data-dir: the rule passes query it and it "
-                        "loads the new blocks itself (without: Prometheus must be stopped, a "
-                        "temporary one runs on --data-dir)")
+                   help="a running Prometheus: the blocks go into its data directory and it "
+                        "loads them itself (default with --config-dir and no --data-dir: the "
+                        "URL the recommender reads, CONFIG_DIR/recommender.yml)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="Prometheus' --storage.tsdb.path (default: the one the running "
-                        "Prometheus reports)")
+                        "Prometheus reports); alone, without --prometheus-url: Prometheus "
+                        "is stopped and a temporary one runs on it for the rule passes")
     p.add_argument("--rules-dir", type=Path, default=None,
                    help="the rules pack (default CONFIG_DIR/prometheus/rules, else the "
                         "installed pack)")
@@ -724,6 +725,15 @@ def _exporter_target(prometheus_yml: Path) -> str | None:
     return None
 
 
+def _configured_prometheus(config_dir: Path) -> str | None:
+    """The Prometheus URL the recommender of a ``setup`` configuration reads."""
+    try:
+        doc = yaml.safe_load((config_dir / "recommender.yml").read_text(encoding="utf-8"))
+        return str(doc["prometheus"]["url"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
 def _exe(name: str) -> str:
     here = Path(sys.executable).parent / name
     if here.exists():
@@ -750,8 +760,11 @@ def build_plan(args: argparse.Namespace, now: float | None = None) -> Plan:
     except rulespack.RulesPackError as exc:
         raise HistoryError(str(exc)) from exc
     data_dir = args.data_dir
-    if args.prometheus_url:
-        data_dir = RunningPrometheus(args.prometheus_url).check(data_dir, start)
+    prometheus_url = args.prometheus_url
+    if prometheus_url is None and data_dir is None and cfg is not None:
+        prometheus_url = _configured_prometheus(cfg)
+    if prometheus_url:
+        data_dir = RunningPrometheus(prometheus_url).check(data_dir, start)
     elif data_dir is None:
         raise HistoryError("--data-dir: required without --prometheus-url (Prometheus' "
                            "--storage.tsdb.path)")
@@ -777,7 +790,7 @@ def build_plan(args: argparse.Namespace, now: float | None = None) -> Plan:
         raise HistoryError("nothing to load: --no-backfill and no --openmetrics file")
     return Plan(data_dir=data_dir, work_dir=work_dir, rules_dir=rules_dir, start=start,
                 end=end, openmetrics=[p.resolve() for p in args.openmetrics],
-                backfill=backfill, prometheus_url=args.prometheus_url, jobs=args.jobs,
+                backfill=backfill, prometheus_url=prometheus_url, jobs=args.jobs,
                 passes=passes)
 
 
