@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from infrascope_core import address
 from infrascope_exporter.config import (
     DEFAULT_CLOUD_ENDPOINT,
     DEFAULT_ROBOT_ENDPOINT,
@@ -56,7 +57,6 @@ DEFAULT_RECOMMENDER = "127.0.0.1:8792"
 DEFAULT_ALERTMANAGER = "127.0.0.1:9093"
 DEFAULT_AGENT_PORT = 8791
 SECRET_PATH_PREFIX = "/etc/alertmanager/secrets/"  # where alertmanager.yml names secrets
-_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 _URL = re.compile(r"^https?://[^/\s]+")
 # Alertmanager receiver integrations (replaced by one webhook with --alert-webhook-url).
@@ -154,9 +154,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _address(value: str, flag: str) -> str:
-    m = _ADDRESS.match(value)
-    if not m or not 0 < int(m.group(2)) < 65536:
-        raise SetupError(f"{flag}: {value!r} is not HOST:PORT")
+    try:
+        address.parse_host_port(value)
+    except address.AddressError as exc:
+        raise SetupError(f"{flag}: {value!r}: {exc}") from None
     return value
 
 

@@ -10,7 +10,6 @@ so that no repr, log line or error message can show them.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 import shlex
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from infrascope_core import address
 
 DEFAULT_CLOUD_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_ROBOT_ENDPOINT = "https://robot-ws.your-server.de"
@@ -236,39 +237,14 @@ def _yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
 def parse_host_port(value: str, key: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port): host an IPv4 address, a bracketed IPv6 address, a
-    hostname or empty (every interface); port 0-65535 (0: the system picks one, for
-    tests). The one rule for every address the exporter listens on."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        raise ConfigError(f"{key}: {value!r} is not HOST:PORT")
-    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-        raise ConfigError(f"{key}: {value!r}: the port must be a number from 1 to 65535")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ConfigError(f"{key}: {value!r}: {host} is not an IPv6 address") from None
-        return host[1:-1], int(port_text)
-    if host and not _valid_host(host):
-        raise ConfigError(f"{key}: {value!r}: {host!r} is neither an IP address nor a "
-                          f"hostname (IPv6: [::1]:8790)")
-    return host, int(port_text)
-
-
-def _valid_host(host: str) -> bool:
-    labels = host.rstrip(".").split(".")
-    if all(label.isascii() and label.isdigit() for label in labels):
-        try:  # all-numeric: only a dotted-quad IPv4 address
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return len(host) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
+    """``HOST:PORT`` -> (host, port) by the one rule of :mod:`infrascope_core.address`
+    (port 0 allowed: the system picks one, for tests), for every address the exporter
+    listens on."""
+    try:
+        return address.parse_host_port(value, port_zero=True)
+    except address.AddressError as exc:
+        raise ConfigError(f"{key}: {value!r}: {exc}") from None
 
 
 def _bool(value: Any, key: str) -> bool:

@@ -17,7 +17,6 @@ README); everything else is here.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from infrascope_core import address
 
 from .thresholds import Thresholds, parse_thresholds
 
@@ -235,31 +236,12 @@ class _Secrets:
 
 
 def _listen_address(value: Any, key: str) -> str:
-    """``[HOST]:PORT``: HOST empty (every interface), an IPv4 address, ``[IPv6]`` or a DNS
-    name; PORT 1-65535."""
+    """``[HOST]:PORT`` by the one rule of :mod:`infrascope_core.address` (PORT 1-65535)."""
     text = _text(value, key) if not isinstance(value, int) else str(value)
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ConfigError(f"{key}: expected [HOST]:PORT, got {text!r}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: port {port!r} is not a number from 1 to 65535")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ConfigError(f"{key}: {host} is not an IPv6 address") from None
-    elif host:
-        labels = host.rstrip(".").split(".")
-        if all(label.isdigit() for label in labels):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                raise ConfigError(f"{key}: {host!r} is not an IPv4 address") from None
-        elif len(host) > 253 or not all(
-                re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label)
-                for label in labels):
-            raise ConfigError(f"{key}: {host!r} is neither an IP address nor a host name "
-                              f"(an IPv6 address goes in brackets: [::1]:8792)")
+    try:
+        address.parse_host_port(text)
+    except address.AddressError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
     return text
 
 
