@@ -359,7 +359,7 @@ def test_report_shows_idle_consolidation_and_right_sizing(demo: DemoStack) -> No
     e = expected()
     assert rows[("idle", "old-jenkins")] == e["idle:old-jenkins"][1:]
     assert rows[("idle", "auction-box")] == e["idle:auction-box"][1:]
-    assert rows[("consolidation", "shop-staging-worker, shop-staging-db, shop-staging-web")] \
+    assert rows[("consolidation", "shop-staging-db, shop-staging-web, shop-staging-worker")] \
         == e["consolidation"][1:]
     assert rows[("rightsize", "shop-db-1")] == e["rightsize"][1:]
     assert rows[("dedicated_to_cloud", "legacy-app")] == e["dedicated_to_cloud"][1:]

@@ -108,6 +108,10 @@ class ConsolidationRule:
 
     def _merge(self, members: list[tuple[Server, Assessment, str]], fleet: Fleet,
                th: Thresholds, location: str, arch: str) -> Recommendation | None:
+        # Which servers take part follows their demand (the caller drops the most
+        # demanding first); how they are shown does not: by name, so that the same merge
+        # reads the same on every run, whatever small differences the figures have.
+        members = sorted(members, key=lambda m: (m[0].name, m[0].key))
         servers = [m[0] for m in members]
         cpu = sum((s.utilisation.cpu_p95 or 0.0) * (s.cores or 0) for s in servers)
         cpu_peak = sum((s.utilisation.cpu_max or 0.0) * (s.cores or 0) for s in servers)
