@@ -61,7 +61,8 @@ def test_staging_servers_merge_onto_one() -> None:
         "'shop-staging-web before consolidation onto staging-consolidated-fsn1' shop-staging-web",
         "hcloud server delete shop-staging-web",
         "hcloud server create-image --type snapshot --description "
-        "'shop-staging-worker before consolidation onto staging-consolidated-fsn1' shop-staging-worker",
+        "'shop-staging-worker before consolidation onto staging-consolidated-fsn1' "
+        "shop-staging-worker",
         "hcloud server delete shop-staging-worker",
     ]
     assert rec.risk == "medium" and rec.confidence == "high"
