@@ -834,8 +834,10 @@ def test_a_signal_to_make_or_to_the_demo_stops_everything(
                        START_TIMEOUT, 0.5)
             assert make.poll() is None, err.read_text()
         else:
+            # infrascope history load runs (its log is opened as it starts): the signal
+            # reaches the pipeline's backfill, promtool or temporary Prometheus.
             wait_until("the history being built", lambda: (
-                state / "logs" / "history-exporter-backfill.log").exists()
+                state / "logs" / "history-load.log").exists()
                 or make.poll() is not None, 120, 0.2)
             assert make.poll() is None, err.read_text()
         started = demo_processes(state)
