@@ -215,7 +215,8 @@ sync_files() {
         QUIET=1 install_file "$f" "$dest/$(basename "$f")" 0644 && written=$((written + 1))
     done
     for f in "$dest"/*; do
-        [ -e "$f" ] || continue
+        # folders are other sync_files calls' (alertmanager/templates)
+        if [ ! -e "$f" ] || [ -d "$f" ]; then continue; fi
         base="$(basename "$f")"
         # shellcheck disable=SC2053 # the pattern is a glob on purpose
         if [ ! -f "$src/$base" ] || [[ "$base" != $pattern ]]; then
