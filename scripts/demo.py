@@ -138,16 +138,27 @@ def port_busy(port: int) -> bool:
 def choose_ports(given: Mapping[str, int | None]) -> dict[str, int]:
     """Each port as given; 0 is a free one; a busy *default* port becomes a free one."""
     ports: dict[str, int] = {}
+    explicit = {p for p in given.values() if p}
+
+    def another_free_port() -> int:
+        # A port the system calls free can come back twice in a row (it was free both
+        # times): take one that no other service of the demo has, or is given.
+        for _ in range(100):
+            port = free_port()
+            if port not in explicit and port not in ports.values():
+                return port
+        raise DemoError("no free loopback port found")
+
     for name, default in DEFAULT_PORTS.items():
         port = given.get(name)
         if port == 0:
-            ports[name] = free_port()
+            ports[name] = another_free_port()
         elif port is not None:
             if port_busy(port):
                 raise DemoError(f"--{name}-port {port} is in use (0 picks a free port)")
             ports[name] = port
         elif port_busy(default):
-            ports[name] = free_port()
+            ports[name] = another_free_port()
             log(f"port {default} ({PORT_HELP[name]}) is in use: using {ports[name]}")
         else:
             ports[name] = default

@@ -863,3 +863,24 @@ def test_a_signal_to_make_or_to_the_demo_stops_everything(
     assert "Traceback" not in stderr, stderr
     for pid in info["pids"].values():
         assert not pid_alive(int(pid))
+
+
+def test_free_ports_are_distinct_even_when_the_system_repeats_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port the system calls free can come back twice (a fresh-clone CI run once got
+    Prometheus and Alertmanager on one port and the demo refused to start)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("infrascope_test_demo_script", DEMO)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    dont_write = sys.dont_write_bytecode
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = dont_write
+        sys.modules.pop(spec.name, None)
+    repeated = iter([40000, 40000, 40001, 40001, 40002, 40002, 40003, 40004, 40005, 40006])
+    monkeypatch.setattr(module, "free_port", lambda: next(repeated))
+    ports = module.choose_ports({name: 0 for name in module.DEFAULT_PORTS})
+    assert len(set(ports.values())) == len(ports) == len(module.DEFAULT_PORTS)
