@@ -604,10 +604,11 @@ def test_no_secret_is_printed_and_credential_files_are_private(demo: DemoStack) 
 # --------------------------------------------------------------------------------------
 # Readiness: every figure the recommender reads, for every server
 # --------------------------------------------------------------------------------------
-def load_demo_module(name: str) -> Any:
+def load_demo_module(name: str, path: Path | None = None) -> Any:
+    """``demo/<name>.py`` (or ``path``) as a module, writing no bytecode."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(f"infrascope_test_{name}",
-                                                  ROOT / "demo" / f"{name}.py")
+                                                  path or ROOT / "demo" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -688,14 +689,7 @@ def test_the_readiness_check_is_not_a_hand_kept_list_of_series() -> None:
 # Supervision: a component that dies is reported and restarted, the rest keeps running
 # --------------------------------------------------------------------------------------
 def wait_until(what: str, fn: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(interval)
+    return poll(what, fn, timeout, interval)
 
 
 def test_supervisor_restarts_a_bounded_number_of_times_and_stops_everything(
@@ -869,17 +863,11 @@ def test_free_ports_are_distinct_even_when_the_system_repeats_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A port the system calls free can come back twice (a fresh-clone CI run once got
     Prometheus and Alertmanager on one port and the demo refused to start)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("infrascope_test_demo_script", DEMO)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     dont_write = sys.dont_write_bytecode
     try:
-        spec.loader.exec_module(module)
+        module = load_demo_module("demo_script", DEMO)  # the script sets it at import
     finally:
         sys.dont_write_bytecode = dont_write
-        sys.modules.pop(spec.name, None)
     repeated = iter([40000, 40000, 40001, 40001, 40002, 40002, 40003, 40004, 40005, 40006])
     monkeypatch.setattr(module, "free_port", lambda: next(repeated))
     ports = module.choose_ports({name: 0 for name in module.DEFAULT_PORTS})
