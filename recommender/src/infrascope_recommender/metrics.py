@@ -44,6 +44,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from infrascope_core import contract
+
 from . import __version__
 from .model import KINDS, STATUSES
 
@@ -92,28 +94,18 @@ class RecommenderCollector(Collector):
         service = self.service
         store = service.store
 
-        per_rec = GaugeMetricFamily(
-            "infrascope_recommendation_monthly_savings_euros",
-            "Monthly euros a pending or accepted recommendation saves (negative: an upgrade "
-            "costs more), per recommendation.",
-            labels=["id", "kind", "action", "status", "source", "server_id", "server_names",
-                    "project", "target_type"])
+        per_rec = _family("infrascope_recommendation_monthly_savings_euros")
         for labels, value in self._per_recommendation():
             per_rec.add_metric(labels, value)
         yield per_rec
 
         summary = store.summary()
-        totals = GaugeMetricFamily(
-            "infrascope_recommendations_monthly_savings_euros",
-            "Monthly euros the recommendations of a status save together.",
-            labels=["status"])
+        totals = _family("infrascope_recommendations_monthly_savings_euros")
         for status in STATUSES:
             totals.add_metric([status], float(summary.by_status[status].monthly_savings))
         yield totals
 
-        counts = GaugeMetricFamily("infrascope_recommendations",
-                                   "Number of recommendations by kind and status.",
-                                   labels=["kind", "status"])
+        counts = _family("infrascope_recommendations")
         for kind in KINDS:
             for status in STATUSES:
                 counts.add_metric([kind, status], summary.by_kind[kind][status].count)
@@ -121,54 +113,42 @@ class RecommenderCollector(Collector):
 
         last = summary.last_run
         if last is not None:
-            yield GaugeMetricFamily(
-                "infrascope_recommender_last_run_timestamp_seconds",
-                "Unix time the last regeneration started.", value=last.started_at)
-            yield GaugeMetricFamily(
-                "infrascope_recommender_last_run_duration_seconds",
-                "Wall time of the last regeneration.", value=last.duration_seconds)
-            yield GaugeMetricFamily(
-                "infrascope_recommender_last_run_success",
-                "1 if the last regeneration succeeded, 0 if it failed (e.g. Prometheus "
-                "unreachable).", value=1 if last.success else 0)
+            yield _family("infrascope_recommender_last_run_timestamp_seconds", last.started_at)
+            yield _family("infrascope_recommender_last_run_duration_seconds",
+                          last.duration_seconds)
+            yield _family("infrascope_recommender_last_run_success", 1 if last.success else 0)
             if last.queries is not None:
-                yield GaugeMetricFamily(
-                    "infrascope_recommender_last_run_promql_queries",
-                    "PromQL queries the last regeneration made (constant per run, whatever "
-                    "the fleet size).", value=last.queries)
+                yield _family("infrascope_recommender_last_run_promql_queries", last.queries)
         good = summary.last_success
         if good is not None:
-            yield GaugeMetricFamily(
-                "infrascope_recommender_last_success_timestamp_seconds",
-                "Unix time the last successful regeneration started.", value=good.started_at)
-            yield GaugeMetricFamily(
-                "infrascope_recommender_last_run_excluded_servers",
-                "Servers the last successful regeneration could not judge (too little data).",
-                value=len(good.exclusions))
+            yield _family("infrascope_recommender_last_success_timestamp_seconds",
+                          good.started_at)
+            yield _family("infrascope_recommender_last_run_excluded_servers",
+                          len(good.exclusions))
 
-        runs = CounterMetricFamily("infrascope_recommender_runs",
-                                   "Regenerations this process ran, by outcome.",
-                                   labels=["outcome"])
+        runs = _family("infrascope_recommender_runs_total")
         for outcome, count in sorted(service.runs_total.items()):
             runs.add_metric([outcome], count)
         yield runs
 
         ready, _ = service.readiness()
-        yield GaugeMetricFamily("infrascope_recommender_ready",
-                                "1 when the last regeneration of this process succeeded.",
-                                value=1 if ready else 0)
+        yield _family("infrascope_recommender_ready", 1 if ready else 0)
         if service.pusher is not None:
-            ok = service.push_status.success
-            yield GaugeMetricFamily(
-                "infrascope_recommender_grafana_push_success",
-                "1 if the last push of annotations to Grafana worked (0 before the first).",
-                value=1 if ok else 0)
-        info = GaugeMetricFamily("infrascope_recommender_build_info",
-                                 "A metric with a constant '1' value labeled by the version of "
-                                 "the recommender and the Python it runs on.",
-                                 labels=["version", "python_version"])
+            yield _family("infrascope_recommender_grafana_push_success",
+                          1 if service.push_status.success else 0)
+        info = _family("infrascope_recommender_build_info")
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
+
+
+def _family(name: str, value: float | None = None) -> GaugeMetricFamily | CounterMetricFamily:
+    """An empty family as the series contract declares it (name, type, help, labels), or
+    one with the single unlabelled ``value``."""
+    declared = contract.family(name)
+    cls = CounterMetricFamily if declared.type == "counter" else GaugeMetricFamily
+    if value is not None:
+        return cls(declared.metric, declared.help, value=value)
+    return cls(declared.metric, declared.help, labels=list(declared.labels))
 
 
 def registry_for(service: RecommenderService) -> CollectorRegistry:
