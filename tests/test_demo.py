@@ -797,6 +797,15 @@ def start_make_demo(tmp: Path) -> tuple[subprocess.Popen[str], Path, list[str], 
     return proc, state, lines, err
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a mapping (empty once the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
 def demo_pid_under(make: int) -> int:
     out = subprocess.run(["pgrep", "-P", str(make)], capture_output=True, text=True).stdout
     pids = [int(p) for p in out.split()]
@@ -842,8 +851,17 @@ def test_a_signal_to_make_or_to_the_demo_stops_everything(
             os.killpg(make.pid, signum)
         else:
             os.kill(make.pid if target == "make" else demo_pid, signum)
-        wait_until("every process of the demo gone", lambda: not demo_processes(state)
-                   and not pid_alive(demo_pid), 30, 0.2)
+        try:
+            wait_until("every process of the demo gone", lambda: not demo_processes(state)
+                       and not pid_alive(demo_pid), 30, 0.2)
+        except AssertionError as exc:  # say what was left and what the demo said
+            left = "\n".join(f"  {pid}: {cmd[:200]}" for pid, cmd in demo_processes(state).items())
+            demo = proc_status(demo_pid) if pid_alive(demo_pid) else {}
+            raise AssertionError(
+                f"{exc}\nleft:\n{left}\ndemo (pid {demo_pid}) state={demo.get('State')} "
+                f"make state={proc_status(make.pid).get('State')} "
+                f"SigBlk={proc_status(make.pid).get('SigBlk')}\n"
+                f"stderr of make demo:\n{err.read_text()[-4000:]}") from None
         make.wait(timeout=15)
     finally:
         if make.poll() is None:
