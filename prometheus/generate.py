@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from infrascope_core import contract
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "config.yaml"
 DEFAULT_OUTPUT_DIR = HERE / "rules"
@@ -43,7 +45,7 @@ HEADER = (
 
 SEVERITIES = ("critical", "warning", "info")
 CATEGORIES = ("availability", "capacity", "cost", "exporter")
-TIERS = ("idle", "low", "moderate", "high", "critical")  # index = numeric tier
+TIERS = contract.TIERS  # index = numeric tier
 TIER_FIGURES = ("avg30d", "max30d", "p95_30d")
 FIGURE_WORDS = {"avg30d": "30-day average", "max30d": "30-day maximum",
                 "p95_30d": "30-day 95th percentile"}
@@ -143,7 +145,7 @@ def validate_config(raw: Any) -> dict[str, Any]:
                                    "utilisation", "attributes", "cost_labels", "tiers",
                                    "alerts", "disk_fstype_exclude"),
                    ("jobs", "runbook_base_url", "intervals", "utilisation", "attributes",
-                    "cost_labels", "tiers", "alerts", "disk_fstype_exclude"))
+                    "cost_labels", "tiers", "alerts"))
     cfg: dict[str, Any] = {}
     jobs = _mapping(top["jobs"], "jobs", ("exporter", "agent", "recommender"),
                     ("exporter", "agent"))
@@ -187,7 +189,8 @@ def validate_config(raw: Any) -> dict[str, Any]:
         raise ConfigError("cost_labels: expected a list of Hetzner label keys")
     cfg["cost_labels"] = [f"label_{k}" for k in cost_labels]
     cfg["tiers"] = _tiers(top["tiers"])
-    fstype = top["disk_fstype_exclude"]
+    # default: the filesystems that are not disk capacity anywhere (the series contract)
+    fstype = top.get("disk_fstype_exclude", contract.excluded_fstypes_regex())
     if not isinstance(fstype, str) or not fstype or '"' in fstype or "\\" in fstype:
         raise ConfigError("disk_fstype_exclude: expected a regular expression without "
                           "quotes or backslashes")

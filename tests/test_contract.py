@@ -4,12 +4,12 @@ Every family any component emits is declared, with the declared type and labels;
 declared family is emitted by the component that owns it (the exporter and the simulated
 agents on the demo fleet, the agent on this host, the recommender after a run) and is
 documented in that component's README; every series the rules, the recommender's queries
-and the dashboards read is declared.
+read is declared (the dashboards' reads: the dashboards lint, grafana/tests, checks them
+against the contract).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -25,6 +25,9 @@ from infrascope_core.contract import AGENT, EXPORTER, RECOMMENDER, RULES, Family
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "exporter" / "tests"))
 sys.path.insert(0, str(ROOT / "recommender" / "tests"))
+sys.path.insert(0, str(ROOT / "grafana" / "tests"))
+
+from dashboards_lint import selectors  # noqa: E402 - the one PromQL selector scanner
 
 CACHED = " Cached: refreshed in the background, see hetzner_api_last_success_timestamp_seconds."
 
@@ -111,7 +114,9 @@ def test_lookup_prefers_the_family_declared_on_its_own() -> None:
         contract.family("node_network_receive_bytes_total")
     group = contract.lookup("node_network_receive_drop_total")
     assert group is not None and group.name == "node_network_<field>_total"
-    assert contract.lookup("node_memory_MemTotal_bytes").name == "node_memory_<field>_bytes"
+    assert contract.lookup("node_memory_Cached_bytes").name == "node_memory_<field>_bytes"
+    assert contract.family("node_memory_<field>_bytes").member("node_memory_Cached_bytes") \
+        == "Cached"
     assert contract.lookup("node_memory_HugePages_Total").name == "node_memory_<field>"
     assert contract.lookup("hetzner_no_such_series") is None
 
@@ -224,37 +229,19 @@ def test_every_recorded_series_is_declared_and_every_declared_one_recorded() -> 
 
 # ---- readers: rules, alerts, the recommender's queries, the dashboards ---------------
 
-_FUNCTIONS = {
-    "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes",
-    "clamp", "clamp_max", "clamp_min", "count", "count_over_time", "count_values", "day_of_month",
-    "delta", "deriv", "exp", "floor", "group", "histogram_quantile", "holt_winters", "hour",
-    "idelta", "increase", "irate", "label_join", "label_replace", "last_over_time", "ln", "log2",
-    "log10", "max", "max_over_time", "min", "min_over_time", "predict_linear", "quantile",
-    "quantile_over_time", "rate", "resets", "round", "scalar", "sgn", "sort", "sort_desc",
-    "sqrt", "stddev", "stddev_over_time", "stdvar", "sum", "sum_over_time", "time",
-    "timestamp", "topk", "vector", "present_over_time", "label_values",
-}
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-             "or", "unless", "offset", "inf", "nan", "Inf", "NaN"}
 NOT_OURS = {"up"}  # Prometheus' own
 
 
 def series_read(expr: str) -> tuple[set[str], set[str]]:
-    """(metric names, ``__name__`` regular expressions) a PromQL expression reads."""
-    regexes = set(re.findall(r'__name__\s*=~\s*"([^"]*)"', expr))
-    names = set(re.findall(r'__name__\s*=\s*"([^"]*)"', expr))
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)             # strings
-    text = re.sub(r"\{[^}]*\}", "", text)                        # label matchers
-    text = re.sub(r"\[[^\]]*\]", "", text)                        # ranges
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    text = re.sub(r"\$\{?\w+\}?", " ", text)                      # Grafana variables
-    # label_values(metric, label): the second argument is a label
-    text = re.sub(r"label_values\(([^,()]*),[^)]*\)", r"\1", text)
-    for token in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\()?", text):
-        word, call = token.group(1), token.group(2)
-        if call or word in _FUNCTIONS or word in _KEYWORDS or re.fullmatch(r"\d\w*", word):
-            continue
-        names.add(word)
+    """(metric names, ``__name__`` regular expressions) a PromQL expression reads, by
+    the dashboards lint's selector scanner."""
+    names, regexes = set(), set()
+    for selector in selectors(expr):
+        if selector.name:
+            names.add(selector.name)
+        for label, op, value in selector.matchers:
+            if label == "__name__":
+                (regexes if op == "=~" else names).add(value)
     return names - NOT_OURS, regexes
 
 
@@ -295,30 +282,6 @@ def test_the_recommenders_queries_read_only_declared_series() -> None:
     assert undeclared_reads((q.name, q.expr) for q in queries(PrometheusSettings())) == []
 
 
-def dashboard_exprs() -> Iterator[tuple[str, str]]:
-    def walk(node: object, where: str) -> Iterator[tuple[str, str]]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("expr", "definition") and isinstance(value, str) and value:
-                    yield where, value
-                elif key == "query" and isinstance(value, str) and "(" in value:
-                    yield where, value
-                else:
-                    yield from walk(value, where)
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item, where)
-
-    for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json")):
-        yield from walk(json.loads(path.read_text()), path.name)
-
-
-def test_the_dashboards_read_only_declared_series() -> None:
-    exprs = list(dashboard_exprs())
-    assert len(exprs) > 50
-    assert undeclared_reads(exprs) == []
-
-
 # ---- documentation ---------------------------------------------------------------------
 
 READMES = {EXPORTER: ROOT / "exporter" / "README.md", AGENT: ROOT / "agent" / "README.md",
@@ -343,3 +306,12 @@ def test_every_family_is_documented_by_its_owner(component: str) -> None:
                and not (component != EXPORTER and f.emitted_by == contract.PROCESS
                         and f.name.startswith("process_"))]
     assert missing == [], f"document in {READMES[component].relative_to(ROOT)}: {missing}"
+
+
+def test_the_generated_metric_tables_are_up_to_date() -> None:
+    """agent/README.md and recommender/README.md list their series from the contract."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "contract_docs.py"),
+                             "--check"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr

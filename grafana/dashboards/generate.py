@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from infrascope_core import contract
+
 Json = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
@@ -58,10 +60,13 @@ ROBOT_URL = "https://robot.hetzner.com/server"
 DEFAULT_RECOMMENDER_JOB = "infrascope-recommender"
 
 # Filesystems that say nothing about disk space (the rules pack's disk alert skips them too).
-PSEUDO_FS = "tmpfs|ramfs|squashfs|iso9660|overlay|nsfs|fuse.lxcfs"
+PSEUDO_FS = contract.excluded_fstypes_regex()
 
-TIERS = [(-1, "unknown", "text"), (0, "idle", "blue"), (1, "low", "green"),
-         (2, "moderate", "yellow"), (3, "high", "orange"), (4, "critical", "red")]
+# (tier number, name, colour), the names and numbers of the series contract
+TIER_COLOUR_SCALE = ("blue", "green", "yellow", "orange", "red")  # idle … critical
+TIERS = [(-1, contract.TIER_UNKNOWN, "text"),
+         *((n, name, colour) for n, (name, colour)
+           in enumerate(zip(contract.TIERS, TIER_COLOUR_SCALE, strict=True)))]
 TIER_COLOURS = {name: colour for _, name, colour in TIERS} | {"unattached": "purple"}
 
 

@@ -21,7 +21,7 @@ Rules (dashboard-linter's name in brackets where there is one):
   read ``${datasource}``; multi-valued ones offer All as ``.*`` and are only used in
   ``=~`` matchers; every variable used, every used variable defined [template-unused]
 - links to other boards keep the time range and the variables
-- every metric name is one a component documents (see :func:`documented_series`)
+- every metric name is declared in the series contract (see :func:`documented_series`)
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+
+from infrascope_core import contract
 
 Json = dict[str, Any]
 
@@ -284,108 +286,32 @@ def calls(expr: str, functions: Iterable[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-# --- documented series ---------------------------------------------------------------------
-
-def _section(markdown: str, heading: str) -> str:
-    """The text under ``## heading`` up to the next heading of the same level."""
-    m = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^## |\Z)", markdown, re.M | re.S)
-    if not m:
-        raise ValueError(f"no section '## {heading}'")
-    return m.group(1)
-
-
-def _expand(token: str) -> list[str]:
-    """``a_{b,c}_d{labels}`` -> [a_b_d, a_c_d]: braces followed by more name are alternatives."""
-    m = re.search(r"\{([^{}]*)\}", token)
-    if not m:
-        return [token]
-    rest = token[m.end():]
-    if not rest[:1] or not (rest[0].isalnum() or rest[0] == "_"):
-        return [token[:m.start()]]  # a label set: the name ends here
-    out = []
-    for alt in m.group(1).split(","):
-        alt = alt.strip()
-        if alt and alt not in ("…", "..."):
-            out.extend(_expand(token[:m.start()] + alt + rest))
-    return out
-
+# --- declared series -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Documented:
-    names: frozenset[str]
-    families: tuple[re.Pattern[str], ...]  # `node_memory_<Field>_bytes`, `node_disk_*`
-    agent_source: str  # the agent's Python source, where a family's members are named
+    """The series a dashboard may read: the ones the series contract
+    (``infrascope_core.contract``, which tests/test_contract.py holds every component and
+    README to) declares by name, and Prometheus' own. A generated group of the agent
+    (``node_disk_<field>_total``: whatever the kernel lists) promises no particular
+    member; the rules pack's (``label_<key>:…``) has one per configured cost label, which
+    the rules tests check."""
 
     def problem(self, name: str) -> str | None:
-        if name in self.names:
+        if name == "up":  # Prometheus' own, per target
             return None
-        for family in self.families:
-            m = family.fullmatch(name)
-            if m:
-                member = m.group(1)
-                if f'"{member}"' in self.agent_source or f"'{member}'" in self.agent_source:
-                    return None
-                return (f"{name!r} only matches the documented family {family.pattern!r}, "
-                        f"and the agent's code names no {member!r}")
-        return f"{name!r} is not a documented series (typo?)"
-
-
-def exporter_series(readme: str) -> set[str]:
-    names = set()
-    for line in _section(readme, "Metrics").splitlines():
-        if line.startswith("| `"):
-            first_cell = line.split("|")[1]
-            names.update(re.findall(r"`(hetzner_\w+)`", first_cell))
-    return names
-
-
-def agent_series(readme: str) -> tuple[set[str], list[re.Pattern[str]]]:
-    names: set[str] = set()
-    families: list[re.Pattern[str]] = []
-    for token in re.findall(r"`([^`]+)`", _section(readme, "Collectors and metrics")):
-        if not token.startswith(("node_", "infrascope_")):
-            continue
-        for name in _expand(token):
-            if "<" in name or "*" in name:
-                pattern = re.sub(r"<\w+>|\*", "WILDCARD", name)
-                families.append(re.compile(re.escape(pattern).replace("WILDCARD", r"(\w+)")))
-            else:
-                names.add(name)
-    return names, families
-
-
-def rules_series(rule_files: Iterable[Path]) -> set[str]:
-    """Recorded series, and the series the (promtool- and Prometheus-tested) rules read."""
-    names = set()
-    for path in rule_files:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                if "record" in rule:
-                    names.add(rule["record"])
-                names.update(s.name for s in selectors(rule["expr"]) if s.name)
-    return names
-
-
-def recommender_series(metrics_py: Path) -> set[str]:
-    """Names the recommender's /metrics collector builds (counters get ``_total``)."""
-    source = metrics_py.read_text()
-    names = set(re.findall(r'GaugeMetricFamily\(\s*"(\w+)"', source))
-    names.update(f"{n}_total" for n in re.findall(r'CounterMetricFamily\(\s*"(\w+)"', source))
-    return names
+        declared = contract.lookup(name)
+        if declared is None:
+            return f"{name!r} is not a documented series (typo?)"
+        if declared.generated and contract.AGENT in declared.emitted_by:
+            return (f"{name!r} only matches the documented family {declared.name!r}: "
+                    "declare the series itself in the contract")
+        return None
 
 
 @cache
 def documented_series() -> Documented:
-    agent_names, families = agent_series((REPO / "agent" / "README.md").read_text())
-    names = (exporter_series((REPO / "exporter" / "README.md").read_text())
-             | agent_names
-             | rules_series(sorted((REPO / "prometheus" / "rules").glob("*.rules.yml")))
-             | recommender_series(REPO / "recommender" / "src" / "infrascope_recommender"
-                                  / "metrics.py")
-             | {"up"})  # Prometheus' own, per target
-    agent_source = "\n".join(p.read_text() for p in
-                             sorted((REPO / "agent" / "src").rglob("*.py")))
-    return Documented(frozenset(names), tuple(families), agent_source)
+    return Documented()
 
 
 def expected_jobs() -> dict[str, str]:

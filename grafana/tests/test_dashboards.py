@@ -164,7 +164,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Json]], None], str]] = [
      "':monthly_cost_euro:avg1d' is not a documented series"),
     ("undocumented member of a documented family",
      _set_expr("Load average", 'rate(node_disk_reeds_completed_total{job="infrascope-agent"}'
-               "[$__rate_interval])"), "the agent's code names no 'reeds_completed_total'"),
+               "[$__rate_interval])"), "declare the series itself in the contract"),
     ("missing unit",
      lambda b: panel(_server(b), "Load average")["fieldConfig"]["defaults"].pop("unit"),
      "no or invalid unit None"),

@@ -110,11 +110,18 @@ class Family:
         """Whether ``name`` (as PromQL sees it) is this family or one of its group."""
         return _pattern(self.name).fullmatch(name) is not None
 
+    def member(self, name: str) -> str | None:
+        """What ``name`` puts in the placeholder of a generated group
+        (``node_memory_<field>_bytes``, ``node_memory_MemTotal_bytes`` -> ``MemTotal``);
+        None when ``name`` is not of the group or the family is not one."""
+        m = _pattern(self.name).fullmatch(name)
+        return m.group(1) if m and m.groups() else None
+
 
 @cache
 def _pattern(name: str) -> re.Pattern[str]:
     parts = re.split(r"<[a-z_]+>", name)
-    return re.compile("[A-Za-z0-9_]+?".join(re.escape(p) for p in parts))
+    return re.compile("([A-Za-z0-9_]+?)".join(re.escape(p) for p in parts))
 
 
 def _g(name: str, unit: str, help_: str, labels: Iterable[str], by: str | tuple[str, ...],
@@ -345,6 +352,10 @@ _AGENT = (
        "Seconds the CPUs spent in guests (VMs) for each mode.", ("cpu", "mode"), AGENT, "cpu"),
     _g("node_memory_<field>_bytes", "bytes",
        "Memory information field <field> (/proc/meminfo).", (), AGENT, "meminfo"),
+    _g("node_memory_MemTotal_bytes", "bytes", "Memory information field MemTotal_bytes.", (),
+       AGENT, "meminfo"),
+    _g("node_memory_MemAvailable_bytes", "bytes",
+       "Memory information field MemAvailable_bytes.", (), AGENT, "meminfo"),
     _g("node_memory_<field>", "",
        "Memory information field <field> (/proc/meminfo, a count).", (), AGENT, "meminfo"),
     _g("node_filesystem_size_bytes", "bytes", "Filesystem size in bytes.",
@@ -369,6 +380,10 @@ _AGENT = (
        "Bytes received by a network device.", ("device",), AGENT, "netdev"),
     _c("node_network_transmit_bytes_total", "bytes",
        "Bytes sent by a network device.", ("device",), AGENT, "netdev"),
+    _c("node_network_receive_packets_total", "",
+       "Packets received by a network device.", ("device",), AGENT, "netdev"),
+    _c("node_network_transmit_packets_total", "",
+       "Packets sent by a network device.", ("device",), AGENT, "netdev"),
     _g("node_load1", "", "1m load average.", (), AGENT, "loadavg"),
     _g("node_load5", "", "5m load average.", (), AGENT, "loadavg"),
     _g("node_load15", "", "15m load average.", (), AGENT, "loadavg"),
@@ -397,6 +412,10 @@ _AGENT = (
        AGENT, "diskstats"),
     _g("node_disk_io_now", "", "The number of I/Os currently in progress.", ("device",), AGENT,
        "diskstats"),
+    _c("node_disk_reads_completed_total", "",
+       "The total number of reads completed successfully.", ("device",), AGENT, "diskstats"),
+    _c("node_disk_writes_completed_total", "",
+       "The total number of writes completed successfully.", ("device",), AGENT, "diskstats"),
     _c("node_disk_read_bytes_total", "bytes", "The total number of bytes read successfully.",
        ("device",), AGENT, "diskstats"),
     _c("node_disk_written_bytes_total", "bytes",

@@ -43,15 +43,17 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from infrascope_core import contract
+
 from .config import PrometheusSettings
 from .model import CostSummary, Fleet, Server, ServerKey, ServerType, Service
 from .promql import PrometheusClient, PrometheusError, QueryCancelled, display_url
 
 log = logging.getLogger(__name__)
 
-#: Filesystems that hold no data of the server (the rules pack's disk alert ignores the
-#: same ones).
-DISK_FSTYPE_EXCLUDE = "tmpfs|ramfs|squashfs|iso9660|overlay|nsfs|fuse.lxcfs"
+#: Filesystems that hold no data of the server (the series contract's, which the rules
+#: pack and the dashboards leave out too).
+DISK_FSTYPE_EXCLUDE = contract.excluded_fstypes_regex()
 
 _UTILISATION_FIELDS = {
     "source_server_id:cpu_utilisation:avg30d": "cpu_avg",
