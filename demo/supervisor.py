@@ -200,9 +200,37 @@ class Supervisor:
                     killed.append(name)
                     proc.kill()
                     proc.wait()
-                # Anything the component started in its group goes with it.
+                # Anything the component started in its group goes with it, and is gone
+                # when stop returns (a signal is delivered, not awaited).
                 _signal_group(proc.pid, signal.SIGKILL)
+                _wait_group_gone(proc.pid, time.monotonic() + GROUP_EXIT_SECONDS)
             return killed
+
+
+GROUP_EXIT_SECONDS = 5.0
+"""How long stop waits for a SIGKILLed group's processes to die (they do at once on an
+idle machine; a loaded one can take a scheduling round or two)."""
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
