@@ -775,14 +775,26 @@ def test_a_killed_recommender_is_reported_and_restarted(demo: DemoStack) -> None
 # --------------------------------------------------------------------------------------
 # Signals: SIGINT/SIGTERM to make, or to the demo, stop everything
 # --------------------------------------------------------------------------------------
+DEFAULT_SIGNALS_THEN_EXEC = (
+    "import os, signal, sys\n"
+    "for signum in (signal.SIGINT, signal.SIGQUIT):\n"
+    "    signal.signal(signum, signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n")
+
+
 def start_make_demo(tmp: Path) -> tuple[subprocess.Popen[str], Path, list[str], Path]:
     state = tmp / "state"
     args = ["--state-dir", str(state)] + [a for n in PORTS for a in (f"--{n}-port", "0")]
     lines: list[str] = []
     err = tmp / "make.stderr"
     with open(err, "w") as fh:
-        # Its own session: a signal meant for make's pid alone, as from `kill`.
-        proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
+        # Its own session: a signal meant for make's pid alone, as from `kill`. With
+        # SIGINT and SIGQUIT handled as in a terminal: a test run in the background of a
+        # shell without job control (`nohup pytest … &`, a CI step) inherits them ignored,
+        # and make, which keeps an ignored SIGINT ignored, would never hear the Ctrl-C this
+        # test sends (a 20-run series failed that way). Restored, then make exec'd: same pid.
+        proc = subprocess.Popen([sys.executable, "-c", DEFAULT_SIGNALS_THEN_EXEC,
+                                 "make", "--no-print-directory", "-C", str(ROOT),
                                  "-o", ".venv/.installed", "demo",
                                  "DEMO_ARGS=" + " ".join(args)],
                                 stdout=subprocess.PIPE, stderr=fh, text=True,
