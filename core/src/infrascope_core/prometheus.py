@@ -167,7 +167,8 @@ class Prometheus(Service, PrometheusAPI):
     ``data_dir``; ``data_dir`` to ``workdir/data`` (both ``None``: a temporary folder,
     removed at stop). ``flags`` are appended to the command line; unless one of them
     sets it, ``--storage.tsdb.retention.time`` is ``retention`` (60d: backfilled 30-day
-    data is not deleted at once, as with the default 15d).
+    data is not deleted at once, as with the default 15d) and ``--web.external-url`` its
+    own URL (the generator URL of its alerts).
 
     :meth:`start` returns once ``/-/ready`` answers 200, within ``ready_timeout``
     seconds, or raises :class:`PrometheusError` (with the end of the log). :meth:`stop`
@@ -218,6 +219,8 @@ class Prometheus(Service, PrometheusAPI):
                f"--web.listen-address=127.0.0.1:{self.port}"]
         if not any(f.startswith("--storage.tsdb.retention.time") for f in self.flags):
             cmd.append(f"--storage.tsdb.retention.time={self.retention}")
+        if not any(f.startswith("--web.external-url") for f in self.flags):
+            cmd.append(f"--web.external-url={self.url}")  # alerts link back to it
         return cmd + self.flags
 
     def rule_groups(self) -> list[dict[str, Any]]:
