@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .service import OPENER, Service, ServiceError, config_text, executable, find_binary, run_tool
+from .service import OPENER, Service, ServiceError, Tool, config_text, executable, find_binary
 
 ALERTMANAGER = find_binary("alertmanager", "prometheus-alertmanager")
 AMTOOL = find_binary("amtool")
@@ -63,13 +63,11 @@ class Alertmanager(Service):
 
     @property
     def config_file(self) -> Path:
-        if self.config_path is not None:
-            return self.config_path
-        return self.dir / f"alertmanager-{self.port}.yml"
+        return self.config_path if self.config_path is not None else self.file(".yml")
 
     @property
     def storage_path(self) -> Path:
-        return self.dir / f"alertmanager-{self.port}-data"
+        return self.file("-data")
 
     def prepare(self) -> None:
         if self.config_text is not None:
@@ -110,21 +108,11 @@ class Alertmanager(Service):
                 raise self.error(f"POST /api/v2/alerts: HTTP {r.status}")
 
 
-class Amtool:
-    """``amtool`` commands, run to their end; each returns the
-    :class:`subprocess.CompletedProcess` (text output) for the caller to judge."""
+class Amtool(Tool):
+    """``amtool`` commands, run to their end (:class:`~infrascope_core.service.Tool`)."""
 
     def __init__(self, binary: str = AMTOOL, timeout: float = 30.0) -> None:
-        self.binary = binary
-        self.timeout = timeout
-
-    def available(self) -> bool:
-        return executable(self.binary)
-
-    def run(self, *args: str | Path, timeout: float | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return run_tool([self.binary, *map(str, args)],
-                        timeout=self.timeout if timeout is None else timeout)
+        super().__init__(binary, timeout)
 
     def check_config(self, file: str | Path) -> subprocess.CompletedProcess[str]:
         """``amtool check-config FILE``."""

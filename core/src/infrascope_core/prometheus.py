@@ -42,6 +42,7 @@ from .service import (
     OPENER,
     Service,
     ServiceError,
+    Tool,
     config_text,
     executable,
     find_binary,
@@ -206,7 +207,7 @@ class Prometheus(Service, PrometheusAPI):
 
     @property
     def config_file(self) -> Path:
-        return self.dir / f"prometheus-{self.port}.yml"
+        return self.file(".yml")
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -275,23 +276,11 @@ def parse_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 # ----------------------------------------------------------------------------
 # promtool
 # ----------------------------------------------------------------------------
-class Promtool:
-    """``promtool`` commands, run to their end (:func:`run_tool`); each returns the
-    :class:`subprocess.CompletedProcess` (text output) for the caller to judge."""
+class Promtool(Tool):
+    """``promtool`` commands, run to their end (:class:`~infrascope_core.service.Tool`)."""
 
     def __init__(self, binary: str = PROMTOOL, timeout: float = 240.0) -> None:
-        self.binary = binary
-        self.timeout = timeout
-
-    def available(self) -> bool:
-        return executable(self.binary)
-
-    def run(self, *args: str | Path, input: str | bytes | None = None,
-            timeout: float | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        """``promtool ARGS...`` (``input`` on its stdin)."""
-        return run_tool([self.binary, *map(str, args)], input=input, cwd=cwd,
-                        timeout=self.timeout if timeout is None else timeout)
+        super().__init__(binary, timeout)
 
     def check_metrics(self, exposition: str | bytes) -> subprocess.CompletedProcess[str]:
         """``promtool check metrics`` of a text exposition."""

@@ -227,9 +227,14 @@ class Service:
             raise self.error(f"{self.name}: no work folder before start")
         return self.workdir
 
+    def file(self, suffix: str) -> Path:
+        """``<workdir>/<name>-<port><suffix>``: where this instance keeps a file (each
+        instance its own, even in a shared work folder)."""
+        return self.dir / f"{self.name}-{self.port}{suffix}"
+
     @property
     def log_file(self) -> Path:
-        return self.dir / f"{self.name}-{self.port}.log"
+        return self.file(".log")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -337,6 +342,26 @@ class Service:
 # ----------------------------------------------------------------------------
 # One-shot tools
 # ----------------------------------------------------------------------------
+class Tool:
+    """A command-line program run to its end (promtool, amtool): :meth:`run` returns the
+    :class:`subprocess.CompletedProcess` (text output) for the caller to judge."""
+
+    def __init__(self, binary: str, timeout: float) -> None:
+        self.binary = binary
+        self.timeout = timeout
+
+    def available(self) -> bool:
+        return executable(self.binary)
+
+    def run(self, *args: str | Path, input: str | bytes | None = None,
+            timeout: float | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """``BINARY ARGS...`` (``input`` on its stdin), killed after ``timeout``
+        (default: the tool's)."""
+        return run_tool([self.binary, *map(str, args)], input=input, cwd=cwd,
+                        timeout=self.timeout if timeout is None else timeout)
+
+
 _tools: set[subprocess.Popen[bytes]] = set()
 _tools_lock = threading.Lock()
 

@@ -63,13 +63,11 @@ class VictoriaMetrics(Service, PrometheusAPI):
 
     @property
     def data_dir(self) -> Path:
-        if self._data_dir is not None:
-            return self._data_dir
-        return self.dir / f"victoria-metrics-{self.port}-data"
+        return self._data_dir if self._data_dir is not None else self.file("-data")
 
     @property
     def scrape_config_file(self) -> Path:
-        return self.dir / f"victoria-metrics-{self.port}-scrape.yml"
+        return self.file("-scrape.yml")
 
     def prepare(self) -> None:
         if self.scrape_config is not None:
