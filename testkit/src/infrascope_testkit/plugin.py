@@ -62,12 +62,20 @@ class Started:
         return service.start()
 
     def stop_all(self) -> None:
+        """Stop every service, the last started first (each even when stopping another
+        one failed; the first failure is raised at the end), and print its log's end."""
+        failure: BaseException | None = None
         for service in reversed(self.services):
-            service.stop()
+            try:
+                service.stop()
+            except BaseException as exc:  # the others are stopped all the same
+                failure = failure or exc
             tail = service.logs(3000)
             if tail:
                 print(f"--- {service.name} log ({service.log_file}), last 3000 characters:\n"
                       f"{tail}")
+        if failure is not None:
+            raise failure
 
 
 @pytest.fixture
