@@ -8,7 +8,7 @@
 VENV ?= .venv
 PY = $(VENV)/bin/python
 
-PROJECTS = core simulator exporter agent recommender cli
+PROJECTS = core simulator exporter agent recommender cli testkit
 SRC_DIRS = $(addsuffix /src,$(PROJECTS))
 STAMP = $(VENV)/.installed
 

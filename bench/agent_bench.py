@@ -43,17 +43,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infrascope_core.service import free_port
+
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 SCRAPES = 100
 WARMUP = 3
 RSS_LIMIT_MB = 40.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

@@ -55,6 +55,7 @@ from infrascope_cli import history as cli_history
 from infrascope_cli import main as cli_main
 from infrascope_cli import rulespack
 from infrascope_core.prometheus import Prometheus
+from infrascope_core.service import free_port
 from infrascope_exporter import backfill as exporter_backfill
 from infrascope_exporter import config as exporter_config
 from infrascope_recommender import cli as recommender_cli
@@ -1346,14 +1347,6 @@ def test_the_cli_image_installs_what_history_load_runs() -> None:
 # --------------------------------------------------------------------------------------
 # 7. The history service's command line, run here as the demo's container runs it
 # --------------------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def blocks(data: Path) -> list[str]:
     return sorted(p.name for p in data.iterdir() if (p / "meta.json").is_file())
 

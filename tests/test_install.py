@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from infrascope_core.service import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_SH = REPO / "scripts" / "install.sh"
@@ -204,12 +205,6 @@ exit 0
         timeout=timeout)
     assert result.returncode == 0, (result.stdout, result.stderr)
     return result.stdout, log.read_text().splitlines()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_service_file(path: Path, text: str) -> None:

@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import http.client
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ from infrascope_agent.cli import FILTER_ALIASES, build_parser
 from infrascope_agent.exposition import render
 from infrascope_agent.registry import COLLECTORS, Registry, Settings, agent_registry, build
 from infrascope_agent.web import AgentServer
+from infrascope_core.service import free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 LOGFMT_LINE = re.compile(r'^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=[a-z]+ '
                          r'msg=("[^"]*"|\S+)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

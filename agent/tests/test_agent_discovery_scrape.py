@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from agent_discovery_testlib import (
     FIXTURES,
     FakeDockerDaemon,
@@ -24,6 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 
 import infrascope_agent.collectors  # noqa: F401 - registers every collector
 from infrascope_agent.registry import COLLECTORS, Registry, Settings, build
+from infrascope_core.prometheus import Promtool
 
 WEB = "3f4e8b1c2d5a6978e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
 DISCOVERY = ("docker", "systemd", "ports")
@@ -79,10 +77,7 @@ def discovery_registry(tmp_path: Path) -> tuple[CollectorRegistry, FakeDockerDae
     return registry, daemon
 
 
-def test_agent_discovery_exposition_passes_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
+def test_agent_discovery_exposition_passes_promtool(promtool: Promtool, tmp_path: Path) -> None:
     registry, daemon = discovery_registry(tmp_path)
     with daemon:
         text = generate_latest(registry)
@@ -97,7 +92,6 @@ def test_agent_discovery_exposition_passes_promtool(tmp_path: Path) -> None:
     assert decoded.count("node_scrape_collector_success{") == 3
     # docker and systemd both emit infrascope_service_info: one family, one HELP/TYPE
     assert decoded.count("# TYPE infrascope_service_info gauge") == 1
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                          timeout=60)
+    proc = promtool.check_metrics(text)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == b"" and proc.stderr.strip() == b"", proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr

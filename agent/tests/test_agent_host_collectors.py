@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -31,9 +29,9 @@ from infrascope_agent.collectors.stat import StatCollector
 from infrascope_agent.collectors.uname import UnameCollector
 from infrascope_agent.registry import COLLECTORS, Collector, Registry, Settings, build
 from infrascope_agent.web import AgentServer
+from infrascope_core.node_exporter import NodeExporter
+from infrascope_core.prometheus import Promtool
 
-PROMTOOL = "/usr/bin/promtool"
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 HOST = ("cpu", "meminfo", "filesystem", "netdev", "loadavg", "stat", "uname", "diskstats")
 
 PROC_STAT = """\
@@ -550,51 +548,25 @@ def test_ten_concurrent_scrapes(agent: str) -> None:
 
 # -- promtool ----------------------------------------------------------------------------
 
-def promtool_problems(exposition: bytes) -> set[str]:
-    proc = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition,
-                          capture_output=True, timeout=60)
-    lines = (proc.stdout + proc.stderr).decode().splitlines()
+def promtool_problems(promtool: Promtool, exposition: bytes) -> set[str]:
+    proc = promtool.check_metrics(exposition)
+    lines = (proc.stdout + proc.stderr).splitlines()
     return {line.strip() for line in lines if line.strip()}
-
-
-def node_exporter_exposition(tmp_path: Path) -> bytes:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with open(tmp_path / "node.log", "wb") as log:
-        proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                            timeout=5) as resp:
-                    return bytes(resp.read())
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 CAMEL = re.compile(r"^node_memory_\w+ metric names should be written in 'snake_case' not "
                    r"'camelCase'$")
 
 
-@pytest.mark.skipif(not (Path(PROMTOOL).exists() and Path(NODE_EXPORTER).exists()),
-                    reason="promtool / node_exporter missing (Debian prometheus, "
-                           "prometheus-node-exporter)")
-def test_promtool_only_complains_like_about_node_exporter(tmp_path: Path) -> None:
+def test_promtool_only_complains_like_about_node_exporter(
+        promtool: Promtool, node_exporter: Callable[..., NodeExporter]) -> None:
     """The agent's full exposition (every default collector, this host) passes
     ``promtool check metrics`` except for node_exporter's own camelCase meminfo names,
     kept for node-mixin compatibility; promtool says the same about node_exporter."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Registry(build(Settings())))
-    ours = promtool_problems(generate_latest(registry))
-    node = promtool_problems(node_exporter_exposition(tmp_path))
+    ours = promtool_problems(promtool, generate_latest(registry))
+    node = promtool_problems(promtool, node_exporter().scrape())
     print(f"promtool: agent {len(ours)} problems, node_exporter {len(node)}")
     assert ours, "expected the meminfo camelCase complaints"
     assert {p for p in ours if not CAMEL.match(p)} == set()

@@ -16,13 +16,10 @@
 from __future__ import annotations
 
 import math
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +33,12 @@ from infrascope_agent.collectors.filesystem import (
 )
 from infrascope_agent.registry import COLLECTORS, Registry, Settings, build
 from infrascope_agent.web import AgentServer
+from infrascope_core.node_exporter import NodeExporter
+from infrascope_core.node_exporter import binary_available as node_exporter_available
 
-NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 OURS = ("cpu", "meminfo", "filesystem", "netdev", "loadavg", "stat", "uname", "diskstats")
 
-pytestmark = pytest.mark.skipif(not Path(NODE_EXPORTER).exists(),
+pytestmark = pytest.mark.skipif(not node_exporter_available(),
                                 reason="node_exporter missing (apt-get install "
                                        "prometheus-node-exporter)")
 
@@ -78,57 +76,9 @@ def host_families(text: str) -> dict[str, Family]:
                                                                  "node_exporter_"))}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def get(url: str, timeout: float = 10.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return str(resp.read().decode())
-
-
-@dataclass
-class NodeExporter:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-
-@contextmanager
-def node_exporter(args: list[str], tmp_path: Path) -> Iterator[NodeExporter]:
-    """node_exporter on a free loopback port, once it answers (bounded wait)."""
-    for _attempt in range(3):
-        port = free_port()
-        log_path = tmp_path / f"node_exporter-{port}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
-                                     *args], stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 15
-        answered = False
-        while not answered and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                get(url, timeout=2)
-                answered = True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        if proc.poll() is not None:
-            continue  # most likely lost the race for the port: try another
-        try:
-            if not answered:
-                pytest.fail(f"node_exporter did not answer within 15 s:\n"
-                            f"{log_path.read_text()[-2000:]}")
-            yield NodeExporter(url, proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return
-    pytest.fail(f"node_exporter did not start:\n{log_path.read_text()[-2000:]}")
 
 
 def serve_agent(settings: Settings, collectors: Sequence[str] = OURS) -> AgentServer:
@@ -167,9 +117,9 @@ def scrapes(request: pytest.FixtureRequest,
     tmp = tmp_path_factory.mktemp(f"node-{request.param}")
     agent = serve_agent(Settings(extra=extra))
     try:
-        with node_exporter(node_args, tmp) as node:
+        with NodeExporter(node_args, workdir=tmp) as node:
             # node_exporter's collect[] restricts a scrape to the named collectors.
-            node_url = node.url + "?" + "&".join(f"collect[]={c}" for c in OURS)
+            node_url = node.metrics_url + "?" + "&".join(f"collect[]={c}" for c in OURS)
             ours_url = f"http://127.0.0.1:{agent.port}/metrics"
             get(ours_url)  # warm both up (first-scrape costs)
             get(node_url)
@@ -410,9 +360,9 @@ def scrape_fixture(tmp_path: Path, proc: Path, sys_: Path, udev: Path,
     agent = serve_agent(Settings(procfs=str(proc), sysfs=str(sys_),
                                  extra={"path.udev.data": str(udev)}), collectors)
     try:
-        with node_exporter(args, tmp_path) as node:
+        with NodeExporter(args, workdir=tmp_path) as node:
             ours = host_families(get(f"http://127.0.0.1:{agent.port}/metrics"))
-            theirs = host_families(get(node.url))
+            theirs = host_families(get(node.metrics_url))
     finally:
         agent.stop()
     return ours, theirs

@@ -9,16 +9,18 @@ them, with nothing to switch.
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import yaml
+
+from infrascope_core.alertmanager import ALERTMANAGER, AMTOOL, Amtool
+from infrascope_core.prometheus import PROMETHEUS
+
+__all__ = ["ALERTMANAGER", "AMTOOL", "PROMETHEUS"]  # the binaries, for the skip markers
 
 AM_DIR = Path(__file__).resolve().parents[1]
 ROOT = AM_DIR.parent
@@ -28,10 +30,6 @@ FALLBACK_RULES = FIXTURES / "fallback-alerts.rules.yml"
 PRODUCTION = AM_DIR / "alertmanager.yml"
 DEMO = AM_DIR / "alertmanager.demo.yml"
 TEMPLATE_GLOB = str(AM_DIR / "templates" / "*.tmpl")
-
-AMTOOL = "/usr/bin/amtool"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-PROMETHEUS = "/usr/bin/prometheus"
 
 # The label contract with the rules pack (README.md "Label and annotation contract").
 SEVERITIES = ("critical", "warning", "info")
@@ -116,19 +114,19 @@ def matcher_arg(name: str, value: str) -> str:
 
 def routes_test(config: Path, labels: dict[str, str],
                 receivers: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [AMTOOL, "config", "routes", "test", f"--config.file={config}"]
+    args = ["config", "routes", "test", f"--config.file={config}"]
     if receivers is not None:
-        cmd.append(f"--verify.receivers={receivers}")
-    cmd += [matcher_arg(k, v) for k, v in labels.items()]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        args.append(f"--verify.receivers={receivers}")
+    args += [matcher_arg(k, v) for k, v in labels.items()]
+    return Amtool().run(*args)
 
 
 def render_template(text: str, data: Path, *, html: bool = False) -> str:
-    cmd = [AMTOOL, "template", "render", f"--template.glob={TEMPLATE_GLOB}",
-           f"--template.text={text}", f"--template.data={data}"]
+    args = ["template", "render", f"--template.glob={TEMPLATE_GLOB}",
+            f"--template.text={text}", f"--template.data={data}"]
     if html:
-        cmd.append("--template.type=html")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        args.append("--template.type=html")
+    proc = Amtool().run(*args)
     assert proc.returncode == 0, f"amtool template render failed:\n{proc.stderr}"
     return proc.stdout
 
@@ -141,31 +139,3 @@ def load_render_demo() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
-             procs: tuple[subprocess.Popen[bytes], ...] = ()) -> Any:
-    """Poll ``check`` until it returns something truthy; fail early if a process died."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                args = proc.args
-                name = args[0] if isinstance(args, list | tuple) else args
-                raise AssertionError(f"{name!s} exited with {proc.returncode} "
-                                     f"while waiting for {what}")
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")

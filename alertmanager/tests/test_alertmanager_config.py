@@ -9,25 +9,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from alertmanager_testlib import (
-    ALERTMANAGER,
-    AMTOOL,
-    DEMO,
-    PRODUCTION,
-    free_port,
-    load_render_demo,
-    wait_for,
-)
+from alertmanager_testlib import AMTOOL, DEMO, PRODUCTION, load_render_demo
+
+from infrascope_core.alertmanager import Alertmanager, Amtool
 
 pytestmark = pytest.mark.skipif(not Path(AMTOOL).exists(),
                                 reason="amtool (Debian prometheus-alertmanager) is not installed")
@@ -63,9 +53,8 @@ def walk(node: Any, path: str = "") -> list[tuple[str, str, Any]]:
 
 
 @pytest.mark.parametrize("config", [PRODUCTION, DEMO], ids=["production", "demo"])
-def test_amtool_check_config(config: Path) -> None:
-    proc = subprocess.run([AMTOOL, "check-config", str(config)],
-                          capture_output=True, text=True, timeout=30)
+def test_amtool_check_config(amtool: Amtool, config: Path) -> None:
+    proc = amtool.check_config(config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
     assert "1 templates" in proc.stdout
@@ -99,7 +88,7 @@ def test_demo_receivers_are_local_webhooks() -> None:
             assert hook["url"].endswith("/" + receiver["name"])
 
 
-def test_fast_render_changes_only_timings(tmp_path: Path) -> None:
+def test_fast_render_changes_only_timings(amtool: Amtool, tmp_path: Path) -> None:
     render_demo = load_render_demo()
     production = load(PRODUCTION)
     fast = render_demo.render(production, "http://127.0.0.1:1/alerts", fast=True,
@@ -115,7 +104,7 @@ def test_fast_render_changes_only_timings(tmp_path: Path) -> None:
     assert fast["templates"] == [str(PRODUCTION.parent / "templates" / "*.tmpl")]
     out = tmp_path / "fast.yml"
     out.write_text(render_demo.dump(fast))
-    proc = subprocess.run([AMTOOL, "check-config", str(out)], capture_output=True, text=True)
+    proc = amtool.check_config(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -160,28 +149,13 @@ def test_production_shape() -> None:
     assert {"alertname", "source", "server_id"} <= set(first["equal"])
 
 
-@pytest.mark.skipif(not Path(ALERTMANAGER).exists(), reason="alertmanager is not installed")
-def test_alertmanager_loads_production_config(tmp_path: Path) -> None:
+def test_alertmanager_loads_production_config(alertmanager: Callable[..., Alertmanager]
+                                              ) -> None:
     """The real Alertmanager starts on the production file (secret files absent: they are
     read at send time) and, with --data.retention=192h, warns about nothing."""
-    port = free_port()
-    log = tmp_path / "alertmanager.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={PRODUCTION}", f"--storage.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-             f"--web.external-url=http://127.0.0.1:{port}", "--data.retention=192h"],
-            stdout=out, stderr=subprocess.STDOUT)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        wait_for("Alertmanager /-/ready",
-                 lambda: opener.open(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200,
-                 procs=(proc,))
-        with opener.open(f"http://127.0.0.1:{port}/api/v2/status", timeout=5) as resp:
-            status = json.loads(resp.read())
-        assert status["config"]["original"]  # loaded
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    text = log.read_text()
+    am = alertmanager(PRODUCTION, flags=["--data.retention=192h"])
+    status = am.get("/status")
+    assert status["config"]["original"]  # loaded
+    am.stop()
+    text = am.log_file.read_text()
     assert "level=warn" not in text and "level=error" not in text, text

@@ -30,13 +30,9 @@ Prometheus posts them, reach each receiver as one notification listing every ser
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,12 +46,14 @@ from alertmanager_testlib import (
     PROMETHEUS,
     REQUIRED_ANNOTATIONS,
     alert_rules,
-    free_port,
     load_render_demo,
     render_template,
     rule_files,
-    wait_for,
 )
+
+from infrascope_core.alertmanager import Alertmanager
+from infrascope_core.prometheus import Prometheus
+from infrascope_core.service import wait_until
 
 pytestmark = pytest.mark.skipif(
     not (Path(PROMETHEUS).exists() and Path(ALERTMANAGER).exists()),
@@ -101,12 +99,7 @@ INHIBITED = "InfraScopeHetznerApiFailing"
 UNROUTED = "InfraScopeServerPriceUnknown"
 FIRED = (PAGED, DIGESTED, INHIBITED, UNROUTED)
 
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-
-
-def get_json(url: str) -> Any:
-    with OPENER.open(url, timeout=5) as resp:
-        return json.loads(resp.read())
+IGNORED = (OSError, KeyError, ValueError)  # answers not there yet: ask again
 
 
 class Sink:
@@ -195,33 +188,9 @@ def render_rules(tmp_path: Path) -> list[Path]:
     return out
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-
-def start(cmd: list[str], log: Path, procs: list[subprocess.Popen[bytes]]
-          ) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
-    procs.append(proc)
-    return proc
-
-
 def test_alert_from_real_series_reaches_the_sink(
-        tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+        tmp_path: Path, prometheus: Callable[..., Prometheus],
+        alertmanager: Callable[..., Alertmanager]) -> None:
     rules = {a.name: a for a in alert_rules() if a.name in FIRED}
     assert set(rules) == set(FIRED), f"rules missing: {set(FIRED) - set(rules)}"
     sink, exporter = Sink(), exposition_server()
@@ -229,19 +198,10 @@ def test_alert_from_real_series_reaches_the_sink(
     try:
         # Alertmanager: the production tree with webhook receivers pointing at the sink.
         render_demo = load_render_demo()
-        am_config = tmp_path / "alertmanager.yml"
-        am_config.write_text(render_demo.dump(render_demo.render(
+        am = alertmanager(render_demo.dump(render_demo.render(
             yaml.safe_load(PRODUCTION.read_text()), f"http://127.0.0.1:{sink.port}/alerts",
-            fast=True, template_dir=PRODUCTION.parent)))
-        am_port = free_port()
-        am = start([ALERTMANAGER, f"--config.file={am_config}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
-                    f"--web.external-url=http://127.0.0.1:{am_port}", "--log.level=warn"],
-                   tmp_path / "alertmanager.log", processes)
-        am_url = f"http://127.0.0.1:{am_port}"
-        wait_for("Alertmanager ready",
-                 lambda: OPENER.open(am_url + "/-/ready", timeout=2).status == 200, procs=(am,))
+            fast=True, template_dir=PRODUCTION.parent)), flags=["--log.level=warn"])
+        am_url = am.url
 
         # Prometheus: scrapes the exposition as job "hetzner", evaluates the rules every second.
         prom_config = {
@@ -249,27 +209,19 @@ def test_alert_from_real_series_reaches_the_sink(
                        "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in render_rules(tmp_path)],
             "alerting": {"alertmanagers": [{"api_version": "v2", "static_configs": [
-                {"targets": [f"127.0.0.1:{am_port}"]}]}]},
+                {"targets": [am.address]}]}]},
             "scrape_configs": [{"job_name": "hetzner", "static_configs": [
                 {"targets": [f"127.0.0.1:{exporter.server_address[1]}"]}]}],
         }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-        prom_port = free_port()
-        prom = start([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                      f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                      f"--web.listen-address=127.0.0.1:{prom_port}",
-                      f"--web.external-url=http://127.0.0.1:{prom_port}",
-                      "--storage.tsdb.retention.time=1d", "--log.level=warn"],
-                     tmp_path / "prometheus.log", processes)
+        prom = prometheus(prom_config, retention="1d", flags=["--log.level=warn"])
         procs = (am, prom)
-        wait_for("Prometheus ready", lambda: OPENER.open(
-            f"http://127.0.0.1:{prom_port}/-/ready", timeout=2).status == 200, procs=procs)
-        groups = get_json(f"http://127.0.0.1:{prom_port}/api/v1/rules")["data"]["groups"]
+        groups = prom.rule_groups()
         assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups
 
         # 1. The critical alert pages: the "pager" receiver's webhook gets it.
-        path, payload, alert = wait_for(f"{PAGED} at the sink",
-                                        lambda: sink.alerts(PAGED), DEADLINE, procs)[0]
+        path, payload, alert = wait_until(lambda: sink.alerts(PAGED), DEADLINE,
+                                          f"{PAGED} at the sink", alive=procs,
+                                          ignore=IGNORED)[0]
         assert path == "/alerts/pager"
         assert payload["version"] == "4"
         assert payload["status"] == "firing" and alert["status"] == "firing"
@@ -283,12 +235,13 @@ def test_alert_from_real_series_reaches_the_sink(
         assert (labels["job"], labels["api"], labels["project"]) == ("hetzner", "robot", "robot")
         check_annotations(alert, rules[PAGED].annotations)
         assert "robot" in alert["annotations"]["description"]  # templated from the series
-        assert alert["generatorURL"].startswith(f"http://127.0.0.1:{prom_port}/")
+        assert alert["generatorURL"].startswith(f"{prom.url}/")
         assert alert["fingerprint"] and alert["startsAt"]
 
         # 2. The cost alert goes to the digest, grouped by category, with the server's labels.
-        path, payload, alert = wait_for(f"{DIGESTED} at the sink",
-                                        lambda: sink.alerts(DIGESTED), DEADLINE, procs)[0]
+        path, payload, alert = wait_until(lambda: sink.alerts(DIGESTED), DEADLINE,
+                                          f"{DIGESTED} at the sink", alive=procs,
+                                          ignore=IGNORED)[0]
         assert path == "/alerts/digest" and payload["receiver"] == "digest"
         assert payload["groupLabels"] == {"category": "cost"}
         labels = alert["labels"]
@@ -301,19 +254,19 @@ def test_alert_from_real_series_reaches_the_sink(
 
         # 3. The failing-API warning reached Alertmanager and is inhibited by the rejection.
         def inhibited() -> list[dict[str, Any]]:
-            return [a for a in get_json(f"{am_url}/api/v2/alerts?filter=alertname%3D%22"
-                                        f"{INHIBITED}%22")
+            return [a for a in am.alerts(f'alertname="{INHIBITED}"')
                     if a["status"]["inhibitedBy"]]
-        suppressed = wait_for(f"{INHIBITED} inhibited in Alertmanager", inhibited, DEADLINE,
-                              procs)[0]
+        suppressed = wait_until(inhibited, DEADLINE, f"{INHIBITED} inhibited in Alertmanager",
+                                alive=procs, ignore=IGNORED)[0]
         assert suppressed["status"]["state"] == "suppressed"
         assert [r["name"] for r in suppressed["receivers"]] == ["chat"]
         assert suppressed["labels"]["api"] == "robot"
 
         # 4. The info alert reached Alertmanager, routed to the "null" receiver.
         def unrouted() -> list[dict[str, Any]]:
-            return get_json(f"{am_url}/api/v2/alerts?filter=alertname%3D%22{UNROUTED}%22")
-        info = wait_for(f"{UNROUTED} in Alertmanager", unrouted, DEADLINE, procs)[0]
+            return am.alerts(f'alertname="{UNROUTED}"')
+        info = wait_until(unrouted, DEADLINE, f"{UNROUTED} in Alertmanager", alive=procs,
+                          ignore=IGNORED)[0]
         assert [r["name"] for r in info["receivers"]] == ["null"]
 
         # Several group_wait/group_interval rounds later: neither was ever sent.
@@ -357,17 +310,9 @@ def outage_alerts(rule: Any, count: int) -> list[dict[str, Any]]:
     return out
 
 
-def post_alerts(am_url: str, alerts: list[dict[str, Any]]) -> None:
-    request = urllib.request.Request(f"{am_url}/api/v2/alerts", method="POST",
-                                     data=json.dumps(alerts).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with OPENER.open(request, timeout=5) as resp:
-        assert resp.status == 200
-
-
 @pytest.mark.skipif(not Path(AMTOOL).exists(), reason="amtool is needed to render templates")
 def test_an_outage_is_one_notification_per_alert_name_and_receiver(
-        tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+        tmp_path: Path, alertmanager: Callable[..., Alertmanager]) -> None:
     by_name = {a.name: a for a in alert_rules()}
     # One alert name per receiver that notifies: a warning (chat), a critical (pager) and
     # a cost warning (digest), each firing for many servers in the same second.
@@ -381,28 +326,18 @@ def test_an_outage_is_one_notification_per_alert_name_and_receiver(
     threads = [serve(sink.server)]
     try:
         render_demo = load_render_demo()
-        am_config = tmp_path / "alertmanager.yml"
-        am_config.write_text(render_demo.dump(render_demo.render(
+        am = alertmanager(render_demo.dump(render_demo.render(
             yaml.safe_load(PRODUCTION.read_text()), f"http://127.0.0.1:{sink.port}/alerts",
-            fast=True, template_dir=PRODUCTION.parent)))
-        am_port = free_port()
-        am = start([ALERTMANAGER, f"--config.file={am_config}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
-                    f"--web.external-url=http://127.0.0.1:{am_port}", "--log.level=warn"],
-                   tmp_path / "alertmanager.log", processes)
-        am_url = f"http://127.0.0.1:{am_port}"
-        wait_for("Alertmanager ready",
-                 lambda: OPENER.open(am_url + "/-/ready", timeout=2).status == 200, procs=(am,))
+            fast=True, template_dir=PRODUCTION.parent)), flags=["--log.level=warn"])
         # As in the outage: the alerts arrive over a second or two, in several posts.
         for rule in outages.values():
             alerts = outage_alerts(rule, OUTAGE_SERVERS)
-            post_alerts(am_url, alerts[:7])
+            am.post_alerts(alerts[:7])
             time.sleep(0.2)
-            post_alerts(am_url, alerts[7:])
+            am.post_alerts(alerts[7:])
         for receiver, rule in outages.items():
-            wait_for(f"{rule.name} at /alerts/{receiver}",
-                     lambda r=rule: sink.alerts(r.name), DEADLINE, (am,))
+            wait_until(lambda r=rule: sink.alerts(r.name), DEADLINE,
+                       f"{rule.name} at /alerts/{receiver}", alive=(am,), ignore=IGNORED)
         time.sleep(4)  # several group_wait/group_interval (1 s) rounds: nothing more comes
         with sink.lock:
             received = list(sink.received)

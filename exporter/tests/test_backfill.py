@@ -19,9 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +36,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrascope_cli import history, rulespack
+from infrascope_core.prometheus import Prometheus, binaries_available
 from infrascope_exporter import backfill
 from infrascope_exporter.config import load_config
 from infrascope_exporter.exporter import Exporter
@@ -46,11 +44,8 @@ from infrascope_sim.fleet import Fleet, load_fleet_data
 from infrascope_sim.server import Endpoints, running
 from infrascope_sim.state import Simulator
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-needs_prometheus = pytest.mark.skipif(
-    not (os.access(PROMTOOL, os.X_OK) and os.access(PROMETHEUS, os.X_OK)),
-    reason="promtool/prometheus not installed (apt-get install prometheus)")
+needs_prometheus = pytest.mark.skipif(not binaries_available(), reason="promtool/prometheus "
+                                      "not installed (apt-get install prometheus)")
 
 TOKEN = "bf-test-token-3c9a71d2"
 ROBOT_USER = "#ws+Backfill"
@@ -480,90 +475,11 @@ def test_promtool_accepts_the_file(world: World, tmp_path: Path) -> None:
     assert samples == sum(len(v) for v in Parsed(out.read_text(), strict=False).series.values())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Prometheus:
-    """/usr/bin/prometheus on a data dir, stopped by its pid."""
-
-    def __init__(self, data: Path, workdir: Path) -> None:
-        self.data = data
-        self.workdir = workdir
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text("global:\n  evaluation_interval: 1m\nscrape_configs: []\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self, port: int | None = None) -> None:
-        port = port or free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(self.workdir / f"prometheus-{port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.data}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=60d"],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError("prometheus exited: " + self.logs())
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("prometheus not ready after 60 s: " + self.logs())
-            time.sleep(0.1)
-
-    def logs(self) -> str:
-        return (self.workdir / Path(self.log.name).name).read_text()[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def restart(self) -> None:
-        """Same port: the printed rule-backfill commands hold the URL."""
-        port = int(self.url.rsplit(":", 1)[1])
-        self.stop()
-        self.start(port)
-
-    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
-        r = httpx.get(self.url + "/api/v1/query", params={"query": expr, "time": at}, timeout=30)
-        body = r.json()
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def scalar(self, expr: str, at: float) -> float:
-        result = self.query(expr, at)
-        assert len(result) == 1, (expr, result)
-        return float(result[0]["value"][1])
-
-    def query_range(self, expr: str, start: float, end: float, step: float
-                    ) -> list[dict[str, Any]]:
-        r = httpx.get(self.url + "/api/v1/query_range", timeout=60,
-                      params={"query": expr, "start": start, "end": end, "step": step})
-        body = r.json()
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-
 @pytest.fixture(scope="module")
 def prometheus_30d(world: World, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[Prometheus, Parsed, dict[str, float]]]:
     """A 30-day backfill loaded into a real Prometheus (the rules test adds to it)."""
-    if not (os.access(PROMTOOL, os.X_OK) and os.access(PROMETHEUS, os.X_OK)):
+    if not binaries_available():
         pytest.skip("promtool/prometheus not installed")
     work = tmp_path_factory.mktemp("prom30d")
     out = work / "hetzner.om"
@@ -575,7 +491,7 @@ def prometheus_30d(world: World, tmp_path_factory: pytest.TempPathFactory
     # block, so 2-hour blocks take ~9x as long on a 30-day file (see docs/backfill.md).
     blocks, timings["promtool"] = promtool_blocks(out, work / "data", "24h")
     assert blocks
-    prom = Prometheus(work / "data", work)
+    prom = Prometheus(work / "data", workdir=work)
     started = time.monotonic()
     try:
         prom.start()
@@ -673,7 +589,7 @@ def test_recording_rules_backfill_in_two_passes(world: World, prometheus_30d, tm
     start = last - 6 * 3600  # six hours keep the test short; the procedure is the same
     passes = rulespack.split_passes([("rules.yml", yaml.safe_load(RULES))])
     assert len(passes) == 2  # ratio, then avg1h (which reads ratio); the alert is dropped
-    plan = history.Plan(data_dir=prom.data, work_dir=tmp_path / "work", rules_dir=tmp_path,
+    plan = history.Plan(data_dir=prom.data_dir, work_dir=tmp_path / "work", rules_dir=tmp_path,
                         start=start, end=last, openmetrics=[], backfill=None,
                         prometheus_url=None, jobs=2, passes=passes)
     started = time.monotonic()

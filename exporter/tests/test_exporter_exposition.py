@@ -34,6 +34,7 @@ from exporter_testlib import (
     refresh_all,
     serving,
 )
+from infrascope_core.prometheus import Promtool
 from infrascope_exporter.config import (
     DEFAULT_CLOUD_ENDPOINT,
     ConfigError,
@@ -45,7 +46,6 @@ from infrascope_exporter.exposition import CACHED, label_name
 from infrascope_sim.fleet import load_fleet
 from infrascope_sim.state import Simulator
 
-PROMTOOL = "/usr/bin/promtool"
 EXPORTER_CLI = Path(sys.executable).parent / "infrascope-exporter"
 
 
@@ -64,13 +64,12 @@ def refreshed(served, make_config) -> Iterator[Exporter]:
 # ---------------------------------------------------------------------------
 # The exposition
 # ---------------------------------------------------------------------------
-@pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool (Debian prometheus) missing")
-def test_promtool_check_metrics_reports_nothing(refreshed: Exporter) -> None:
+def test_promtool_check_metrics_reports_nothing(promtool: Promtool, refreshed: Exporter
+                                                ) -> None:
     text = refreshed.rendered
     assert b"hetzner_server_cpu_cores_used" in text  # metrics were polled
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                            timeout=30)
-    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    result = promtool.check_metrics(text)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def test_no_duplicate_series(refreshed: Exporter) -> None:
@@ -155,10 +154,9 @@ def test_label_keys_are_sanitised(sim: Simulator, served, make_config) -> None:
     assert sd["41000101"]["__meta_hetzner_hcloud_labelpresent_cost_center"] == "true"
     assert sd["2391006"]["__meta_hetzner_robot_label_backup_policy"] == "none"
     # Still a valid exposition.
-    if Path(PROMTOOL).exists():
-        result = subprocess.run([PROMTOOL, "check", "metrics"], input=exporter.rendered,
-                                capture_output=True, timeout=30)
-        assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    if (promtool := Promtool()).available():
+        result = promtool.check_metrics(exporter.rendered)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A real Prometheus scrapes the exporter and discovers the agents through /sd.
 
-Prometheus (Debian's 2.42 at /usr/bin/prometheus) runs on loopback with a
+Prometheus (Debian's 2.42, from the test kit's ``prometheus`` fixture) runs on loopback with a
 configuration written to tmp_path: one job scrapes the exporter every second,
 one job (``agents``) discovers the agents with ``http_sd_configs`` pointing at
 the exporter's /sd. The demo fleet's addresses are public-looking
@@ -13,62 +13,19 @@ through Prometheus' HTTP API, then PromQL over the exporter's series.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
 from exporter_testlib import demo_config_data, refresh_all, serving
+from infrascope_core.prometheus import Prometheus, PrometheusError
+from infrascope_core.service import wait_until
 from infrascope_exporter.exporter import Exporter
 from infrascope_sim.fleet import load_fleet
 
-PROMETHEUS = "/usr/bin/prometheus"
 AGENT_PORT = 18791  # only ever written into /sd targets, never contacted
-
-pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(),
-                                reason="prometheus (Debian package) is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port that is bound but never listens: connections are refused."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    try:
-        yield int(s.getsockname()[1])
-    finally:
-        s.close()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
-             proc: subprocess.Popen[bytes] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {proc.returncode} waiting for {what}")
-        try:
-            last = check()
-            if last:
-                return last
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+IGNORED = (PrometheusError, OSError, KeyError, ValueError)  # not there yet: ask again
 
 
 def prometheus_config(exporter_port: int, closed_port: int) -> dict[str, Any]:
@@ -102,55 +59,8 @@ def prometheus_config(exporter_port: int, closed_port: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], str]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-
-    def start(config: dict[str, Any]) -> str:
-        config_file = tmp_path / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config))
-        port = free_port()
-        log = tmp_path / "prometheus.log"
-        logs.append(log)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={config_file}",
-                 f"--storage.tsdb.path={tmp_path / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}",
-                 "--storage.tsdb.retention.time=1d", "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-        procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_for("Prometheus /-/ready",
-                 lambda: httpx.get(base + "/-/ready", timeout=2).status_code == 200,
-                 proc=proc)
-        return base
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
-        for log in logs:
-            if log.exists():
-                print(log.read_text(errors="replace")[-4000:])
-
-
-def query(base: str, promql: str) -> list[dict[str, Any]]:
-    body = httpx.get(base + "/api/v1/query", params={"query": promql}, timeout=5).json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
 def test_prometheus_scrapes_exporter_and_discovers_agents(
-        served, make_config, prometheus, closed_port: int) -> None:
+        served, make_config, prometheus: Callable[..., Prometheus], closed_port: int) -> None:
     config = make_config(demo_config_data(
         served, sd={"address": "public_ipv4", "agent_port": AGENT_PORT}))
     assert (config.sd_address, config.agent_port) == ("public_ipv4", AGENT_PORT)
@@ -174,15 +84,16 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
 
     with serving(exporter) as exporter_url:
         port = int(exporter_url.rsplit(":", 1)[1])
-        prom = prometheus(prometheus_config(port, closed_port))
+        prom = prometheus(prometheus_config(port, closed_port), retention="1d",
+                          flags=["--log.level=warn"])
 
         def agent_targets() -> list[dict[str, Any]] | None:
-            data = httpx.get(prom + "/api/v1/targets", timeout=5).json()["data"]
+            data = prom.targets()
             agents = [t for t in data["activeTargets"] if t["scrapePool"] == "agents"]
             return agents if len(agents) == 19 else None
 
-        agents = wait_for("19 agent targets", agent_targets, timeout=30)
-        data = httpx.get(prom + "/api/v1/targets", timeout=5).json()["data"]
+        agents = wait_until(agent_targets, 30, "19 agent targets", alive=[prom], ignore=IGNORED)
+        data = prom.targets()
         assert [t for t in data["droppedTargets"] if t.get("scrapePool") == "agents"] == []
         seen = set()
         for t in agents:
@@ -205,23 +116,22 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
             assert "__meta_hetzner_public_ipv4" not in labels
         assert seen == set(expected)
 
-        exporter_target = wait_for(
-            "the exporter target up",
-            lambda: [t for t in httpx.get(prom + "/api/v1/targets", timeout=5).json()["data"][
-                "activeTargets"] if t["scrapePool"] == "infrascope-exporter"
-                and t["health"] == "up"], timeout=30)
+        exporter_target = wait_until(
+            lambda: [t for t in prom.targets()["activeTargets"]
+                     if t["scrapePool"] == "infrascope-exporter" and t["health"] == "up"],
+            30, "the exporter target up", alive=[prom], ignore=IGNORED)
         assert exporter_target[0]["labels"]["instance"] == f"127.0.0.1:{port}"
         assert exporter_target[0]["lastError"] == ""
 
-        wait_for("hetzner_server_info in Prometheus",
-                 lambda: query(prom, "count(hetzner_server_info)"), timeout=30)
-        info = query(prom, "hetzner_server_info")
+        wait_until(lambda: prom.query("count(hetzner_server_info)"), 30,
+                   "hetzner_server_info in Prometheus", alive=[prom], ignore=IGNORED)
+        info = prom.query("hetzner_server_info")
         assert len(info) == 19
         assert {(r["metric"]["source"], r["metric"]["server_id"]) for r in info} == set(expected)
-        assert query(prom, 'up{job="infrascope-exporter"}')[0]["value"][1] == "1"
-        cores_used = query(prom, "count(hetzner_server_cpu_cores_used)")
+        assert prom.query('up{job="infrascope-exporter"}')[0]["value"][1] == "1"
+        cores_used = prom.query("count(hetzner_server_cpu_cores_used)")
         assert cores_used[0]["value"][1] == "12"
-        joined = query(prom, "hetzner_server_monthly_cost_euros * on(source, server_id) "
+        joined = prom.query("hetzner_server_monthly_cost_euros * on(source, server_id) "
                              "group_left(server_name) hetzner_server_info")
         assert len(joined) == 19
         names = {(r["metric"]["source"], r["metric"]["server_id"]): r["metric"]["server_name"]
@@ -230,6 +140,6 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
         by_name = {r["metric"]["server_name"]: float(r["value"][1]) for r in joined}
         assert by_name["auction-box"] == pytest.approx(36.0)
         assert by_name["shop-web-1"] == pytest.approx(7.788)  # 5.99 + 20 % backup + 0.60 IPv4
-        total = query(prom, "sum(hetzner_server_monthly_cost_euros)")
+        total = prom.query("sum(hetzner_server_monthly_cost_euros)")
         # Cloud servers 196.494 + dedicated 558.00 (see test_exporter_cost.py for the bill).
         assert float(total[0]["value"][1]) == pytest.approx(196.494 + 558.0, abs=0.01)

@@ -33,10 +33,9 @@ from dashboards_lint import (
     selectors,
 )
 
+from infrascope_core.prometheus import Promtool
+
 Json = dict[str, Any]
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-needs_promtool = pytest.mark.skipif(
-    not Path(PROMTOOL).exists(), reason="promtool not installed (apt-get install prometheus)")
 
 
 def boards() -> dict[str, Json]:
@@ -250,15 +249,15 @@ def test_selector_scanner() -> None:
 
 # --- PromQL validity (promtool) ---------------------------------------------------------
 
-def promtool_check(exprs: list[tuple[str, str]], tmp_path: Path) -> tuple[bool, str]:
+def promtool_check(promtool: Promtool, exprs: list[tuple[str, str]], tmp_path: Path
+                   ) -> tuple[bool, str]:
     """Parse expressions with promtool: as recording rules of a temporary rule file
     (promtool has no command checking a bare expression)."""
     rules = [{"record": f"grafana_dashboard_query_{i}", "expr": expr}
              for i, (_, expr) in enumerate(exprs)]
     path = tmp_path / "dashboard-queries.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    proc = subprocess.run([PROMTOOL, "check", "rules", "--lint=none", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = promtool.check_rules(path, lint="none")
     out = proc.stdout + proc.stderr
     legend = "\n".join(f"grafana_dashboard_query_{i}: {where}" for i, (where, _) in
                        enumerate(exprs) if f"rule {i + 1}," in out or f"_{i}\"" in out)
@@ -274,19 +273,17 @@ def all_substituted_queries() -> list[tuple[str, str]]:
     return out
 
 
-@needs_promtool
-def test_every_query_parses(tmp_path: Path) -> None:
+def test_every_query_parses(promtool: Promtool, tmp_path: Path) -> None:
     exprs = all_substituted_queries()
     assert len(exprs) > 100
-    ok, out = promtool_check(exprs, tmp_path)
+    ok, out = promtool_check(promtool, exprs, tmp_path)
     assert ok, out
 
 
-@needs_promtool
-def test_promtool_check_rejects_a_broken_query(tmp_path: Path) -> None:
+def test_promtool_check_rejects_a_broken_query(promtool: Promtool, tmp_path: Path) -> None:
     exprs = all_substituted_queries()
     exprs[7] = ("broken", "sum(rate(node_load1[5m])")
-    ok, out = promtool_check(exprs, tmp_path)
+    ok, out = promtool_check(promtool, exprs, tmp_path)
     assert not ok
     assert "grafana_dashboard_query_7: broken" in out
 

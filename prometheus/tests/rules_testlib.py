@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -13,6 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from infrascope_core.service import executable
+from infrascope_core.victoriametrics import VMALERT
+
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent
 REPO = PROMETHEUS_DIR.parent
 RULES_DIR = PROMETHEUS_DIR / "rules"
@@ -21,13 +23,8 @@ RUNBOOKS_DIR = REPO / "docs" / "runbooks"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 PROMTOOL_TESTS = sorted(TESTS_DIR.glob("*.test.yml"))
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-VMALERT = shutil.which("vmalert") or "/usr/bin/vmalert"
-
-needs_promtool = pytest.mark.skipif(
-    not Path(PROMTOOL).exists(), reason="promtool not installed (apt-get install prometheus)")
 needs_vmalert = pytest.mark.skipif(
-    not Path(VMALERT).exists(), reason="vmalert not installed (apt-get install victoria-metrics)")
+    not executable(VMALERT), reason="vmalert not installed (apt-get install victoria-metrics)")
 
 
 @cache

@@ -3,25 +3,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from rules_testlib import PROMETHEUS_DIR, PROMTOOL, PROMTOOL_TESTS, RULE_FILES, needs_promtool
+from rules_testlib import PROMETHEUS_DIR, PROMTOOL_TESTS, RULE_FILES
 
-pytestmark = needs_promtool
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=240,
-                          cwd=PROMETHEUS_DIR)
+from infrascope_core.prometheus import Promtool
 
 
-def test_check_rules_is_clean() -> None:
+def test_check_rules_is_clean(promtool: Promtool) -> None:
     shards = yaml.safe_load((PROMETHEUS_DIR / "config.yaml").read_text())["window_shards"]
     assert len(RULE_FILES) == 2 + shards  # recording, alerts, one file per 30-day shard
-    proc = promtool("check", "rules", "--lint=all", "--lint-fatal", *map(str, RULE_FILES))
+    proc = promtool.run("check", "rules", "--lint=all", "--lint-fatal", *RULE_FILES,
+                        cwd=PROMETHEUS_DIR)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert out.count("SUCCESS") == len(RULE_FILES), out
@@ -29,15 +24,16 @@ def test_check_rules_is_clean() -> None:
 
 
 @pytest.mark.parametrize("path", PROMTOOL_TESTS, ids=lambda p: p.name)
-def test_promtool_unit_tests(path: Path) -> None:
-    proc = promtool("test", "rules", str(path))
+def test_promtool_unit_tests(promtool: Promtool, path: Path) -> None:
+    proc = promtool.test_rules(path, cwd=PROMETHEUS_DIR)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "FAILED" not in out and "SUCCESS" in out, out
 
 
-def test_example_prometheus_config_is_valid() -> None:
-    proc = promtool("check", "config", "--lint=all", "--lint-fatal", "prometheus.yml")
+def test_example_prometheus_config_is_valid(promtool: Promtool) -> None:
+    proc = promtool.run("check", "config", "--lint=all", "--lint-fatal", "prometheus.yml",
+                        cwd=PROMETHEUS_DIR)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     # it loads every rule file of the pack

@@ -11,14 +11,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from rules_testlib import RULE_FILES, RULES_DIR, VMALERT, needs_vmalert
+from rules_testlib import RULE_FILES, RULES_DIR, needs_vmalert
+
+from infrascope_core.service import run_tool
+from infrascope_core.victoriametrics import VMALERT
 
 pytestmark = needs_vmalert
 
 
 def dry_run(pattern: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([VMALERT, "-dryRun", f"-rule={pattern}", "-loggerLevel=ERROR"],
-                          capture_output=True, text=True, timeout=60)
+    return run_tool([VMALERT, "-dryRun", f"-rule={pattern}", "-loggerLevel=ERROR"],
+                    timeout=60)
 
 
 def test_vmalert_dry_run_loads_the_rules() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
-import shutil
 import socket
-import subprocess
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from rules_fixtures import FakePrometheus, Reply, Request, canned, error, ok, sample
 
+from infrascope_core.prometheus import Promtool
 from infrascope_recommender import loader
 from infrascope_recommender.config import PrometheusSettings
 from infrascope_recommender.loader import (
@@ -384,15 +383,14 @@ def test_job_names_come_from_the_settings() -> None:
 
 
 def test_queries_parse_with_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "needs promtool (Debian package prometheus)"
+    promtool = Promtool()
+    assert promtool.available(), "needs promtool (Debian package prometheus)"
     rules = {"groups": [{"name": "loader", "rules": [
         {"record": f"check:{q.name}", "expr": q.expr} for q in loader.queries(SETTINGS)]
         + [{"record": "check:history", "expr": "max(:monthly_cost_euros:avg1d)"}]}]}
     path = tmp_path / "loader.rules.yml"
     path.write_text(yaml.safe_dump(rules))
-    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    proc = promtool.check_rules(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,13 +12,12 @@ import pytest
 import service_fixtures as fx
 from prometheus_client.parser import text_string_to_metric_families
 
+from infrascope_core.prometheus import Promtool
 from infrascope_recommender.config import Secret
 from infrascope_recommender.metrics import registry_for, render
 from infrascope_recommender.promql import PrometheusError
 from infrascope_recommender.service import RecommenderService, RunFailed
 from infrascope_recommender.state import Store
-
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def samples(service: RecommenderService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,10 +46,9 @@ def test_exposition_passes_promtool(store: Store) -> None:
     service.regenerate()
     service.dismiss(fx.idle().id, "DR standby")
     text = render(registry_for(service))
-    check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                           timeout=30, check=False)
+    check = Promtool().check_metrics(text)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout == b"" and check.stderr == b""
+    assert check.stdout == "" and check.stderr == ""
     assert b"api-secret-token" not in text
 
 

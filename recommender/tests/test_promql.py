@@ -7,7 +7,6 @@ import gzip
 import logging
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from rules_fixtures import FakePrometheus, Reply, Request, error, ok, sample
 
+from infrascope_core.service import free_port
 from infrascope_recommender.config import PrometheusSettings, Secret, TLSSettings
 from infrascope_recommender.promql import (
     PrometheusClient,
@@ -207,15 +207,9 @@ def test_malformed_json(payload: bytes) -> None:
     assert len(fake.requests) == 1  # not retried
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_port_is_retried_then_names_url_and_failure() -> None:
     sleeps = Sleeps()
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with PrometheusClient(settings(url, retries=2, bearer_token=Secret(TOKEN)),
                           sleep=sleeps) as client:
         with pytest.raises(PrometheusError) as info:
@@ -230,7 +224,7 @@ def test_retries_are_quiet_debug_lines_and_one_summary(
         caplog: pytest.LogCaptureFixture) -> None:
     """One DEBUG line per failed attempt, nothing at WARNING: the error is the summary."""
     caplog.set_level(logging.DEBUG, logger="infrascope_recommender")
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with PrometheusClient(settings(url, retries=3, backoff_seconds=0.05)) as client:
         with pytest.raises(PrometheusError) as info:
@@ -252,7 +246,7 @@ def test_retries_are_quiet_debug_lines_and_one_summary(
 def test_a_cancelled_batch_stops_retrying() -> None:
     """With a shared ``cancel`` event set (another query of the batch gave up), a query
     makes no further attempt and waits for no backoff."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     cancel = threading.Event()
     with PrometheusClient(settings(url, retries=5, backoff_seconds=10)) as client:
         threading.Timer(0.2, cancel.set).start()
@@ -289,7 +283,7 @@ def test_timeout_is_bounded() -> None:
 
 def test_secrets_never_appear_in_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    url_with_userinfo_port = _free_port()
+    url_with_userinfo_port = free_port()
     failures: list[str] = []
     for reply in [(503, {}, b"x"), (401, {}, b"x"), error(400, "bad_data", "nope"),
                   (200, {}, b"garbage")]:
