@@ -23,9 +23,17 @@ def test_check_rules_is_clean(promtool: Promtool) -> None:
     assert "WARNING" not in out.upper(), out
 
 
+# window.test.yml evaluates the 50 shard groups every hour of 721 hours: about 3 minutes of
+# CPU for promtool, 7 minutes of wall time on a loaded 2-core machine. The bound is there
+# for a hang, not as a speed check (the rules bench measures speed).
+PROMTOOL_TEST_TIMEOUT = 900.0
+
+
+@pytest.mark.timeout(PROMTOOL_TEST_TIMEOUT + 60)
 @pytest.mark.parametrize("path", PROMTOOL_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests(promtool: Promtool, path: Path) -> None:
-    proc = promtool.test_rules(path, cwd=PROMETHEUS_DIR)
+    proc = promtool.run("test", "rules", path, cwd=PROMETHEUS_DIR,
+                        timeout=PROMTOOL_TEST_TIMEOUT)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "FAILED" not in out and "SUCCESS" in out, out
