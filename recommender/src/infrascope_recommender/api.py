@@ -53,7 +53,7 @@ from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
 from .metrics import render as render_metrics
 from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
-from .report import NoRunYet, render_html, view_from_store
+from .report import NoRunYet, render, view_from_store
 from .rules import kinds
 from .service import HistoryUnavailable, RecommenderService, RunFailed
 from .state import Conflict, NotFound, RunRecord, StoredRecommendation
@@ -798,7 +798,7 @@ def create_app(service: RecommenderService, *,
             html = _no_data_page(reason)
             return HTMLResponse(html, status_without_data)
         view.links = True
-        return HTMLResponse(render_html(view))
+        return HTMLResponse(render(view, "html"))
 
     @app.get("/", response_class=HTMLResponse, tags=["report"],
              summary="The HTML report (a landing page before the first run)")

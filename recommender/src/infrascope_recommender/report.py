@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlencode
 
 from . import __version__, rules
@@ -41,8 +41,22 @@ from .model import (
 )
 from .state import Store, StoredRecommendation, exclusion_to_dict, iso
 
-Format = Literal["table", "markdown", "json", "html"]
-FORMATS: tuple[Format, ...] = ("table", "markdown", "json", "html")
+Renderer = Callable[["ReportView"], str]
+
+#: Every report format by name, in the order ``--format`` lists them: each renderer
+#: registers itself with :func:`report_format` (the CLI's choices and :func:`render` read
+#: this; the API serves ``html``).
+RENDERERS: dict[str, Renderer] = {}
+
+
+def report_format(name: str) -> Callable[[Renderer], Renderer]:
+    """Register the decorated function as the renderer of format ``name``."""
+    def register(renderer: Renderer) -> Renderer:
+        if name in RENDERERS:
+            raise ValueError(f"report format {name!r} is registered twice")
+        RENDERERS[name] = renderer
+        return renderer
+    return register
 
 
 class _Labels(dict[str, str]):
@@ -250,12 +264,10 @@ def view_from_store(store: Store, *, origin: str | None = None,
 # --- rendering ---------------------------------------------------------------------------
 
 def render(view: ReportView, fmt: str = "table") -> str:
-    renderer: dict[str, Callable[[ReportView], str]] = {
-        "table": render_table, "markdown": render_markdown, "json": render_json,
-        "html": render_html}
-    if fmt not in renderer:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    return renderer[fmt](view)
+    renderer = RENDERERS.get(fmt)
+    if renderer is None:
+        raise ValueError(f"format: expected one of {', '.join(RENDERERS)}, got {fmt!r}")
+    return renderer(view)
 
 
 def _when(epoch: float | None) -> str:
@@ -350,6 +362,7 @@ def _decision_text(item: StoredRecommendation) -> str:
     return text
 
 
+@report_format("table")
 def render_table(view: ReportView) -> str:
     lines = [f"InfraScope recommendations · {_when(view.generated_at)}"
              + (f" · {view.origin}" if view.origin else ""), ""]
@@ -389,6 +402,7 @@ def _md(text: str) -> str:
     return out
 
 
+@report_format("markdown")
 def render_markdown(view: ReportView) -> str:
     lines = ["# InfraScope recommendations", "",
              f"Generated {_when(view.generated_at)}"
@@ -453,6 +467,7 @@ def report_dict(view: ReportView) -> dict[str, Any]:
     }
 
 
+@report_format("json")
 def render_json(view: ReportView) -> str:
     return json.dumps(report_dict(view), indent=2, ensure_ascii=False) + "\n"
 
@@ -465,6 +480,7 @@ def _printable_value(value: Any) -> Any:
     return value
 
 
+@report_format("html")
 def render_html(view: ReportView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -477,3 +493,6 @@ def render_html(view: ReportView) -> str:
     return template.render(view=view, counts=view.counts(), by_kind=view.by_kind(),
                            kind_labels=kind_labels(), describe=describe,
                            decision_text=_decision_text, version=__version__)
+
+
+FORMATS: tuple[str, ...] = tuple(RENDERERS)  # every format registered above
