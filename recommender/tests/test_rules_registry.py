@@ -26,7 +26,7 @@ from infrascope_recommender.rules import (
     registered,
 )
 from infrascope_recommender.settings import money, setting
-from infrascope_recommender.thresholds import Thresholds, parse_thresholds
+from infrascope_recommender.thresholds import Thresholds, parse_thresholds, rule_kinds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,13 +93,17 @@ def _rule(kind: str = "extra", **changes: Any) -> Rule:
     ([_rule("a", more_steps=(Step("b", 1, lambda f, t: RuleResult()),)), _rule("b")],
      "two rules with the kind 'b'"),
     ([_rule("Bad-Kind")], "expected a lower-case identifier"),
-    ([_rule("headroom")], "expected a lower-case identifier other than"),
     ([_rule(settings=object)], "settings must extend RuleSettings"),
 ])
 def test_indistinguishable_or_undeclared_rules_are_refused(rules: list[Rule],
                                                           message: str) -> None:
     with pytest.raises(TypeError, match=message):
         checked(rules)
+
+
+def test_a_kind_cannot_be_a_general_key() -> None:
+    with pytest.raises(TypeError, match="rule kind 'headroom' is a general key of rules:"):
+        rule_kinds([_rule("headroom")])
 
 
 def test_a_setting_must_be_declared() -> None:

@@ -27,14 +27,12 @@ e.g. ``rules.idle.cpu_avg_max: expected a ratio in (0, 1], got 5``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .rules import Rule, RuleSettings, registered
 from .settings import Check, boolean, fail, parsed, ratio, section, setting
-
-if TYPE_CHECKING:
-    from .rules import RuleSettings
 
 _S = TypeVar("_S")
 
@@ -67,6 +65,16 @@ GENERAL: dict[str, Check] = {
 }
 
 
+def rule_kinds(rules: Sequence[Rule] | None = None) -> Sequence[Rule]:
+    """The registered rules (or ``rules``), refusing a kind that is a general key."""
+    rules = registered() if rules is None else rules
+    for rule in rules:
+        if rule.kind in GENERAL or rule.kind == "rules":
+            raise TypeError(f"rule kind {rule.kind!r} is a general key of rules: (one of "
+                            f"{', '.join([*GENERAL, 'rules'])})")
+    return rules
+
+
 @dataclass(frozen=True, init=False)
 class Thresholds:
     """The general settings and, in ``rules``, each registered rule's settings by kind.
@@ -88,9 +96,7 @@ class Thresholds:
                  rules: Mapping[str, RuleSettings] | None = None,
                  **by_kind: RuleSettings) -> None:
         if rules is None:
-            from .rules import registered  # the rules import this module: import when needed
-
-            rules = {rule.kind: rule.settings() for rule in registered()}
+            rules = {rule.kind: rule.settings() for rule in rule_kinds()}
         merged = dict(rules)
         for kind, value in by_kind.items():
             if kind not in merged:
@@ -126,9 +132,7 @@ def parse_thresholds(data: Mapping[str, Any] | None) -> Thresholds:
     are the general ones and one per registered rule kind, each rule's keys those its
     settings declare.
     """
-    from .rules import registered
-
-    rules = registered()
+    rules = rule_kinds()
     parsers: dict[str, Check] = dict(GENERAL)
     for rule in rules:
         parsers[rule.kind] = rule.parse

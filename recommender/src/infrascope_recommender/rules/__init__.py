@@ -22,7 +22,8 @@ Rules are found in two places (:func:`registered`):
       [project.entry-points."infrascope_recommender.rules"]
       acme = "acme_rules"            # a package of rule modules
 
-Kinds, labels and step names must be unique; a kind is a lower-case identifier.
+Kinds, labels and step names must be unique; a kind is a lower-case identifier, and
+not one of the general keys of ``rules:`` (:data:`..thresholds.GENERAL`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..model import Fleet, Recommendation, RuleResult, server_names
 from ..settings import boolean, checks, parse_section, setting
-from ..thresholds import GENERAL, Thresholds
+
+if TYPE_CHECKING:  # thresholds holds the rules' settings: it imports this module
+    from ..thresholds import Thresholds
 
 ENTRY_POINT_GROUP = "infrascope_recommender.rules"
 _KIND = re.compile(r"[a-z][a-z0-9_]*")
@@ -199,9 +202,8 @@ def checked(rules: Iterable[Rule]) -> list[Rule]:
     out = sorted(rules, key=lambda r: (r.order, r.kind))
     seen: dict[str, str] = {}
     for rule in out:
-        if not _KIND.fullmatch(rule.kind) or rule.kind in GENERAL or rule.kind == "rules":
-            raise TypeError(f"rule kind {rule.kind!r}: expected a lower-case identifier "
-                            f"other than {', '.join([*GENERAL, 'rules'])}")
+        if not _KIND.fullmatch(rule.kind):
+            raise TypeError(f"rule kind {rule.kind!r}: expected a lower-case identifier")
         if not issubclass(rule.settings, RuleSettings):
             raise TypeError(f"rule {rule.kind}: settings must extend RuleSettings")
         checks(rule.settings)  # every field declared with setting()

@@ -23,10 +23,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Level, Reason, Recommendation, RuleResult, Server, ServerRef
 from ..settings import integer, mapping_of, money, regex, setting, strings, text
-from ..thresholds import Thresholds
 from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     DEFAULT_IMAGE,
@@ -57,6 +57,9 @@ from ._fit import Need, backup_ratio, cheapest, orderable, unchanged_components
 DEFAULT_NONPROD_NAME_PATTERN = (
     r"(?i)(^|[-_.0-9])(staging|stage|stg|dev|development|test|testing|qa)([-_.0-9]|$)"
 )
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
 from ..settings import fail, mapping_of, money, percent, setting, strings, text
-from ..thresholds import Thresholds
 from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     Unjudged,
@@ -43,6 +42,9 @@ from ._common import (
     service_text,
 )
 from ._fit import Need, cheapest, orderable
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
 
 
 def _locations(value: Any, key: str) -> dict[str, str]:

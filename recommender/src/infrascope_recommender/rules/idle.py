@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
 from ..settings import boolean, fail, money, ratio, setting
-from ..thresholds import Thresholds
 from . import Rule, RuleSettings, Step, servers_of, target_of, types_of
 from ._common import (
     Assessment,
@@ -54,6 +54,9 @@ from ._common import (
     without_memory,
 )
 from ._fit import Catalogue
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, RuleResult
 from ..settings import fail, money, percent, ratio, setting
-from ..thresholds import Thresholds
 from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
     assess,
@@ -41,6 +41,9 @@ from ._common import (
     without_memory,
 )
 from ._fit import Catalogue
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
 
 
 @dataclass(frozen=True)

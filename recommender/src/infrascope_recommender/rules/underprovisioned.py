@@ -13,10 +13,10 @@ change is made in place with ``--keep-disk`` so the server can come back down la
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server
 from ..settings import ratio, setting
-from ..thresholds import Thresholds
 from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
     Assessment,
@@ -36,6 +36,9 @@ from ._common import (
     savings_figures,
 )
 from ._fit import Candidate, Need, cost_on, fits, orderable, type_disk
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
 
 
 @dataclass(frozen=True)
