@@ -77,7 +77,6 @@ class Step:
     name: str
     priority: int
     evaluate: Callable[[Fleet, Thresholds], RuleResult]
-    title: str = ""  # how the docs' precedence list names it
     precedence: str = ""  # why it runs where it does (docs)
 
 
@@ -109,8 +108,7 @@ class Rule:
     @property
     def steps(self) -> tuple[Step, ...]:
         """What the engine runs, each skipped while ``rules.<kind>.enabled`` is false."""
-        first = Step(self.kind, self.priority, self.evaluate, self.label.lower(),
-                     self.precedence)
+        first = Step(self.kind, self.priority, self.evaluate, self.precedence)
         return tuple(dataclasses.replace(step, evaluate=_when_enabled(self.kind,
                                                                       step.evaluate))
                      for step in (first, *self.more_steps))
@@ -240,12 +238,6 @@ def kinds() -> tuple[str, ...]:
 
 def by_kind() -> dict[str, Rule]:
     return {rule.kind: rule for rule in registered()}
-
-
-def label(kind: str) -> str:
-    """The kind's label; an unregistered kind (a rule since removed) is shown as is."""
-    rule = by_kind().get(kind)
-    return rule.label if rule is not None else kind
 
 
 def headline(rec: Recommendation) -> str:
