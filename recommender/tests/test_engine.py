@@ -22,7 +22,7 @@ from infrascope_recommender.model import (
     ServerRef,
 )
 from infrascope_recommender.promql import PrometheusClient, PrometheusError
-from infrascope_recommender.rules import all_rules, discover
+from infrascope_recommender.rules import discover, steps
 from infrascope_recommender.thresholds import Thresholds
 
 TH = Thresholds()
@@ -120,7 +120,7 @@ class Claim:
 def test_earlier_rules_claim_servers_and_later_rules_do_not_see_them() -> None:
     servers = demo()
     first = Claim("first", 1, ["shop-staging-web"])
-    result = engine.generate(fleet(*servers), TH, rules=[*all_rules(), first])
+    result = engine.generate(fleet(*servers), TH, rules=[*steps(), first])
     [merge] = [r for r in result.recommendations if r.kind == "consolidation"]
     assert sorted(s.name for s in merge.servers) == ["shop-staging-db", "shop-staging-worker"]
     assert "shop-staging-web" in [s.name for r in result.recommendations
@@ -135,7 +135,7 @@ def test_overlapping_recommendations_of_one_rule_keep_the_larger_savings() -> No
 
 
 def test_registry_finds_every_rule_in_priority_order() -> None:
-    assert [(r.name, r.priority) for r in all_rules()] == [
+    assert [(r.name, r.priority) for r in steps()] == [
         ("underprovisioned", 10), ("idle", 20), ("consolidation", 30),
         ("dedicated_to_cloud", 40), ("idle_move", 45), ("rightsize", 50)]
 
@@ -147,9 +147,9 @@ def test_a_new_rule_is_one_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (pkg / "_helper.py").write_text("X = 1\n")
     (pkg / "noop.py").write_text(
         "from infrascope_recommender.model import RuleResult\n"
-        "class Noop:\n    name = 'noop'\n    priority = 99\n"
-        "    def evaluate(self, fleet, thresholds):\n        return RuleResult()\n"
-        "RULE = Noop()\n")
+        "from infrascope_recommender.rules import Rule, RuleSettings\n"
+        "RULE = Rule(kind='noop', label='No-op', description='Nothing.', priority=99,\n"
+        "            settings=RuleSettings, evaluate=lambda fleet, th: RuleResult())\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert [r.name for r in discover("extra_rules")] == ["noop"]
     (pkg / "broken.py").write_text("VALUE = 1\n")

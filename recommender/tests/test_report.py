@@ -15,11 +15,13 @@ import service_fixtures as fx
 from infrascope_recommender.model import Recommendation, RunResult, ServerRef
 from infrascope_recommender.report import (
     FORMATS,
+    RENDERERS,
     NoRunYet,
     ReportView,
     describe,
     render,
     report_dict,
+    report_format,
     view_from_result,
     view_from_store,
 )
@@ -359,3 +361,16 @@ def test_unknown_format() -> None:
     assert FORMATS == ("table", "markdown", "json", "html")
     with pytest.raises(ValueError, match="format"):
         render(fresh_view(), "pdf")
+
+
+def test_report_formats_register_themselves() -> None:
+    """One registry: render(), the CLI's --format choices and the API's HTML read it."""
+    assert tuple(RENDERERS) == FORMATS
+    with pytest.raises(ValueError, match="registered twice"):
+        report_format("json")(lambda view: "")
+    from infrascope_recommender.cli import build_parser
+
+    [choices] = [a.choices for a in build_parser()._subparsers._group_actions  # noqa: SLF001
+                 if isinstance(a.choices, dict)]
+    [fmt] = [a for a in choices["report"]._actions if a.dest == "format"]  # noqa: SLF001
+    assert fmt.choices == list(RENDERERS)

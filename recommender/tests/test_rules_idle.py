@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from rules_fixtures import GiB, cloud, dedicated, fleet, util
 
+from infrascope_recommender import engine
 from infrascope_recommender.model import Service
-from infrascope_recommender.rules.idle import RULE
-from infrascope_recommender.rules.idle_move import RULE as MOVE
+from infrascope_recommender.rules.idle import MOVE, RULE
 from infrascope_recommender.thresholds import Thresholds
 
 TH = Thresholds()
@@ -194,7 +194,7 @@ def test_move_respects_memory_and_minimum_savings() -> None:
 def test_disabled() -> None:
     s = cloud(13, "x", "cx33", utilisation=util(cpu_avg=0.01, cpu_max=0.02))
     off = dataclasses.replace(TH, idle=dataclasses.replace(TH.idle, enabled=False))
-    result = RULE.evaluate(fleet(s), off)
+    result = engine.generate(fleet(s), off, rules=[RULE])  # both steps skipped
     assert result.recommendations == [] and result.exclusions == []
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from rules_fixtures import cloud, dedicated, fleet, util
 
+from infrascope_recommender import engine
 from infrascope_recommender.rules.underprovisioned import RULE
 from infrascope_recommender.thresholds import Thresholds
 
@@ -108,4 +109,4 @@ def test_disabled() -> None:
     s = cloud(11, "x", "cx23", utilisation=util(cpu_avg=0.9, cpu_p95=0.95))
     off = dataclasses.replace(TH, underprovisioned=dataclasses.replace(
         TH.underprovisioned, enabled=False))
-    assert RULE.evaluate(fleet(s), off).recommendations == []
+    assert engine.generate(fleet(s), off, rules=[RULE]).recommendations == []

@@ -5,7 +5,7 @@ It will expose node_exporter-compatible series (``node_cpu_seconds_total``,
 ``node_load*``, ``node_boot_time_seconds``, ``node_uname_info``) with the same
 names, labels and units, plus discovered services: Docker containers, systemd
 units, and listening ports tied to the service that owns them. It depends on
-psutil and prometheus-client (plus bcrypt for basic-auth web configs), so it installs on bare hosts.
+prometheus-client (plus bcrypt and PyYAML for web configs), so it installs on bare hosts.
 
 Status: skeleton; the implementation arrives with issue 4.
 """

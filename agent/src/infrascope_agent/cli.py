@@ -1,52 +1,42 @@
 """``infrascope-agent``: node_exporter-compatible host metrics and discovered services.
 
-Flags are Prometheus' ``--section.flag-name``; node_exporter's deprecated spellings of
-its filter flags (:data:`FILTER_ALIASES`) are accepted too, so flags copied from a
-node_exporter unit work unchanged. Logs: logfmt on stderr (``infrascope_core.logfmt``).
+Flags are Prometheus' ``--section.flag-name``. The general ones are here; each collector
+declares its own (:attr:`~.registry.Collector.options`, e.g.
+``--collector.netdev.device-exclude``) with node_exporter's deprecated spellings as
+aliases (:data:`FILTER_ALIASES`), so flags copied from a node_exporter unit work
+unchanged, and is switched by ``--[no-]collector.<name>``. Logs: logfmt on stderr
+(``infrascope_core.logfmt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from infrascope_core import logfmt
 
 from . import __version__
-from .registry import COLLECTORS, Registry, Settings, agent_registry, build
+from .registry import COLLECTORS, Registry, Settings, agent_registry, build, options
 
 log = logging.getLogger("infrascope_agent")
 
 PROG = "infrascope-agent"
 DEFAULT_LISTEN = ":8791"
 
-
-FILTER_OPTIONS = {
-    "collector.filesystem.mount-points-exclude": "mount points to ignore (replaces the default)",
-    "collector.filesystem.fs-types-exclude": "filesystem types to ignore (replaces the default)",
-    "collector.netdev.device-exclude": "network devices to ignore",
-    "collector.netdev.device-include": "network devices to keep (exclusive with -exclude)",
-    "collector.diskstats.device-exclude": "block devices to ignore (replaces the default)",
-    "collector.diskstats.device-include": "block devices to keep (exclusive with -exclude)",
-}
-# node_exporter's older names of the same flags (deprecated there, still accepted by 1.5)
-FILTER_ALIASES = {
-    "collector.filesystem.mount-points-exclude": ["collector.filesystem.ignored-mount-points"],
-    "collector.filesystem.fs-types-exclude": ["collector.filesystem.ignored-fs-types"],
-    "collector.netdev.device-exclude": ["collector.netdev.device-blacklist"],
-    "collector.netdev.device-include": ["collector.netdev.device-whitelist"],
-    "collector.diskstats.device-exclude": ["collector.diskstats.ignored-devices"],
-}
+#: node_exporter's older names of collector flags (deprecated there, still accepted by
+#: 1.5), as the collectors declare them: flag -> aliases
+FILTER_ALIASES = {o.flag: list(o.aliases) for o in options() if o.aliases}
+_SETTING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import collectors  # noqa: F401 - registers every collector
-
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
@@ -59,18 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys")
     p.add_argument("--path.rootfs", dest="rootfs", default="/")
     p.add_argument("--path.cgroupfs", dest="cgroupfs", default="/sys/fs/cgroup")
-    p.add_argument("--docker.socket", dest="docker_socket", default="/var/run/docker.sock")
-    p.add_argument("--systemd.systemctl", dest="systemctl", default="systemctl",
-                   help="systemctl binary used by the systemd collector")
     p.add_argument("--collector.timeout", dest="collector_timeout", type=float, default=5.0,
                    help="seconds a collector may take before it is reported failed")
-    p.add_argument("--collector.filesystem.timeout", dest="filesystem_timeout", type=float,
-                   default=2.0, help="seconds one statfs may take before the mount is skipped")
-    for key, what in FILTER_OPTIONS.items():
-        aliases = [f"--{a}" for a in FILTER_ALIASES.get(key, [])]
-        p.add_argument(f"--{key}", *aliases, dest=key.replace(".", "_").replace("-", "_"),
-                       default=None, metavar="REGEX",
-                       help=f"{what} (node_exporter's flag of the same name)")
+    for option in options():
+        default = _SETTING_DEFAULTS.get(option.setting or "", option.default)
+        shown = f" (default {default})" if default is not None else ""
+        p.add_argument(f"--{option.flag}", *(f"--{a}" for a in option.aliases),
+                       dest=option.dest, default=None, type=option.type,
+                       metavar=option.metavar, help=option.help + shown)
     p.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"))
     for name, cls in sorted(COLLECTORS.items()):
@@ -78,6 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
                        action=argparse.BooleanOptionalAction,
                        help=f"{cls.help} (default {'on' if cls.default_enabled else 'off'})")
     return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The collectors' settings from the flags; ValueError naming a flag whose regular
+    expression does not compile."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for option in options():
+        value = getattr(args, option.dest)
+        if value is None:
+            continue
+        if option.regex:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"--{option.flag}: invalid regular expression: {exc}") from None
+        if option.setting:
+            fields[option.setting] = value
+        else:
+            extra[option.flag] = value
+    return Settings(procfs=args.procfs, sysfs=args.sysfs, rootfs=args.rootfs,
+                    cgroupfs=args.cgroupfs, collector_timeout=args.collector_timeout,
+                    extra=extra, **fields)
 
 
 def split_listen(address: str) -> tuple[str, int]:
@@ -90,19 +99,11 @@ def split_listen(address: str) -> tuple[str, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logfmt.setup("infrascope_agent", args.log_level)
-    settings = Settings(procfs=args.procfs, sysfs=args.sysfs, rootfs=args.rootfs,
-                        cgroupfs=args.cgroupfs, docker_socket=args.docker_socket,
-                        systemctl=args.systemctl, collector_timeout=args.collector_timeout,
-                        filesystem_timeout=args.filesystem_timeout)
-    for key in FILTER_OPTIONS:
-        value = getattr(args, key.replace(".", "_").replace("-", "_"))
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                print(f"{PROG}: --{key}: invalid regular expression: {exc}", file=sys.stderr)
-                return 2
-            settings.extra[key] = value
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     enabled = {name: getattr(args, f"collector_{name}") for name in COLLECTORS
                if getattr(args, f"collector_{name}") is not None}
     try:

@@ -2,7 +2,9 @@
 
 Each collector lives in its own module under ``collectors/``, registers itself
 under a name with :func:`register`, is switched on or off by
-``--collector.<name>`` / ``--no-collector.<name>``, and reports its own
+``--collector.<name>`` / ``--no-collector.<name>``, declares its own flags
+(:class:`Option`: ``--collector.<name>.<option>``, node_exporter's spelling, and its
+older spellings as aliases) which the CLI collects, and reports its own
 ``node_scrape_collector_success`` and ``node_scrape_collector_duration_seconds``.
 A collector that raises is reported as failed and the rest of the scrape is
 served; a collector that takes longer than its timeout is abandoned for this
@@ -48,12 +50,36 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Option:
+    """A flag of one collector: ``--<flag>`` (and ``--<alias>`` for each of ``aliases``,
+    node_exporter's older spellings). Its value goes to the :class:`Settings` field
+    ``setting`` when given, else to ``Settings.extra[flag]``; ``regex`` values are
+    compiled at start (a bad one is exit code 2 naming the flag)."""
+
+    flag: str
+    help: str
+    aliases: tuple[str, ...] = ()
+    setting: str | None = None
+    default: Any = None
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    regex: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination: the Settings field, or the flag as an identifier."""
+        return self.setting or self.flag.replace(".", "_").replace("-", "_")
+
+
 class Collector:
-    """Base class: subclasses set ``name``, ``default_enabled`` and implement collect()."""
+    """Base class: subclasses set ``name``, ``default_enabled``, ``help`` and their
+    ``options``, and implement collect()."""
 
     name: str = ""
     default_enabled: bool = True
     help: str = ""
+    options: tuple[Option, ...] = ()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -79,8 +105,22 @@ COLLECTORS: dict[str, type[Collector]] = {}
 def register(cls: type[Collector]) -> type[Collector]:
     if not cls.name or cls.name in COLLECTORS:
         raise ValueError(f"collector name {cls.name!r} is empty or taken")
+    taken = {flag for other in COLLECTORS.values() for o in other.options
+             for flag in (o.flag, *o.aliases)}
+    for option in cls.options:
+        for flag in (option.flag, *option.aliases):
+            if flag in taken:
+                raise ValueError(f"collector {cls.name}: flag --{flag} is taken")
+            taken.add(flag)
     COLLECTORS[cls.name] = cls
     return cls
+
+
+def options() -> list[Option]:
+    """Every collector's options, by collector name then declaration order."""
+    from . import collectors  # noqa: F401 - importing registers every collector
+
+    return [o for _, cls in sorted(COLLECTORS.items()) for o in cls.options]
 
 
 def family(name: str, kind: str, doc: str) -> Metric:

@@ -71,6 +71,7 @@ from http.server import HTTPServer
 from typing import Any
 
 import bcrypt
+import yaml
 from prometheus_client.registry import CollectorRegistry
 
 from .web import AgentHandler, ConnectionRejected, make_handler
@@ -87,336 +88,46 @@ class WebConfigError(ValueError):
     pass
 
 
-# --------------------------------------------------------------------------- YAML subset
-#
-# The web config is YAML, and the agent's runtime dependencies are psutil,
-# prometheus-client and bcrypt only, so this reads the subset such files use:
-# block mappings and lists (a list may sit at its key's indentation), one-line
-# flow lists and mappings, plain / 'single' / "double" quoted scalars, literal
-# and folded block scalars (inline PEM), comments, a leading ``---``. Anything
-# else (anchors, aliases, tags, multi-line plain or quoted scalars, several
-# documents, duplicate keys) is an error naming the line, never a guess.
-
-_NULLS = ("", "~", "null", "Null", "NULL")
-_INDICATORS = "&*!|>%@`"
-_DQ_ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v",
-               "f": "\f", "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\",
-               "N": "\x85", "_": "\xa0", "L": "\u2028", "P": "\u2029"}
-_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+# --------------------------------------------------------------------------- YAML
 
 
-@dataclass
-class _Line:
-    indent: int
-    lineno: int
-    text: str
+class _WebConfigLoader(yaml.SafeLoader):
+    """YAML read as exporter-toolkit's yaml.v2 reads a web config into its Go structs:
+    a scalar is text whatever it looks like (``true``, ``10``; the schema below converts
+    it, so ``yes``/``on`` are booleans as in Go and a user named ``123`` stays ``"123"``),
+    only ``~``, ``null`` and nothing are null, and a key given twice is an error (yaml.v2:
+    "mapping key already defined"), never a silent last-one-wins."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
-class _YamlSubset:
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.i = 0
-
-    @staticmethod
-    def error(lineno: int, msg: str) -> WebConfigError:
-        return WebConfigError(f"line {lineno}: {msg}")
-
-    def peek(self) -> _Line | None:
-        while self.i < len(self.lines):
-            raw = self.lines[self.i].rstrip()
-            stripped = raw.lstrip(" ")
-            if not stripped or stripped.startswith("#"):
-                self.i += 1
-                continue
-            if stripped[0] == "\t":
-                raise self.error(self.i + 1, "tabs are not allowed for indentation")
-            return _Line(len(raw) - len(stripped), self.i + 1, stripped)
-        return None
-
-    def document(self) -> Any:
-        first = self.peek()
-        if first is None:
-            return None
-        if _is_marker(first.text, "---"):
-            self.i += 1
-        line = self.peek()
-        value = None if line is None or _is_marker(line.text, "...") else self.block(line.indent)
-        rest = self.peek()
-        if rest is not None and _is_marker(rest.text, "..."):
-            self.i += 1
-            rest = self.peek()
-        if rest is not None:
-            if _is_marker(rest.text, "---"):
-                raise self.error(rest.lineno, "only one YAML document is allowed")
-            raise self.error(rest.lineno, "unexpected content (check the indentation)")
-        return value
-
-    def block(self, indent: int) -> Any:
-        line = self.peek()
-        assert line is not None and line.indent == indent
-        if _is_seq_item(line.text):
-            return self.sequence(indent)
-        return self.mapping(indent)
-
-    def mapping(self, indent: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        while (line := self.peek()) is not None and line.indent >= indent:
-            if line.indent > indent:
-                raise self.error(line.lineno, "unexpected indentation")
-            if _is_marker(line.text, "---") or _is_marker(line.text, "..."):
-                break
-            if _is_seq_item(line.text):
-                raise self.error(line.lineno, "a list item where a 'key: value' was expected")
-            key, rest = self.split_key(line)
-            if key in out:
-                raise self.error(line.lineno, f"duplicate key {key!r}")
-            self.i += 1
-            out[key] = self.value(rest, indent, line.lineno, seq_at_same_indent=True)
-        return out
-
-    def sequence(self, indent: int) -> list[Any]:
-        out: list[Any] = []
-        while (line := self.peek()) is not None and line.indent >= indent:
-            if line.indent > indent:
-                raise self.error(line.lineno, "unexpected indentation")
-            if not _is_seq_item(line.text):
-                break
-            self.i += 1
-            rest = line.text[1:].strip()
-            if _is_seq_item(rest) or (rest[:1] not in ("'", '"', "[", "{")
-                                      and _find_colon(rest) is not None):
-                raise self.error(line.lineno, "lists of lists or mappings are not supported here")
-            out.append(self.value(rest, indent, line.lineno, seq_at_same_indent=False))
-        return out
-
-    def value(self, rest: str, indent: int, lineno: int, *, seq_at_same_indent: bool) -> Any:
-        rest = rest.strip()
-        if not rest or rest.startswith("#"):
-            line = self.peek()
-            if line is not None and line.indent > indent:
-                return self.block(line.indent)
-            if (seq_at_same_indent and line is not None and line.indent == indent
-                    and _is_seq_item(line.text)):
-                return self.sequence(indent)
-            return None
-        if rest[0] in "|>":
-            return self.block_scalar(rest, indent, lineno)
-        value = self.inline(rest, lineno)
-        line = self.peek()
-        if line is not None and line.indent > indent:
-            raise self.error(line.lineno, "unexpected indentation (multi-line plain or quoted "
-                                          "values are not supported; use | for a block)")
-        return value
-
-    def split_key(self, line: _Line) -> tuple[str, str]:
-        text = line.text
-        if text[0] in "'\"":
-            key, end = _quoted(text, 0, line.lineno)
-            after = text[end:].lstrip(" ")
-            if not after.startswith(":") or (len(after) > 1 and after[1] not in " \t"):
-                raise self.error(line.lineno, "expected ':' after the quoted key")
-            return key, after[1:]
-        colon = _find_colon(text)
-        if colon is None:
-            raise self.error(line.lineno, f"expected 'key: value', got {text!r}")
-        key = text[:colon].rstrip()
-        if key[0] in _INDICATORS + "?[]{},#":
-            raise self.error(line.lineno, f"unsupported YAML in key {key!r}")
-        return key, text[colon + 1:]
-
-    def inline(self, text: str, lineno: int) -> Any:
-        first = text[0]
-        if first in "'\"":
-            value, end = _quoted(text, 0, lineno)
-            _expect_end(text[end:], lineno)
-            return value
-        if first in "[{":
-            value, end = _flow(text, lineno)
-            _expect_end(text[end:], lineno)
-            return value
-        if first in _INDICATORS:
-            raise self.error(lineno, f"unsupported YAML feature {first!r} (anchors, aliases, tags "
-                                     "and block scalars after other text are not supported)")
-        value = re.split(r"\s#", text, maxsplit=1)[0].strip()
-        if _find_colon(value) is not None:
-            raise self.error(lineno, f"a ': ' inside a plain value ({value!r}): quote it")
-        return None if value in _NULLS else value
-
-    def block_scalar(self, header: str, indent: int, lineno: int) -> str:
-        m = re.fullmatch(r"([|>])([+-]?)(?:\s+#.*)?", header)
-        if not m:
-            raise self.error(lineno, f"unsupported block scalar header {header!r} "
-                                     "(|, |-, |+, >, >-, >+ are)")
-        style, chomp = m.groups()
-        lines: list[str] = []
-        block_indent = None
-        while self.i < len(self.lines):
-            raw = self.lines[self.i].rstrip()
-            if raw.strip(" ") == "":
-                lines.append("")
-                self.i += 1
-                continue
-            this = len(raw) - len(raw.lstrip(" "))
-            if block_indent is None:
-                if this <= indent:
-                    break
-                block_indent = this
-            if this < block_indent:
-                break
-            lines.append(raw[block_indent:])
-            self.i += 1
-        if block_indent is None:  # only blank lines: give them back to the outer parser
-            lines = []
-        body = lines
-        while body and body[-1] == "":
-            body = body[:-1]
-        trailing = len(lines) - len(body)
-        if style == "|":
-            text = "\n".join(body)
-        else:
-            text = _fold(body)
-        if not body:
-            return "\n" * trailing if chomp == "+" else ""
-        if chomp == "-":
-            return text
-        if chomp == "+":
-            return text + "\n" * (trailing + 1)
-        return text + "\n"
-
-
-def _is_marker(text: str, marker: str) -> bool:
-    return text == marker or text.startswith(marker + " ")
-
-
-def _is_seq_item(text: str) -> bool:
-    return text == "-" or text.startswith("- ")
-
-
-def _find_colon(text: str) -> int | None:
-    """Index of the ':' ending a plain key (':' then a space or the end), before any comment."""
-    for m in re.finditer(r":(?=\s|$)|\s#", text):
-        return m.start() if m.group().startswith(":") else None
-    return None
-
-
-def _expect_end(rest: str, lineno: int) -> None:
-    rest = rest.strip()
-    if rest and not rest.startswith("#"):
-        raise _YamlSubset.error(lineno, f"unexpected text after the value: {rest!r}")
-
-
-def _quoted(text: str, start: int, lineno: int) -> tuple[str, int]:
-    quote = text[start]
-    out: list[str] = []
-    i = start + 1
-    while i < len(text):
-        c = text[i]
-        if quote == "'":
-            if c == "'":
-                if text[i + 1:i + 2] == "'":
-                    out.append("'")
-                    i += 2
-                    continue
-                return "".join(out), i + 1
-            out.append(c)
-            i += 1
-            continue
-        if c == '"':
-            return "".join(out), i + 1
-        if c == "\\":
-            esc = text[i + 1:i + 2]
-            if esc in _DQ_ESCAPES:
-                out.append(_DQ_ESCAPES[esc])
-                i += 2
-                continue
-            if esc in _HEX_ESCAPES:
-                digits = text[i + 2:i + 2 + _HEX_ESCAPES[esc]]
-                if len(digits) == _HEX_ESCAPES[esc] and all(
-                        d in "0123456789abcdefABCDEF" for d in digits):
-                    out.append(chr(int(digits, 16)))
-                    i += 2 + len(digits)
-                    continue
-            raise _YamlSubset.error(lineno, f"bad escape \\{esc} in a double-quoted string")
-        out.append(c)
-        i += 1
-    raise _YamlSubset.error(lineno, "unterminated quoted string (quoted values must end on "
-                                    "their line)")
-
-
-def _flow(text: str, lineno: int) -> tuple[Any, int]:
-    """A one-line ``[a, 'b']`` or ``{k: v}`` of scalars; returns (value, end index)."""
-    opening = text[0]
-    closing = "]" if opening == "[" else "}"
-    items: list[Any] = []
-    pairs: dict[str, Any] = {}
-    i = 1
-    while True:
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i >= len(text):
-            raise _YamlSubset.error(lineno, f"unterminated {opening}...{closing} (flow "
-                                            "collections must end on their line)")
-        if text[i] == closing:
-            return (items if opening == "[" else pairs), i + 1
-        scalar, i = _flow_scalar(text, i, lineno, stop=",:" + closing if opening == "{"
-                                 else "," + closing)
-        if opening == "{":
-            if text[i:i + 1] != ":":
-                raise _YamlSubset.error(lineno, "expected 'key: value' in {...}")
-            key = "" if scalar is None else str(scalar)
-            if key in pairs:
-                raise _YamlSubset.error(lineno, f"duplicate key {key!r}")
-            while i + 1 < len(text) and text[i + 1] in " \t":
-                i += 1
-            pairs[key], i = _flow_scalar(text, i + 1, lineno, stop="," + closing)
-        else:
-            items.append(scalar)
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i >= len(text):
-            raise _YamlSubset.error(lineno, f"unterminated {opening}...{closing} (flow "
-                                            "collections must end on their line)")
-        if text[i] == ",":
-            i += 1
-        elif text[i] != closing:
-            raise _YamlSubset.error(lineno, f"expected ',' or '{closing}'")
-
-
-def _flow_scalar(text: str, i: int, lineno: int, stop: str) -> tuple[Any, int]:
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if text[i:i + 1] in ("'", '"'):
-        return _quoted(text, i, lineno)
-    if text[i:i + 1] in ("[", "{") or text[i:i + 1] in tuple(_INDICATORS):
-        raise _YamlSubset.error(lineno, "nested or tagged values inside [...] / {...} "
-                                        "are not supported")
-    j = i
-    while j < len(text) and text[j] not in stop:
-        j += 1
-    value = text[i:j].strip()
-    return (None if value in _NULLS else value), j
-
-
-def _fold(lines: list[str]) -> str:
-    """YAML folding: a break between two text lines is a space, each blank line a newline."""
-    out: list[str] = []
-    prev: str | None = None
-    for line in lines:
-        if prev is None or prev == "" and line != "":
-            out.append(line)
-        elif line == "":
-            out.append("\n")
-        elif prev.startswith(" ") or line.startswith(" "):
-            out.append("\n" + line)
-        else:
-            out.append(" " + line)
-        prev = line
-    return "".join(out)
+_WebConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse the YAML subset web config files use (see above); raises WebConfigError."""
-    return _YamlSubset(text).document()
+    """The web config's YAML as Python values (see :class:`_WebConfigLoader`); a syntax
+    error is a WebConfigError naming the line."""
+    try:
+        return yaml.load(text, Loader=_WebConfigLoader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        problem, mark = exc.problem or exc.context or "invalid YAML", exc.problem_mark
+        message = f"line {mark.line + 1}: {problem}" if mark is not None else problem
+        if exc.context and exc.problem and exc.context_mark is not None:
+            message += f" ({exc.context} from line {exc.context_mark.line + 1})"
+        raise WebConfigError(message) from None
+    except yaml.YAMLError as exc:
+        raise WebConfigError(f"not valid YAML: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the schema

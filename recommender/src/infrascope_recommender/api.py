@@ -34,7 +34,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,7 +53,8 @@ from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
 from .metrics import registry_for
 from .metrics import render as render_metrics
 from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
-from .report import NoRunYet, render_html, view_from_store
+from .report import NoRunYet, render, view_from_store
+from .rules import kinds
 from .service import HistoryUnavailable, RecommenderService, RunFailed
 from .state import Conflict, NotFound, RunRecord, StoredRecommendation
 
@@ -62,8 +63,10 @@ log = logging.getLogger(__name__)
 Money = Annotated[str, Field(pattern=r"^-?\d+\.\d{2}$", examples=["12.34"],
                              description="Euros with two decimals")]
 StatusName = Literal["pending", "accepted", "dismissed"]
-KindName = Literal["idle", "consolidation", "rightsize", "underprovisioned",
-                   "dedicated_to_cloud"]
+if TYPE_CHECKING:
+    KindName = str
+else:  # every registered rule's kind, in listing order (an enum in the OpenAPI schema)
+    KindName = Literal[kinds()]
 SourceName = Literal["cloud", "dedicated"]
 Level = Literal["high", "medium", "low"]
 TierName = Literal["idle", "low", "moderate", "high", "critical", "unknown"]
@@ -795,7 +798,7 @@ def create_app(service: RecommenderService, *,
             html = _no_data_page(reason)
             return HTMLResponse(html, status_without_data)
         view.links = True
-        return HTMLResponse(render_html(view))
+        return HTMLResponse(render(view, "html"))
 
     @app.get("/", response_class=HTMLResponse, tags=["report"],
              summary="The HTML report (a landing page before the first run)")

@@ -98,6 +98,8 @@ FLAGS: dict[str, tuple[str, ...]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .report import RENDERERS  # every report format, as each registered itself
+
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -122,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "into the state file; prints one summary line.")
     report = sub.add_parser("report", parents=[common], help="print the recommendations",
                             description="Print the recommendations, totals first.")
-    report.add_argument("--format", default="table",
-                        choices=["table", "markdown", "json", "html"])
+    report.add_argument("--format", default="table", choices=list(RENDERERS))
     report.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
     report.add_argument("--from-state", action="store_true",
                         help="report the state file's last run, without asking Prometheus")

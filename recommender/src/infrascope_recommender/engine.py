@@ -1,9 +1,9 @@
 """Run the rules over a fleet and keep at most one recommendation per server.
 
-Precedence (``priority`` of each rule, lower first): **under-provisioned** (10) >
-**idle** (20) > **consolidation** (30) > **dedicated -> Cloud** (40) > **right-sizing**
-(50). Safety first: a saturated server must never be shrunk or merged. Then the rules
-that remove whole servers (a delete beats any resize; a merge removes all but one
+Precedence: every step of every registered rule (:func:`.rules.steps`) runs by its
+``priority``, lower first; ``recommender/docs/rules.md`` lists them with the reason for
+each place. Safety first: a saturated server must never be shrunk or merged. Then the
+rules that remove whole servers (a delete beats any resize; a merge removes all but one
 server of a group) before the general fallback, right-sizing. Each rule sees the fleet
 *without* the servers earlier rules already claimed, so a consolidation group is formed
 from the servers still free rather than dropped when one member is taken; within one
@@ -30,7 +30,7 @@ from . import loader
 from .config import Config
 from .model import Exclusion, Fleet, Recommendation, RunResult, ServerKey
 from .promql import PrometheusClient
-from .rules import Rule, all_rules
+from .rules import Evaluation, Rule, steps
 from .thresholds import Thresholds
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,15 @@ def _order(rec: Recommendation) -> tuple[object, ...]:
 
 
 def generate(fleet: Fleet, thresholds: Thresholds, now: float | None = None,
-             rules: Sequence[Rule] | None = None) -> RunResult:
-    """Apply every rule (or ``rules``) to ``fleet``; pure apart from the clock."""
+             rules: Sequence[Rule | Evaluation] | None = None) -> RunResult:
+    """Apply every registered rule (or ``rules``: rules, or steps of rules) to ``fleet``;
+    pure apart from the clock."""
     started = time.time() if now is None else now
     clock = time.monotonic()
     claimed: set[ServerKey] = set()
     kept: list[Recommendation] = []
     excluded: dict[ServerKey, Exclusion] = {}
-    ordered = sorted(rules, key=lambda r: (r.priority, r.name)) if rules is not None \
-        else list(all_rules())
-    for rule in ordered:
+    for rule in steps(rules):
         view = fleet if not claimed else dataclasses.replace(
             fleet, servers={k: s for k, s in fleet.servers.items() if k not in claimed})
         result = rule.evaluate(view, thresholds)

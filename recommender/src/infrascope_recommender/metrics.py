@@ -47,7 +47,8 @@ from prometheus_client.registry import Collector
 from infrascope_core import contract
 
 from . import __version__
-from .model import KINDS, STATUSES
+from .model import STATUSES
+from .rules import kinds
 
 if TYPE_CHECKING:
     from .service import RecommenderService
@@ -106,7 +107,7 @@ class RecommenderCollector(Collector):
         yield totals
 
         counts = _family("infrascope_recommendations")
-        for kind in KINDS:
+        for kind in kinds():
             for status in STATUSES:
                 counts.add_metric([kind, status], summary.by_kind[kind][status].count)
         yield counts

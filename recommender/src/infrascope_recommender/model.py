@@ -10,7 +10,7 @@ Identity follows the data contract: a server is ``(source, server_id)`` with
 ``"cloud/42"``.
 
 Flow: ``loader.load(client, config) -> Fleet``; every rule in ``rules/`` is
-``evaluate(fleet, config) -> RuleResult``; ``engine.generate(fleet, config) -> RunResult``
+``evaluate(fleet, thresholds) -> RuleResult``; ``engine.generate(fleet, config) -> RunResult``
 keeps at most one recommendation per server. State, API, report and metrics only
 read :class:`Recommendation` (and its ``to_dict``/``from_dict`` form).
 """
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 Source = Literal["cloud", "dedicated"]
-Kind = Literal["idle", "consolidation", "rightsize", "underprovisioned", "dedicated_to_cloud"]
+#: A registered rule's kind (``infrascope_recommender.rules.kinds()``: each rule module
+#: declares its own, so the set is only known once the rules are loaded).
+Kind = str
 Action = Literal["delete", "change_type", "merge", "migrate"]
 Level = Literal["high", "medium", "low"]
 Status = Literal["pending", "accepted", "dismissed"]
 
-KINDS: tuple[Kind, ...] = ("idle", "consolidation", "rightsize", "underprovisioned",
-                           "dedicated_to_cloud")
 STATUSES: tuple[Status, ...] = ("pending", "accepted", "dismissed")
 CENT = Decimal("0.01")
 
@@ -170,6 +171,11 @@ class ServerRef:
     def of(cls, server: Server) -> ServerRef:
         return cls(server.key.source, server.key.server_id, server.name, server.server_type,
                    server.location, server.project)
+
+
+def server_names(servers: Sequence[ServerRef]) -> str:
+    """``web-1, web-2`` (a server without a name as its key, ``cloud/42``)."""
+    return ", ".join(s.name or str(s.key) for s in servers)
 
 
 @dataclass

@@ -24,13 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlencode
 
-from . import __version__
+from . import __version__, rules
 from .model import (
     EXCLUSION_CAUSES,
-    KINDS,
     STATUSES,
     Exclusion,
     ExclusionCause,
@@ -38,19 +37,37 @@ from .model import (
     RunResult,
     ServerRef,
     cents,
+    server_names,
 )
 from .state import Store, StoredRecommendation, exclusion_to_dict, iso
 
-Format = Literal["table", "markdown", "json", "html"]
-FORMATS: tuple[Format, ...] = ("table", "markdown", "json", "html")
+Renderer = Callable[["ReportView"], str]
 
-KIND_LABELS = {
-    "idle": "Idle",
-    "consolidation": "Consolidation",
-    "rightsize": "Right-sizing",
-    "underprovisioned": "Under-provisioned",
-    "dedicated_to_cloud": "Dedicated → Cloud",
-}
+#: Every report format by name, in the order ``--format`` lists them: each renderer
+#: registers itself with :func:`report_format` (the CLI's choices and :func:`render` read
+#: this; the API serves ``html``).
+RENDERERS: dict[str, Renderer] = {}
+
+
+def report_format(name: str) -> Callable[[Renderer], Renderer]:
+    """Register the decorated function as the renderer of format ``name``."""
+    def register(renderer: Renderer) -> Renderer:
+        if name in RENDERERS:
+            raise ValueError(f"report format {name!r} is registered twice")
+        RENDERERS[name] = renderer
+        return renderer
+    return register
+
+
+class _Labels(dict[str, str]):
+    """Kind -> label; a kind no rule declares any more is shown as is."""
+
+    def __missing__(self, kind: str) -> str:
+        return kind
+
+
+def kind_labels() -> dict[str, str]:
+    return _Labels({rule.kind: rule.label for rule in rules.registered()})
 
 
 # --- wording shared by the report, the annotation feed and the API ----------------------
@@ -107,27 +124,10 @@ def percent(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio * 100:.0f} %"
 
 
-def server_names(servers: Sequence[ServerRef]) -> str:
-    return ", ".join(s.name or str(s.key) for s in servers)
-
-
 def describe(rec: Recommendation) -> str:
-    """A one-line title: what to do to which servers, and what it saves or costs."""
-    names = server_names(rec.servers)
-    current = ", ".join(sorted({s.server_type for s in rec.servers}))
-    target = rec.target_type or "?"
-    if rec.kind == "idle" and rec.action == "delete":
-        what = f"Delete idle {names} ({current})"
-    elif rec.kind == "idle":
-        what = f"Downsize idle {names}: {current} → {target}"
-    elif rec.kind == "consolidation":
-        what = f"Consolidate {names} onto one {target}"
-    elif rec.kind == "underprovisioned":
-        what = f"Upgrade {names}: {current} → {target}"
-    elif rec.kind == "dedicated_to_cloud":
-        what = f"Move dedicated {names} to Cloud {target}"
-    else:
-        what = f"Right-size {names}: {current} → {target}"
+    """A one-line title: what to do to which servers (the rule's headline), and what it
+    saves or costs."""
+    what = rules.headline(rec)
     savings = rec.savings
     if savings < 0:
         return f"{what}, costs {money(-savings)} EUR/month more"
@@ -193,7 +193,7 @@ class ReportView:
     def by_kind(self) -> dict[str, tuple[int, Decimal]]:
         """Pending recommendations per kind: (count, monthly savings); kinds with none left out."""
         out: dict[str, tuple[int, Decimal]] = {}
-        for kind in KINDS:
+        for kind in rules.kinds():
             items = [i for i in self.pending if i.recommendation.kind == kind]
             if items:
                 out[kind] = (len(items), sum((i.recommendation.savings for i in items),
@@ -264,12 +264,10 @@ def view_from_store(store: Store, *, origin: str | None = None,
 # --- rendering ---------------------------------------------------------------------------
 
 def render(view: ReportView, fmt: str = "table") -> str:
-    renderer: dict[str, Callable[[ReportView], str]] = {
-        "table": render_table, "markdown": render_markdown, "json": render_json,
-        "html": render_html}
-    if fmt not in renderer:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    return renderer[fmt](view)
+    renderer = RENDERERS.get(fmt)
+    if renderer is None:
+        raise ValueError(f"format: expected one of {', '.join(RENDERERS)}, got {fmt!r}")
+    return renderer(view)
 
 
 def _when(epoch: float | None) -> str:
@@ -291,8 +289,9 @@ def _total_lines(view: ReportView) -> list[str]:
     if view.upgrade_cost:
         lines.append(f"  net of {money(view.upgrade_cost)} EUR/month that upgrades of "
                      "under-provisioned servers add")
+    labels = kind_labels()
     for kind, (count, savings) in view.by_kind().items():
-        lines.append(f"  {KIND_LABELS[kind]}: {count}, {money(savings)} EUR/month")
+        lines.append(f"  {labels[kind]}: {count}, {money(savings)} EUR/month")
     lines.append(f"Decided: {counts['accepted']} accepted, {counts['dismissed']} dismissed")
     if view.exclusions:
         groups = ", ".join(f"{len(items)} {title[0].lower()}{title[1:]}"
@@ -363,6 +362,7 @@ def _decision_text(item: StoredRecommendation) -> str:
     return text
 
 
+@report_format("table")
 def render_table(view: ReportView) -> str:
     lines = [f"InfraScope recommendations · {_when(view.generated_at)}"
              + (f" · {view.origin}" if view.origin else ""), ""]
@@ -402,6 +402,7 @@ def _md(text: str) -> str:
     return out
 
 
+@report_format("markdown")
 def render_markdown(view: ReportView) -> str:
     lines = ["# InfraScope recommendations", "",
              f"Generated {_when(view.generated_at)}"
@@ -413,10 +414,11 @@ def render_markdown(view: ReportView) -> str:
                   "|" + "|".join("---:" if i in _NUMERIC else "---"
                                  for i in range(len(_HEADERS))) + "|"]
         lines += ["| " + " | ".join(_md(c) for c in _row(i)) + " |" for i in view.items]
+        labels = kind_labels()
         for item in view.items:
             rec = item.recommendation
             lines += ["", f"## {_md(describe(rec))}", "",
-                      f"`{rec.id}` · {KIND_LABELS[rec.kind]} · **{item.status}**", ""]
+                      f"`{rec.id}` · {labels[rec.kind]} · **{item.status}**", ""]
             servers = []
             for s in rec.servers:
                 url = view.server_url(s)
@@ -465,6 +467,7 @@ def report_dict(view: ReportView) -> dict[str, Any]:
     }
 
 
+@report_format("json")
 def render_json(view: ReportView) -> str:
     return json.dumps(report_dict(view), indent=2, ensure_ascii=False) + "\n"
 
@@ -477,6 +480,7 @@ def _printable_value(value: Any) -> Any:
     return value
 
 
+@report_format("html")
 def render_html(view: ReportView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -487,5 +491,8 @@ def render_html(view: ReportView) -> str:
     env.filters.update(money=money, percent=percent, when=_when)
     template = env.get_template("report.html")
     return template.render(view=view, counts=view.counts(), by_kind=view.by_kind(),
-                           kind_labels=KIND_LABELS, describe=describe,
+                           kind_labels=kind_labels(), describe=describe,
                            decision_text=_decision_text, version=__version__)
+
+
+FORMATS: tuple[str, ...] = tuple(RENDERERS)  # every format registered above

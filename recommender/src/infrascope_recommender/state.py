@@ -44,7 +44,6 @@ from typing import Any
 
 from .model import (
     EXCLUSION_CAUSES,
-    KINDS,
     STATUSES,
     Exclusion,
     ExclusionCause,
@@ -55,6 +54,7 @@ from .model import (
     Status,
     cents,
 )
+from .rules import kinds
 
 BUSY_TIMEOUT_MS = 30_000
 _List = list  # Store.list shadows the builtin inside the class body
@@ -631,8 +631,8 @@ class Store:
             where.append("r.status = ?")
             args.append(status)
         if kind is not None:
-            if kind not in KINDS:
-                raise ValueError(f"kind: expected one of {', '.join(KINDS)}")
+            if kind not in kinds():
+                raise ValueError(f"kind: expected one of {', '.join(kinds())}")
             where.append("r.kind = ?")
             args.append(kind)
         server_match: _List[str] = []
@@ -728,7 +728,7 @@ class Store:
     def summary(self) -> Summary:
         by_status: dict[str, Totals] = {status: Totals() for status in STATUSES}
         by_kind: dict[str, dict[str, Totals]] = {
-            kind: {status: Totals() for status in STATUSES} for kind in KINDS}
+            kind: {status: Totals() for status in STATUSES} for kind in kinds()}
         with self._read() as c:
             rows = c.execute(
                 "SELECT kind, status, COUNT(*), COALESCE(SUM(monthly_savings_cents), 0) "

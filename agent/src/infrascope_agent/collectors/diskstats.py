@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from ..registry import Collector, Settings, add, family, register
+from ..registry import Collector, Option, Settings, add, family, register
 from ._host import DeviceFilter, option
 
 DEFAULT_DEVICE_EXCLUDE = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
@@ -94,6 +94,14 @@ def read_udev(udev_data: str, major: int, minor: int) -> dict[str, str]:
 class DiskstatsCollector(Collector):
     name = "diskstats"
     help = "block device I/O statistics from /proc/diskstats"
+    options = (
+        Option("collector.diskstats.device-exclude",
+               "block devices to ignore (replaces the default)",
+               aliases=("collector.diskstats.ignored-devices",), metavar="REGEX", regex=True),
+        Option("collector.diskstats.device-include",
+               "block devices to keep (exclusive with -exclude)", metavar="REGEX",
+               regex=True),
+    )
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -37,7 +37,7 @@ from prometheus_client.core import Metric
 
 from ..cgroups import Cgroups
 from ..discovery import CONTAINER_NAMES, add_usage, service_families
-from ..registry import Collector, Settings, SourceAbsent, add, register
+from ..registry import Collector, Option, Settings, SourceAbsent, add, register
 
 CLIENT_MAX_API = (1, 47)  # newest Engine API whose /containers/json this was checked against
 CLIENT_MIN_API = (1, 24)  # oldest with the fields used here (State, Labels)
@@ -172,6 +172,8 @@ def container_name(container: dict[str, Any]) -> str:
 class DockerCollector(Collector):
     name = "docker"
     help = "Docker containers (Engine API over the unix socket) with CPU and memory"
+    options = (Option("docker.socket", "Docker Engine API socket", setting="docker_socket",
+                      metavar="PATH"),)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from ..registry import Collector, Settings, add, family, register
+from ..registry import Collector, Option, Settings, add, family, register
 from ._host import option
 
 log = logging.getLogger("infrascope_agent")
@@ -114,6 +114,18 @@ FAMILIES = (
 class FilesystemCollector(Collector):
     name = "filesystem"
     help = "filesystem statistics: statfs of each mount, hung mounts skipped"
+    options = (
+        Option("collector.filesystem.timeout",
+               "seconds one statfs may take before the mount is skipped",
+               setting="filesystem_timeout", type=float, metavar="SECONDS"),
+        Option("collector.filesystem.mount-points-exclude",
+               "mount points to ignore (replaces the default)",
+               aliases=("collector.filesystem.ignored-mount-points",), metavar="REGEX",
+               regex=True),
+        Option("collector.filesystem.fs-types-exclude",
+               "filesystem types to ignore (replaces the default)",
+               aliases=("collector.filesystem.ignored-fs-types",), metavar="REGEX", regex=True),
+    )
 
     def __init__(self, settings: Settings,
                  statvfs: Callable[[str], Any] | None = None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from ..registry import Collector, Settings, add, family, register
+from ..registry import Collector, Option, Settings, add, family, register
 from ._host import DeviceFilter
 
 
@@ -47,6 +47,13 @@ def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
 class NetDevCollector(Collector):
     name = "netdev"
     help = "network device statistics from /proc/net/dev"
+    options = (
+        Option("collector.netdev.device-exclude", "network devices to ignore",
+               aliases=("collector.netdev.device-blacklist",), metavar="REGEX", regex=True),
+        Option("collector.netdev.device-include",
+               "network devices to keep (exclusive with -exclude)",
+               aliases=("collector.netdev.device-whitelist",), metavar="REGEX", regex=True),
+    )
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -37,7 +37,7 @@ from prometheus_client.core import Metric
 
 from ..cgroups import Cgroups
 from ..discovery import add_usage, service_families
-from ..registry import Collector, Settings, SourceAbsent, add, register
+from ..registry import Collector, Option, Settings, SourceAbsent, add, register
 
 log = logging.getLogger("infrascope_agent.systemd")
 
@@ -104,6 +104,8 @@ def parse_plain_units(text: str) -> list[Unit]:
 class SystemdCollector(Collector):
     name = "systemd"
     help = "systemd service units (systemctl list-units) with CPU and memory"
+    options = (Option("systemd.systemctl", "systemctl binary used by the systemd collector",
+                      setting="systemctl", metavar="PATH"),)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

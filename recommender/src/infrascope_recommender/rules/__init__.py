@@ -1,53 +1,248 @@
-"""The rules: one module per rule, found by :func:`all_rules`.
+"""The rules: one module per rule, each declaring everything about it in ``RULE``.
 
-A rule module defines ``RULE``, an object with ``name`` (the kind of recommendation and
-the ``rules.<name>`` section of the configuration), ``priority`` (lower runs first and
-wins a server another rule also wants, see ``engine``) and
-``evaluate(fleet, thresholds) -> RuleResult``: pure logic over the loaded data, no I/O.
-Adding a rule is adding a module here (plus its thresholds); modules whose name starts
-with ``_`` are helpers.
+A rule module defines ``RULE = Rule(...)``: its **kind** (the ``kind`` of the
+recommendations it makes, its section ``rules.<kind>`` of the configuration and its name
+in the API), its **label** and **description** (reports, the docs), its **settings** (a
+frozen dataclass of :func:`~infrascope_recommender.settings.setting` fields: defaults,
+validation, the docs' table), its **evaluation** (``evaluate(fleet, thresholds) ->
+RuleResult``: pure logic over the loaded data, no I/O) and its **priority** (lower runs
+first and wins a server another rule also wants, see :mod:`..engine`). Everything that
+lists kinds reads them from here: the API's schema and filters, the report's labels and
+titles, the annotation feed, ``/metrics``, the thresholds' validation and
+``recommender/docs/rules.md``. Adding a rule is adding a module; nothing else is edited.
+
+Rules are found in two places (:func:`registered`):
+
+- the modules of this package (names starting with ``_`` are helpers);
+- the entry point group ``infrascope_recommender.rules`` of installed distributions:
+  each entry point names a :class:`Rule`, a module with a ``RULE``, or a package whose
+  modules each have one. A third-party package adds rules with, in its
+  ``pyproject.toml``::
+
+      [project.entry-points."infrascope_recommender.rules"]
+      acme = "acme_rules"            # a package of rule modules
+
+Kinds, labels and step names must be unique; a kind is a lower-case identifier, and
+not one of the general keys of ``rules:`` (:data:`..thresholds.GENERAL`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
+import importlib.metadata
 import pkgutil
-from typing import Protocol, runtime_checkable
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..model import Fleet, RuleResult
-from ..thresholds import Thresholds
+from ..model import Fleet, Recommendation, RuleResult, server_names
+from ..settings import boolean, checks, parse_section, setting
+
+if TYPE_CHECKING:  # thresholds holds the rules' settings: it imports this module
+    from ..thresholds import Thresholds
+
+ENTRY_POINT_GROUP = "infrascope_recommender.rules"
+_KIND = re.compile(r"[a-z][a-z0-9_]*")
 
 
-@runtime_checkable
-class Rule(Protocol):
-    name: str
-    priority: int
+@dataclass(frozen=True)
+class RuleSettings:
+    """What every rule's settings have; a rule's settings class extends it."""
+
+    enabled: bool = setting(True, boolean, "`false` switches the rule off")
+
+
+class Evaluation(Protocol):
+    """What the engine runs: a name, a priority and an evaluation."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult: ...
 
 
+@dataclass(frozen=True)
+class Step:
+    """One more evaluation of a rule at another place in the precedence (e.g. idle's
+    "move to a smaller type", which ranks after consolidation while idle's "delete" ranks
+    before it). ``name`` appears in the exclusions and the logs."""
+
+    name: str
+    priority: int
+    evaluate: Callable[[Fleet, Thresholds], RuleResult]
+    precedence: str = ""  # why it runs where it does (docs)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Everything about one kind of recommendation (see the module's docstring)."""
+
+    kind: str
+    label: str  # "Right-sizing": reports, the docs
+    description: str  # one or two sentences of Markdown: what it recommends, and when
+    settings: type[RuleSettings]
+    evaluate: Callable[[Fleet, Thresholds], RuleResult]
+    priority: int
+    #: the one-line headline of a recommendation without its savings, e.g. "Right-size
+    #: web-1: cx42 → cx22"; default: the label, the servers and the type change
+    title: Callable[[Recommendation], str] | None = None
+    #: where the kind is listed (report totals, ``/metrics``, the API's enum), then by kind
+    order: int = 100
+    precedence: str = ""  # why it runs where it does (the docs' precedence list)
+    details: str = ""  # Markdown after the settings table in the docs: targets, commands
+    #: relations between settings values, after parsing (``fail(key, message)``)
+    check: Callable[[Thresholds], None] | None = None
+    more_steps: tuple[Step, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """What the engine runs, each skipped while ``rules.<kind>.enabled`` is false."""
+        first = Step(self.kind, self.priority, self.evaluate, self.precedence)
+        return tuple(dataclasses.replace(step, evaluate=_when_enabled(self.kind,
+                                                                      step.evaluate))
+                     for step in (first, *self.more_steps))
+
+    def parse(self, value: Any, key: str) -> RuleSettings:
+        """The ``rules.<kind>`` section -> this rule's settings (ConfigError naming the key)."""
+        return parse_section(value, key, self.settings())
+
+    def headline(self, rec: Recommendation) -> str:
+        if self.title is not None:
+            return self.title(rec)
+        return default_title(self.label, rec)
+
+
+def _when_enabled(kind: str, evaluate: Callable[[Fleet, Thresholds], RuleResult]
+                  ) -> Callable[[Fleet, Thresholds], RuleResult]:
+    def run(fleet: Fleet, thresholds: Thresholds) -> RuleResult:
+        if not thresholds.rules[kind].enabled:
+            return RuleResult()
+        return evaluate(fleet, thresholds)
+    return run
+
+
+# --- titles ------------------------------------------------------------------------------
+
+def servers_of(rec: Recommendation) -> str:
+    """The servers' names, e.g. ``web-1, web-2``."""
+    return server_names(rec.servers)
+
+
+def types_of(rec: Recommendation) -> str:
+    """The servers' types, e.g. ``cx22, cx32``."""
+    return ", ".join(sorted({s.server_type for s in rec.servers}))
+
+
+def target_of(rec: Recommendation) -> str:
+    return rec.target_type or "?"
+
+
+def default_title(label: str, rec: Recommendation) -> str:
+    """``<label> <servers>: <types> → <target>`` (the servers alone without a target)."""
+    if rec.target_type is None:
+        return f"{label} {servers_of(rec)}"
+    return f"{label} {servers_of(rec)}: {types_of(rec)} → {target_of(rec)}"
+
+
+# --- discovery ---------------------------------------------------------------------------
+
+def _module_rules(module: ModuleType) -> list[Rule]:
+    """The rules of a module (its ``RULE``) or of a package (each module's ``RULE``)."""
+    if hasattr(module, "__path__"):
+        found = []
+        for info in pkgutil.iter_modules(module.__path__):
+            if not info.name.startswith("_"):
+                found += _module_rules(importlib.import_module(f"{module.__name__}.{info.name}"))
+        return found
+    rule = getattr(module, "RULE", None)
+    if not isinstance(rule, Rule):
+        raise TypeError(f"{module.__name__} has no RULE = Rule(kind=..., label=..., "
+                        "description=..., settings=..., evaluate=..., priority=...)")
+    return [rule]
+
+
 def discover(package: str = __name__) -> list[Rule]:
-    """Import every non-underscore module of ``package`` and collect its ``RULE``."""
-    pkg = importlib.import_module(package)
+    """The rules of every non-underscore module of ``package``, checked, in listing order."""
+    return checked(_module_rules(importlib.import_module(package)))
+
+
+def _entry_point_rules() -> list[Rule]:
     found: list[Rule] = []
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package}.{info.name}")
-        rule = getattr(module, "RULE", None)
-        if not isinstance(rule, Rule):
-            raise TypeError(f"{package}.{info.name} has no RULE with name, priority and "
-                            "evaluate(fleet, thresholds)")
-        found.append(rule)
-    names = [r.name for r in found]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise TypeError(f"two rules named {duplicates[0]!r}")
-    return sorted(found, key=lambda r: (r.priority, r.name))
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            raise TypeError(f"entry point {entry.name} = {entry.value} "
+                            f"({ENTRY_POINT_GROUP}) cannot be loaded: {exc}") from exc
+        if isinstance(loaded, Rule):
+            found.append(loaded)
+        elif isinstance(loaded, ModuleType):
+            found += _module_rules(loaded)
+        else:
+            raise TypeError(f"entry point {entry.name} = {entry.value} ({ENTRY_POINT_GROUP}) "
+                            "is neither a Rule nor a module of rules")
+    return found
+
+
+def checked(rules: Iterable[Rule]) -> list[Rule]:
+    """Refuse what would make two rules indistinguishable or a setting undeclared."""
+    out = sorted(rules, key=lambda r: (r.order, r.kind))
+    seen: dict[str, str] = {}
+    for rule in out:
+        if not _KIND.fullmatch(rule.kind):
+            raise TypeError(f"rule kind {rule.kind!r}: expected a lower-case identifier")
+        if not issubclass(rule.settings, RuleSettings):
+            raise TypeError(f"rule {rule.kind}: settings must extend RuleSettings")
+        checks(rule.settings)  # every field declared with setting()
+        for what, value in [("kind", rule.kind), ("label", rule.label),
+                            *[("step", s.name) for s in rule.steps[1:]]]:
+            key = f"{what}:{value}" if what != "step" else f"kind:{value}"
+            if key in seen:
+                raise TypeError(f"two rules with the {what} {value!r}: {seen[key]} and "
+                                f"{rule.kind}")
+            seen[key] = rule.kind
+    return out
 
 
 @functools.cache
-def all_rules() -> tuple[Rule, ...]:
-    """Every rule of this package, in the order the engine runs them."""
-    return tuple(discover())
+def registered() -> tuple[Rule, ...]:
+    """Every rule: this package's and the installed entry points', in listing order."""
+    return tuple(checked([*_module_rules(importlib.import_module(__name__)),
+                          *_entry_point_rules()]))
+
+
+def steps(rules: Sequence[Rule | Evaluation] | None = None) -> list[Evaluation]:
+    """What the engine runs, in order: every step of ``rules`` (default: every registered
+    rule) by priority, then name."""
+    out: list[Evaluation] = []
+    for rule in registered() if rules is None else rules:
+        out += rule.steps if isinstance(rule, Rule) else [rule]
+    return sorted(out, key=lambda s: (s.priority, s.name))
+
+
+def kinds() -> tuple[str, ...]:
+    """Every registered kind, in listing order."""
+    return tuple(rule.kind for rule in registered())
+
+
+def by_kind() -> dict[str, Rule]:
+    return {rule.kind: rule for rule in registered()}
+
+
+def headline(rec: Recommendation) -> str:
+    """What to do to which servers, in one line (without what it saves)."""
+    rule = by_kind().get(rec.kind)
+    if rule is None:
+        return default_title(rec.kind, rec)
+    return rule.headline(rec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import (
     Action,
@@ -21,8 +22,10 @@ from ..model import (
     Service,
     cents,
 )
-from ..thresholds import ConfidenceBands, Thresholds
 from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
+
+if TYPE_CHECKING:
+    from ..thresholds import ConfidenceBands, Thresholds
 
 GiB = 1024 ** 3
 DEFAULT_IMAGE = "ubuntu-24.04"

@@ -24,9 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Server, ServerType
-from ..thresholds import Headroom
+
+if TYPE_CHECKING:
+    from ..thresholds import Headroom
 
 #: Hetzner's backup surcharge when neither the project's ratio nor the server's own
 #: cost breakdown tells it (``server_backup.percentage`` has been 20 for years).

@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Level, Reason, Recommendation, RuleResult, Server, ServerRef
-from ..thresholds import Thresholds
+from ..settings import integer, mapping_of, money, regex, setting, strings, text
+from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     DEFAULT_IMAGE,
     Assessment,
@@ -47,10 +51,37 @@ from ._common import (
 )
 from ._fit import Need, backup_ratio, cheapest, orderable, unchanged_components
 
+#: Default name pattern of non-production servers (case-insensitive): ``staging``,
+#: ``stage``, ``stg``, ``dev``, ``development``, ``test``, ``testing`` or ``qa`` as a
+#: word of the server name (words are separated by ``-``, ``_``, ``.`` or digits).
+DEFAULT_NONPROD_NAME_PATTERN = (
+    r"(?i)(^|[-_.0-9])(staging|stage|stg|dev|development|test|testing|qa)([-_.0-9]|$)"
+)
+
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
+
+
+@dataclass(frozen=True)
+class ConsolidationSettings(RuleSettings):
+    env_label: str = setting("env", text, "the Hetzner label that says what a server is")
+    env_values: tuple[str, ...] = setting(
+        ("staging", "stage", "dev", "development", "test"), strings,
+        "label values meaning non-production (case-insensitive)")
+    name_pattern: str = setting(
+        DEFAULT_NONPROD_NAME_PATTERN, regex,
+        "for servers without the label: one of those words in the name (`shop-dev-1`, "
+        "`api-test`; not `latest-build`, not `devops`); `\"\"` disables")
+    name_patterns: Mapping[str, str] = setting(
+        {}, mapping_of(regex), "`{<hcloud project>: <regex>}`: a project's own naming "
+                               "scheme, instead of `name_pattern`")
+    min_servers: int = setting(2, integer(2), "a group needs at least two servers")
+    min_savings_euros: Decimal = setting(Decimal("1.00"), money, "not worth a migration below")
+
 
 def nonprod_reason(server: Server, th: Thresholds) -> str | None:
     """Why ``server`` counts as non-production, or None."""
-    c = th.consolidation
+    c = th.settings(ConsolidationSettings)
     value = server.labels.get(c.env_label)
     if value is not None and value.strip():
         if value.strip().lower() in {v.lower() for v in c.env_values}:
@@ -64,13 +95,10 @@ def nonprod_reason(server: Server, th: Thresholds) -> str | None:
 
 class ConsolidationRule:
     name = "consolidation"
-    priority = 30
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
-        c = thresholds.consolidation
-        if not c.enabled:
-            return result
+        c = thresholds.settings(ConsolidationSettings)
         groups: dict[tuple[str, str, str], list[tuple[Server, Assessment, str]]] = \
             defaultdict(list)
         for server in in_order(fleet):
@@ -140,10 +168,11 @@ class ConsolidationRule:
             projected += target.price * max(backup_ratio(fleet, s) for s in with_backups)
         projected += max(unchanged_components(s) for s in servers)
         savings = current - projected
-        if savings <= 0 or savings < th.consolidation.min_savings_euros:
+        c = th.settings(ConsolidationSettings)
+        if savings <= 0 or savings < c.min_savings_euros:
             return None
         t = target.type
-        envs = {s.labels.get(th.consolidation.env_label, "").lower() for s in servers}
+        envs = {s.labels.get(c.env_label, "").lower() for s in servers}
         env = envs.pop() if len(envs) == 1 and "" not in envs else "nonprod"
         new_name = f"{env}-consolidated-{location}"
         images = {image_of(s) for s in servers}
@@ -252,4 +281,25 @@ class ConsolidationRule:
                          for port, names in sorted(seen.items()) if len(names) > 1)
 
 
-RULE = ConsolidationRule()
+RULE = Rule(
+    kind=ConsolidationRule.name, label="Consolidation", order=20, priority=30,
+    description="Non-production Cloud servers (Hetzner `env` label, or a name pattern per "
+                "project) of one project, location and architecture whose summed p95 CPU, "
+                "peak memory and disk fit one cheaper type with headroom are merged onto it: "
+                "create that server, move the services, delete the others.",
+    settings=ConsolidationSettings, evaluate=ConsolidationRule().evaluate,
+    title=lambda rec: f"Consolidate {servers_of(rec)} onto one {target_of(rec)}",
+    precedence="removes all but one server of a group; the group is formed from the servers "
+               "still free (an idle member is deleted, the rest still merge)",
+    details="""\
+A label with another value (`env=production`) always wins over the name. Groups are
+per Cloud project, location and architecture (a server cannot move between projects
+without a snapshot transfer, and a merge must stay in one place). The demand of a group
+is the **sum** of p95 CPU (cores), peak memory (unmeasured memory counted at its full
+size) and used disk (unmeasured: the whole primary disk); summing p95s over-estimates
+the p95 of the sum, on the safe side. When the whole group does not fit one type or is
+not cheaper, the most demanding server is left out and the rest tried again. Commands:
+`hcloud server create --name <env>-consolidated-<location> --type <type> --location
+<location> --image <image>` (the servers' image, else `ubuntu-24.04`), a step per server
+to move its services and data, then a snapshot and `hcloud server delete` per server.
+""")

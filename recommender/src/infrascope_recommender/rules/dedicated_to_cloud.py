@@ -14,10 +14,14 @@ and ``min_savings_percent``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
-from ..thresholds import Thresholds
+from ..settings import fail, mapping_of, money, percent, setting, strings, text
+from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     Unjudged,
     assess,
@@ -39,10 +43,45 @@ from ._common import (
 )
 from ._fit import Need, cheapest, orderable
 
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
+
+
+def _locations(value: Any, key: str) -> dict[str, str]:
+    return {prefix.lower(): location.lower()
+            for prefix, location in mapping_of(text)(value, key).items()}
+
+
+def _cpu_types(value: Any, key: str) -> tuple[str, ...]:
+    out = strings(value, key)
+    for cpu_type in out:
+        if cpu_type not in ("shared", "dedicated"):
+            fail(key, f"expected shared and/or dedicated, got {cpu_type!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class DedicatedToCloudSettings(RuleSettings):
+    locations: Mapping[str, str] = setting(
+        {"fsn1": "fsn1", "nbg1": "nbg1", "hel1": "hel1"}, _locations,
+        "datacenter prefix (`FSN1-DC14` → `fsn1`) → Cloud location: stay in the same site")
+    cpu_types: tuple[str, ...] = setting(
+        ("shared", "dedicated"), _cpu_types,
+        "Cloud CPU types allowed; `[dedicated]` for CPU-bound work that needs guaranteed "
+        "cores")
+    image: str = setting("ubuntu-24.04", text, "image of the new Cloud server")
+    primary_ipv4_euros: Decimal = setting(
+        Decimal("0.50"), money, "a Cloud server needs a primary IPv4; used when no Cloud "
+                                "server of the fleet shows its price")
+    min_savings_euros: Decimal = setting(Decimal("5.00"), money,
+                                         "a migration off a dedicated server is real work")
+    min_savings_percent: Decimal = setting(Decimal("10"), percent,
+                                           "… and must be worth it relative to the bill")
+
 
 def cloud_location(server: Server, th: Thresholds) -> str | None:
     prefix = (server.datacenter.split("-")[0] if server.datacenter else server.location)
-    return th.dedicated_to_cloud.locations.get(prefix.strip().lower())
+    return th.settings(DedicatedToCloudSettings).locations.get(prefix.strip().lower())
 
 
 class Ipv4Prices:
@@ -60,7 +99,7 @@ class Ipv4Prices:
                 here = self.by_location.get(s.location)
                 self.by_location[s.location] = amount if here is None else max(here, amount)
                 self.anywhere = amount if self.anywhere is None else max(self.anywhere, amount)
-        self.default = th.dedicated_to_cloud.primary_ipv4_euros
+        self.default = th.settings(DedicatedToCloudSettings).primary_ipv4_euros
 
     def __call__(self, location: str) -> Decimal:
         price = self.by_location.get(location, self.anywhere)
@@ -75,13 +114,9 @@ def cloud_name(server: Server) -> str:
 
 class DedicatedToCloudRule:
     name = "dedicated_to_cloud"
-    priority = 40
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
-        dc = thresholds.dedicated_to_cloud
-        if not dc.enabled:
-            return result
         prices = Ipv4Prices(fleet, thresholds)
         for server in in_order(fleet):
             if server.source != "dedicated":
@@ -95,7 +130,7 @@ class DedicatedToCloudRule:
 
     def _judge(self, server: Server, fleet: Fleet, th: Thresholds,
                prices: Ipv4Prices) -> Recommendation | Unjudged | None:
-        dc = th.dedicated_to_cloud
+        dc = th.settings(DedicatedToCloudSettings)
         a = assess(server, th)
         missing = []
         if not a.cpu_ok:
@@ -194,4 +229,21 @@ class DedicatedToCloudRule:
             preconditions=preconditions, commands=commands)
 
 
-RULE = DedicatedToCloudRule()
+RULE = Rule(
+    kind=DedicatedToCloudRule.name, label="Dedicated → Cloud", order=50, priority=40,
+    description="A dedicated server whose measured usage (agent) fits a Cloud type in the "
+                "same site for less gets the migration steps, ending with the cancellation "
+                "in Robot.",
+    settings=DedicatedToCloudSettings, evaluate=DedicatedToCloudRule().evaluate,
+    title=lambda rec: f"Move dedicated {servers_of(rec)} to Cloud {target_of(rec)}",
+    precedence="dedicated servers only",
+    details="""\
+Needs the agent (Robot has no metrics): cores (count of
+`node_cpu_seconds_total{mode="idle"}`), memory (`node_memory_MemTotal_bytes`), used disk
+and the 30-day CPU and memory figures; without them the server is excluded, naming what
+is missing. Target: the cheapest orderable x86 Cloud type at the mapped location holding
+p95 CPU, peak memory and used disk within the headroom. Commands: create the Cloud
+server, move services and data and switch DNS, then
+`# cancel server <number> in Robot (Server → Cancellation)`. Preconditions: runs on a
+VM, traffic allowance, billed until the end of the cancellation period.
+""")

@@ -13,19 +13,22 @@ measured, p95 memory below ``memory_p95_max`` (30 %):
 A Cloud server that is powered off and has too little data to judge is recommended
 for deletion with low confidence (``powered_off``): it still costs its full price.
 
-The two outcomes rank differently (see ``engine``): a delete (this module's ``RULE``,
-priority 20) comes before consolidation, since nothing beats removing a server that does
-nothing; a move (``idle_move.RULE``, priority 45) is a resize and comes after
+The two outcomes rank differently (see ``engine``): a delete (``RULE``, priority 20)
+comes before consolidation, since nothing beats removing a server that does nothing; a
+move (its second step, :data:`MOVE`, priority 45) is a resize and comes after
 consolidation and dedicated -> Cloud, which remove whole servers, but before the general
 right-sizing. Both are ``kind="idle"`` recommendations.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
-from ..thresholds import Thresholds
+from ..settings import boolean, fail, money, ratio, setting
+from . import Rule, RuleSettings, Step, servers_of, target_of, types_of
 from ._common import (
     Assessment,
     Unjudged,
@@ -52,19 +55,46 @@ from ._common import (
 )
 from ._fit import Catalogue
 
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
+
+
+@dataclass(frozen=True)
+class IdleSettings(RuleSettings):
+    cpu_avg_max: float = setting(
+        0.05, ratio, "30-day average CPU below 5 %: the rules pack's `low` bound; below it a "
+                     "server does next to nothing")
+    memory_p95_max: float = setting(
+        0.30, ratio, "where memory is measured, p95 memory below 30 %: a server holding a lot "
+                     "in memory (a cache, a database) is in use even when its CPU is quiet. "
+                     "Stricter than the pack's idle tier (< 50 %) on purpose: deleting is "
+                     "irreversible")
+    delete_cpu_max: float = setting(
+        0.10, ratio, "the 30-day **maximum** also below 10 %: nothing ran, not even a nightly "
+                     "job → **delete**")
+    powered_off: bool = setting(
+        True, boolean, "a Cloud server that is off and has too little data to judge → delete "
+                       "with **low** confidence: it is billed while off")
+    min_savings_euros: Decimal = setting(Decimal("1.00"), money,
+                                         "a move must save at least this")
+
+
+def check(th: Thresholds) -> None:
+    idle = th.settings(IdleSettings)
+    if idle.delete_cpu_max < idle.cpu_avg_max:
+        fail("rules.idle.delete_cpu_max",
+             f"must be at least rules.idle.cpu_avg_max ({idle.cpu_avg_max}): "
+             "a maximum below the average is impossible")
+
 
 class IdleRule:
-    def __init__(self, name: str = "idle", priority: int = 20, *, delete: bool = True,
-                 move: bool = False) -> None:
+    def __init__(self, name: str, *, delete: bool = True, move: bool = False) -> None:
         self.name = name
-        self.priority = priority
         self.delete = delete  # recommend deleting servers where nothing ran
         self.move = move  # recommend moving servers that wake up to a smaller type
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
-        if not thresholds.idle.enabled:
-            return result
         cat = Catalogue(fleet)
         for server in in_order(fleet):
             if not self.delete and server.source != "cloud":
@@ -89,7 +119,7 @@ class IdleRule:
     def _judge(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
                cat: Catalogue) -> Recommendation | Unjudged | None:
         u = server.utilisation
-        idle = th.idle
+        idle = th.settings(IdleSettings)
         assert u.cpu_avg is not None and u.cpu_max is not None
         if u.cpu_avg >= idle.cpu_avg_max:
             return None
@@ -173,8 +203,8 @@ class IdleRule:
     def _powered_off(self, server: Server, a: Assessment,
                      th: Thresholds) -> Recommendation | None:
         """A Cloud server that is off and has too little data: it costs, it does nothing."""
-        if not (th.idle.powered_off and server.source == "cloud" and server.status == "off"
-                and server.monthly_cost is not None):
+        if not (th.settings(IdleSettings).powered_off and server.source == "cloud"
+                and server.status == "off" and server.monthly_cost is not None):
             return None
         coverage = server.utilisation.cpu_coverage
         a.confidence = "low"
@@ -192,4 +222,36 @@ class IdleRule:
         return self._delete(server, a, reasons)
 
 
-RULE = IdleRule("idle", 20, delete=True, move=False)
+def title(rec: Recommendation) -> str:
+    if rec.action == "delete":
+        return f"Delete idle {servers_of(rec)} ({types_of(rec)})"
+    return f"Downsize idle {servers_of(rec)}: {types_of(rec)} → {target_of(rec)}"
+
+
+MOVE = Step("idle_move", 45, IdleRule("idle_move", delete=False, move=True).evaluate,
+            precedence="moving an idle server that wakes up now and then to a smaller type: "
+                       "a resize, labelled idle because that is the more useful reason")
+
+RULE = Rule(
+    kind="idle", label="Idle", order=10, priority=20,
+    description="A server whose 30-day average CPU is below 5 % (and p95 memory below 30 % "
+                "where measured) is **deleted** (after a snapshot) when even its 30-day "
+                "maximum stayed below 10 %, otherwise moved to the smallest type that fits.",
+    settings=IdleSettings, check=check, title=title,
+    evaluate=IdleRule("idle", delete=True, move=False).evaluate,
+    precedence="deleting a server where nothing ran: nothing beats removing a server that "
+               "does nothing",
+    more_steps=(MOVE,),
+    details="""\
+- Nothing ran: Cloud: `hcloud server create-image --type snapshot --description '<name>
+  before deletion (idle)' <name>`, `hcloud server delete <name>`. Dedicated: back up,
+  then `# cancel server <number> in Robot (Server → Cancellation)`.
+- Something runs now and then (maximum ≥ 10 %): a Cloud server moves to the smallest type
+  that fits (in place when the disk allows, else onto a new server: see right-sizing).
+- Network traffic is not part of the judgement: the preconditions ask to confirm nobody
+  needs the server.
+
+The two outcomes are two steps of one rule because they rank differently: deleting beats
+everything but a safety fix; a move is a resize and ranks after consolidation and
+dedicated → Cloud.
+""")

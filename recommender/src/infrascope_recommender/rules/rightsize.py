@@ -16,8 +16,13 @@ that type (and says why).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
 from ..model import Fleet, Reason, RuleResult
-from ..thresholds import Thresholds
+from ..settings import fail, money, percent, ratio, setting
+from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
     assess,
     downsize_options,
@@ -37,16 +42,40 @@ from ._common import (
 )
 from ._fit import Catalogue
 
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
+
+
+@dataclass(frozen=True)
+class RightsizeSettings(RuleSettings):
+    cpu_p95_max: float = setting(
+        0.5, ratio, "only servers whose p95 CPU is below half their cores: clearly "
+                    "over-provisioned (must stay below `underprovisioned.cpu_p95_min`)")
+    memory_max: float = setting(0.6, ratio, "and whose peak memory (where measured) is below "
+                                            "60 %")
+    min_savings_euros: Decimal = setting(Decimal("1.00"), money,
+                                         "a type change costs a power-off: not for cents …")
+    min_savings_percent: Decimal = setting(Decimal("10"), percent,
+                                           "… nor for a small share of the bill (both must "
+                                           "be met)")
+
+
+def check(th: Thresholds) -> None:
+    from .underprovisioned import UnderprovisionedSettings
+
+    rs = th.settings(RightsizeSettings)
+    up = th.settings(UnderprovisionedSettings)
+    if rs.cpu_p95_max >= up.cpu_p95_min:
+        fail("rules.rightsize.cpu_p95_max",
+             f"must be below rules.underprovisioned.cpu_p95_min ({up.cpu_p95_min})")
+
 
 class RightsizeRule:
     name = "rightsize"
-    priority = 50
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
-        rs = thresholds.rightsize
-        if not rs.enabled:
-            return result
+        rs = thresholds.settings(RightsizeSettings)
         cat = Catalogue(fleet)
         for server in in_order(fleet):
             if server.source != "cloud":
@@ -120,4 +149,25 @@ class RightsizeRule:
         return result
 
 
-RULE = RightsizeRule()
+RULE = Rule(
+    kind=RightsizeRule.name, label="Right-sizing", order=30, priority=50,
+    description="A Cloud server whose p95 CPU and peak memory are well under its capacity "
+                "moves to the cheapest type that still fits with headroom: same architecture "
+                "and CPU type, orderable in its location, a disk at least as large (Hetzner "
+                "cannot shrink a disk: when only a smaller one saves enough, the "
+                "recommendation is a new server and a migration, and says why).",
+    settings=RightsizeSettings, evaluate=RightsizeRule().evaluate, check=check,
+    title=lambda rec: f"Right-size {servers_of(rec)}: {types_of(rec)} → {target_of(rec)}",
+    precedence="the general fallback",
+    details="""\
+In place when a cheaper type with a large enough disk saves enough:
+`hcloud server shutdown --wait <name>`, `hcloud server change-type [--keep-disk] <name>
+<type>` (`--keep-disk` when the target's disk is larger than the current one, so the
+server stays downsizable), `hcloud server poweron <name>`; the reasons mention a
+cheaper type that would need a new server. Otherwise, when only a type with a smaller
+disk saves enough, the recommendation is a migration (`action: migrate`) with the
+reason — "the primary disk is 160 GB, larger than cx33's 80 GB: Hetzner cannot shrink a
+disk (and a snapshot of it cannot be restored onto a smaller disk)" — and the steps:
+snapshot, `hcloud server create --name <name>-<type> …`, move services and data (or the
+primary IP), `hcloud server delete <name>`.
+""")

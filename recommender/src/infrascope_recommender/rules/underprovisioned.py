@@ -12,8 +12,12 @@ change is made in place with ``--keep-disk`` so the server can come back down la
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server
-from ..thresholds import Thresholds
+from ..settings import ratio, setting
+from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
     Assessment,
     Option,
@@ -33,16 +37,26 @@ from ._common import (
 )
 from ._fit import Candidate, Need, cost_on, fits, orderable, type_disk
 
+if TYPE_CHECKING:
+    from ..thresholds import Thresholds
+
+
+@dataclass(frozen=True)
+class UnderprovisionedSettings(RuleSettings):
+    """Matches the rules pack's ``critical`` tier (prometheus/config.yaml ``tiers:``)."""
+
+    cpu_p95_min: float = setting(
+        0.85, ratio, "p95 CPU ≥ 85 %: the pack's `tiers.cpu.critical` (`prometheus/config.yaml`)")
+    memory_p95_min: float = setting(
+        0.90, ratio, "p95 memory ≥ 90 %: the pack's `tiers.memory.critical`")
+
 
 class UnderprovisionedRule:
     name = "underprovisioned"
-    priority = 10
 
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
-        up = thresholds.underprovisioned
-        if not up.enabled:
-            return result
+        up = thresholds.settings(UnderprovisionedSettings)
         for server in in_order(fleet):
             if server.source != "cloud":
                 continue  # a dedicated server cannot change type
@@ -80,7 +94,7 @@ class UnderprovisionedRule:
     def _plan(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
               cpu_hot: bool, mem_hot: bool) -> Recommendation | Unjudged:
         u = server.utilisation
-        up = th.underprovisioned
+        up = th.settings(UnderprovisionedSettings)
         assert server.monthly_cost is not None and server.cores is not None
         cpu_cores = (u.cpu_p95 or 0.0) * server.cores if a.cpu_ok else 0.0
         memory = (u.memory_max * server.memory_bytes
@@ -153,4 +167,22 @@ class UnderprovisionedRule:
                                      reasons, upsize=True)
 
 
-RULE = UnderprovisionedRule()
+RULE = Rule(
+    kind=UnderprovisionedRule.name, label="Under-provisioned", order=40, priority=10,
+    description="A Cloud server in the rules pack's **critical** tier (30-day p95 CPU ≥ 85 % "
+                "or p95 memory ≥ 90 %) gets the next type up, with the extra cost (negative "
+                "savings; still a recommendation).",
+    settings=UnderprovisionedSettings, evaluate=UnderprovisionedRule().evaluate,
+    title=lambda rec: f"Upgrade {servers_of(rec)}: {types_of(rec)} → {target_of(rec)}",
+    precedence="safety first: a saturated server is never shrunk or merged",
+    details="""\
+Target: the cheapest orderable type of the same architecture and CPU type with more of
+the saturated resource, no less of the other, a disk at least as large, and room for
+today's demand within the headroom; when none gives the full headroom, the one with the
+most of the saturated resource. A saturated server's p95 understates its demand (it
+cannot use more than 100 %): the reasons say so. Commands:
+`hcloud server shutdown --wait <name>`, `hcloud server change-type --keep-disk <name> <type>`,
+`hcloud server poweron <name>`. `--keep-disk` keeps the current disk so the server can
+move back down later (a precondition explains it). Dedicated servers are not judged
+(they cannot change type).
+""")
