@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "grafana" / "tests"))
 
 from dashboards_lint import selectors  # noqa: E402 - the one PromQL selector scanner
 
-CACHED = " Cached: refreshed in the background, see hetzner_api_last_success_timestamp_seconds."
+from infrascope_exporter.exposition import CACHED  # noqa: E402 - the exporter's "Cached" HELP suffix
 
 
 def promql_name(sample_name: str, family_type: str) -> str:
