@@ -153,8 +153,9 @@ def test_the_exporter_emits_exactly_its_declared_families(exporter_exposition: s
 
 
 def test_the_agent_on_this_host_emits_only_declared_families() -> None:
+    from infrascope_agent.collectors import build
     from infrascope_agent.exposition import render
-    from infrascope_agent.registry import Registry, Settings, agent_registry, build
+    from infrascope_agent.registry import Registry, Settings, agent_registry
 
     emitted = parsed(render(agent_registry(Registry(build(Settings())))).decode())
     check_emitted(AGENT, emitted, check_help=False)

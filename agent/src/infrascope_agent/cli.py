@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from infrascope_core import logfmt
 
 from . import __version__
-from .registry import COLLECTORS, Registry, Settings, agent_registry, build
+from .collectors import build
+from .registry import COLLECTORS, Registry, Settings, agent_registry
 
 log = logging.getLogger("infrascope_agent")
 
@@ -45,8 +46,6 @@ FILTER_ALIASES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import collectors  # noqa: F401 - registers every collector
-
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,

@@ -190,19 +190,6 @@ def _merge(metrics: list[Metric]) -> list[Metric]:
     return list(merged.values())
 
 
-def build(settings: Settings, enabled: dict[str, bool] | None = None) -> list[Collector]:
-    """Instantiate the enabled collectors (``enabled`` overrides the defaults by name)."""
-    from . import collectors  # noqa: F401 - importing registers every collector
-
-    enabled = enabled or {}
-    unknown = set(enabled) - set(COLLECTORS)
-    if unknown:
-        raise ValueError(f"unknown collector(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(COLLECTORS))})")
-    return [cls(settings) for name, cls in sorted(COLLECTORS.items())
-            if enabled.get(name, cls.default_enabled)]
-
-
 class BuildInfo(PromCollector):
     """``infrascope_agent_build_info{version, python_version} 1``, as Go exporters'
     ``*_build_info``: which agent runs where, joinable with ``group_left``."""
