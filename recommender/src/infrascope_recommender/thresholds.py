@@ -29,8 +29,8 @@ YAML layout (every key optional; unknown keys are refused)::
                            min_savings_percent: 10}
 
 A bad value raises :class:`infrascope_recommender.config.ConfigError` naming the key,
-e.g. ``rules.idle.cpu_avg_max: expected a ratio in (0, 1], got 5``. (``config`` imports
-this module, so the error class is imported when parsing, not at import time.)
+e.g. ``rules.idle.cpu_avg_max: expected a ratio in (0, 1], got 5`` (defined in
+``errors``: ``config`` imports this module).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, TypeVar
+
+from .errors import ConfigError
 
 #: Default name pattern of non-production servers (case-insensitive): ``staging``,
 #: ``stage``, ``stg``, ``dev``, ``development``, ``test``, ``testing`` or ``qa`` as a
@@ -137,8 +139,6 @@ class Thresholds:
 # --------------------------------------------------------------------------- parsing
 
 def _fail(key: str, message: str) -> NoReturn:
-    from .config import ConfigError  # config imports this module: import when needed
-
     raise ConfigError(f"{key}: {message}")
 
 
