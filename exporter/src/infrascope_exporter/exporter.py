@@ -136,7 +136,7 @@ class Exporter:
         self._gzip_head = b""
         self._gzip_state = _open_gzip(b"")[1]
         self.rendered_sd = b"[]"
-        self.rendered_sd_by_source = {"cloud": b"[]", "dedicated": b"[]"}
+        self.rendered_sd_groups: tuple[dict[str, Any], ...] = ()
         self.settings = settings_from_config(config)
         self.rendered_at: float | None = None
         self.dirty = threading.Event()
@@ -412,14 +412,12 @@ class Exporter:
             self.health.skip(api, project, kind, n)
         groups = sd_groups(snapshot)
         sd = json.dumps(groups, separators=(",", ":")).encode()
-        by_source = {source: json.dumps([g for g in groups if g["labels"]["source"] == source]
-                                        ).encode() for source in ("cloud", "dedicated")}
         body = rendering.text.encode()
         head, state = _open_gzip(body)
         compressed = head + state.copy().flush()
         with self.lock:
             self.rendered, self.rendered_gzip, self.rendered_sd = body, compressed, sd
-            self.rendered_sd_by_source = by_source
+            self.rendered_sd_groups = tuple(groups)
             self._gzip_head, self._gzip_state = head, state
             self.rendered_at = self.clock()
             self.render_seconds = time.monotonic() - started
@@ -459,6 +457,13 @@ class Exporter:
             client.close()
         if self.robot_client:
             self.robot_client.close()
+
+    def sd_of(self, source: str) -> bytes:
+        """The last rendering's /sd target groups of one source (``cloud``, ``dedicated``),
+        serialised on request: they are asked for rarely, /sd itself is pre-serialised."""
+        with self.lock:
+            groups = self.rendered_sd_groups
+        return json.dumps([g for g in groups if g["labels"]["source"] == source]).encode()
 
     def ready(self) -> bool:
         """Whether a first refresh completed (of any project, or Robot)."""

@@ -93,9 +93,7 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
                     body = exporter.rendered_sd
                 self._send(200, body, "application/json")
             elif path in ("/sd/cloud", "/sd/dedicated"):
-                with exporter.lock:
-                    body = exporter.rendered_sd_by_source[path.rsplit("/", 1)[1]]
-                self._send(200, body, "application/json")
+                self._send(200, exporter.sd_of(path.rsplit("/", 1)[1]), "application/json")
             elif path == "/healthz":
                 self._send(200, b"ok\n", "text/plain")
             elif path == "/readyz":
