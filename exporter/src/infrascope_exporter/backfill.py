@@ -62,9 +62,10 @@ from typing import IO, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrascope_core import logfmt
+from infrascope_core.durations import parse_duration
 
 from .api import ApiError, Stopped
-from .config import CloudProject, Config, ConfigError, build_parser, load_config, parse_duration
+from .config import CloudProject, Config, ConfigError, build_parser, load_config
 from .exporter import METRIC_SERIES, Exporter, MetricsSample
 from .model import CloudServer
 
