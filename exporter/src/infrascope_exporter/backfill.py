@@ -63,6 +63,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infrascope_core import logfmt
 from infrascope_core.durations import parse_duration
+from infrascope_core.errors import Malformed, RateLimited
 
 from .api import ApiError, Stopped
 from .config import CloudProject, Config, ConfigError, build_parser, load_config
@@ -532,12 +533,12 @@ def parse_metrics_chunk(body: Any, server_id: int, step: int, chunk_end: int,
     what = f"Cloud metrics of server {server_id}"
     m = body.get("metrics") if isinstance(body, Mapping) else None
     if not isinstance(m, Mapping) or not isinstance(m.get("time_series"), Mapping):
-        raise ApiError("malformed", f"{what}: no metrics.time_series in the response")
+        raise Malformed(f"{what}: no metrics.time_series in the response")
     got: Any = m.get("step")
     try:
         got_f = float(got)
     except (TypeError, ValueError) as exc:
-        raise ApiError("malformed", f"{what}: response step {got!r} is not a number") from exc
+        raise Malformed(f"{what}: response step {got!r} is not a number") from exc
     if got_f != step:
         raise BackfillError(
             f"{what}: asked for step={step}s with {points_per_request} points per request, "
@@ -547,16 +548,16 @@ def parse_metrics_chunk(body: Any, server_id: int, step: int, chunk_end: int,
     for name, series in m["time_series"].items():
         values = series.get("values") if isinstance(series, Mapping) else None
         if not isinstance(values, list):
-            raise ApiError("malformed", f"{what}: series {name} has no values list")
+            raise Malformed(f"{what}: series {name} has no values list")
         points: list[tuple[float, float]] = []
         for point in values:
             if not isinstance(point, (list, tuple)) or len(point) != 2:
-                raise ApiError("malformed", f"{what}: series {name} has a malformed point")
+                raise Malformed(f"{what}: series {name} has a malformed point")
             try:
                 ts, value = float(point[0]), float(point[1])
             except (TypeError, ValueError) as exc:
-                raise ApiError("malformed", f"{what}: series {name} has a non-numeric "
-                                            "point") from exc
+                raise Malformed(f"{what}: series {name} has a non-numeric "
+                                "point") from exc
             if math.isfinite(value):
                 points.append((min(ts + step, float(chunk_end)), value))
         points.sort()
@@ -655,8 +656,8 @@ def _fetch_server(exporter: Exporter, project: CloudProject, server: CloudServer
                                 continue  # keep timestamps strictly increasing per series
                             out.append((t, template.value(raw)))
             return first, requests, series
-        except ApiError as exc:
-            if exc.kind != "rate_limited" or attempt == RATE_LIMIT_RETRIES:
+        except RateLimited as exc:
+            if attempt == RATE_LIMIT_RETRIES:
                 raise
             wait = min(3600.0, max(1.0, (exc.retry_at or clock() + 60.0) - clock() + 1.0))
             log.warning("rate limited, waiting for RateLimit-Reset", extra={
