@@ -115,6 +115,7 @@ import yaml
 from infrascope_cli.history import openmetrics_to_blocks
 from infrascope_core.durations import parse_duration
 from infrascope_core.errors import ConfigError
+from infrascope_core.exposition import OpenMetricsWriter
 from infrascope_core.prometheus import (
     PROMTOOL,
     Prometheus,
@@ -122,7 +123,6 @@ from infrascope_core.prometheus import (
     block_stats,
     parse_samples,
 )
-from infrascope_sim.prom import OpenMetricsWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"

@@ -64,6 +64,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from infrascope_core import logfmt
 from infrascope_core.durations import parse_duration
 from infrascope_core.errors import Malformed, RateLimited
+from infrascope_core.exposition import (
+    EOF,
+    family_header,
+    format_labels,
+    format_timestamp,
+    format_value,
+)
 
 from .api import ApiError, Stopped
 from .config import CloudProject, Config, ConfigError, build_parser, load_config
@@ -205,37 +212,12 @@ def parse_options(args: argparse.Namespace) -> Options:
 
 
 # ----------------------------------------------------------------------------
-# OpenMetrics text
+# The OpenMetrics file, in parts
 # ----------------------------------------------------------------------------
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def format_labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def format_timestamp(ts: float) -> str:
-    """Seconds, as OpenMetrics wants them (integers without a fraction)."""
-    return str(int(ts)) if float(ts).is_integer() else repr(float(ts))
-
-
-class OpenMetricsWriter:
-    """Families streamed to one part file each; :meth:`finish` concatenates them.
+class FamilyParts:
+    """An OpenMetrics file written in parts: families streamed to one part file each;
+    :meth:`finish` concatenates them. Lines are formatted by
+    :mod:`infrascope_core.exposition`, InfraScope's one writer of the format.
 
     Each call writes one whole series (all its samples, increasing timestamps),
     so series are contiguous and families are not interleaved in the result.
@@ -373,11 +355,11 @@ class OpenMetricsWriter:
                 path = self._part_path(name)
                 if not path.is_file() or not path.stat().st_size:
                     continue  # a family without samples is left out
-                out.write(f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} gauge\n")
+                out.write(family_header(name, "gauge", help_text, openmetrics=True))
                 with open(path, encoding="utf-8") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
                 os.unlink(path)  # keep the disk peak near one copy of the data
-            out.write("# EOF\n")
+            out.write(EOF)
             out.flush()
             os.fsync(out.fileno())
 
@@ -687,7 +669,7 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
         parts_dir = output.with_name(f".{output.name}.parts")
         parts_dir.mkdir(exist_ok=True)
     complete = False
-    writer = OpenMetricsWriter(parts_dir)
+    writer = FamilyParts(parts_dir)
     exporter = Exporter(config, clock=clock)
     try:
         # 1. Inventory, pricing and Robot, exactly as the live exporter gets them.
