@@ -113,6 +113,9 @@ import numpy as np
 import yaml
 
 from infrascope_cli.history import openmetrics_to_blocks
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
+from infrascope_core.exposition import OpenMetricsWriter
 from infrascope_core.prometheus import (
     PROMTOOL,
     Prometheus,
@@ -120,7 +123,6 @@ from infrascope_core.prometheus import (
     block_stats,
     parse_samples,
 )
-from infrascope_sim.prom import OpenMetricsWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"
@@ -769,15 +771,6 @@ def estimated_slice_bytes(n: int, raw: bool) -> int:
             + (2 * n * hours * 60 * 195 if raw else 0))
 
 
-def duration_seconds(text: str) -> float:
-    """A Prometheus duration (``1m``, ``20s``, ``1m30s``) in seconds."""
-    units = {"ms": 0.001, "s": 1, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
-    parts = re.findall(r"(\d+)(ms|s|m|h|d|w)", text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}")
-    return sum(int(a) * units[b] for a, b in parts)
-
-
 def short(record: str) -> str:
     """``cpu_utilisation:avg30d``; ``shard cpu_utilisation:avg30d`` for the bare figure."""
     level, _, rest = record.partition(":")
@@ -785,8 +778,16 @@ def short(record: str) -> str:
 
 
 def interval_text(text: str) -> str:
-    duration_seconds(text)
+    """A Prometheus duration (``1m``, ``4m``): it goes into the rule files as it is."""
+    try:
+        duration_seconds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def duration_seconds(text: str) -> float:
+    return parse_duration(text, "--interval", prometheus=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,8 @@ committed; ``tests/test_rules_generated.py`` fails while it is stale.
     .venv/bin/python prometheus/generate.py --check         # exit 1 if anything is stale
     .venv/bin/python prometheus/generate.py --config my.yaml --output-dir /etc/prometheus/rules
 
-Standard library + PyYAML only, so it runs anywhere the rules are deployed from.
+Standard library, PyYAML and ``infrascope_core`` (standard library + PyYAML itself) only,
+so it runs anywhere the rules are deployed from.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 import yaml
 
 from infrascope_core import contract
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "config.yaml"
@@ -55,13 +58,7 @@ DAYS_30 = 30 * 24  # hours in the 30-day window
 SHARD_VALUES = tuple(f"{v:02d}" for v in range(100))  # label `shard`: last two digits of the id
 SHARD_COUNTS = (1, 2, 4, 5, 10, 20, 25, 50, 100)  # divisors of 100
 
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1)
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 # --------------------------------------------------------------------------------------
@@ -69,10 +66,8 @@ class ConfigError(ValueError):
 
 
 def seconds(duration: str, key: str) -> int:
-    m = _DURATION.match(str(duration))
-    if not m or not any(m.groups()):
-        raise ConfigError(f"{key}: {duration!r} is not a duration like 30s, 5m, 1h, 1d")
-    return sum(int(v) * unit for v, unit in zip(m.groups(), _UNITS, strict=True) if v)
+    """A duration as Prometheus reads it in a rule file (``30s``, ``5m``, ``1h30m``)."""
+    return int(parse_duration(duration, key, prometheus=True, allow_zero=True))
 
 
 def _mapping(value: Any, key: str, keys: Sequence[str], required: Sequence[str] = ()) -> dict:

@@ -39,7 +39,6 @@ import functools
 import importlib.util
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -63,6 +62,7 @@ from typing import Any
 import yaml
 
 from infrascope_cli.history import plan_range
+from infrascope_core.durations import parse_duration
 from infrascope_core.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,14 +186,6 @@ def http_page(url: str, timeout: float = 5.0) -> str | None:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def duration_seconds(text: str) -> int:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    total = 0.0
-    for number, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(text)):
-        total += int(number) * units[unit]
-    return int(total)
 
 
 def load_module(path: Path, name: str) -> ModuleType:
@@ -450,7 +442,9 @@ class Demo:
                     group["interval"] = DEMO_INTERVAL
                 for rule in group["rules"]:
                     if "for" in rule:
-                        rule["for"] = f"{duration_seconds(rule['for']) // FOR_DIVISOR}s"
+                        for_seconds = parse_duration(rule["for"], "for", prometheus=True,
+                                                     allow_zero=True)
+                        rule["for"] = f"{int(for_seconds) // FOR_DIVISOR}s"
             (out / path.name).write_text(
                 f"# {path.relative_to(ROOT)} for the demo (written by scripts/demo.py): group "
                 f"intervals {DEMO_INTERVAL} except {', '.join(sorted(KEEP_INTERVAL))}, every "

@@ -3,7 +3,8 @@
 Used by ``test_scenario_prometheus.py`` (a crafted fleet of a dozen servers) and by
 ``bench/recommender_bench.py`` (a generated fleet of 10,000). Everything runs on
 loopback with the real binaries (``/usr/bin/prometheus``, ``/usr/bin/promtool``)
-through :mod:`infrascope_sim.prom`; nothing is mocked on the recommender's side of
+through :mod:`infrascope_core.prometheus`, the files written by
+:mod:`infrascope_core.exposition`; nothing is mocked on the recommender's side of
 the HTTP API.
 
 How a fleet gets into Prometheus:
@@ -74,6 +75,7 @@ import numpy.typing as npt
 import yaml
 
 from infrascope_cli.history import openmetrics_to_blocks
+from infrascope_core.exposition import OpenMetricsWriter, TextExposition
 from infrascope_core.prometheus import Prometheus, block_stats
 from infrascope_sim.catalogue import (
     BACKUP_PERCENTAGE,
@@ -84,7 +86,6 @@ from infrascope_sim.catalogue import (
     SERVER_TYPES,
     VAT_RATE,
 )
-from infrascope_sim.prom import OpenMetricsWriter, format_labels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"
@@ -400,31 +401,8 @@ def backfill(history: History, end: int, data_dir: Path, workdir: Path,
 # ----------------------------------------------------------------------------
 # Expositions
 # ----------------------------------------------------------------------------
-class Exposition:
-    """Prometheus text format, families kept together, rendered once to bytes."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, tuple[str, list[str]]] = {}
-
-    def add(self, name: str, labels: Mapping[str, str], value: float | int | Decimal | str,
-            type_: str = "gauge", timestamp_ms: int | None = None) -> None:
-        family = self._families.setdefault(name, (type_, []))
-        line = f"{name}{format_labels(labels)} {value}"
-        if timestamp_ms is not None:
-            line += f" {timestamp_ms}"
-        family[1].append(line)
-
-    def render(self) -> bytes:
-        out = []
-        for name, (type_, lines) in self._families.items():
-            family = name[:-6] if type_ == "counter" and name.endswith("_total") else name
-            out.append(f"# TYPE {family} {type_}")
-            out.extend(lines)
-        return ("\n".join(out) + "\n").encode()
-
-
-def _money(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
+def _money(value: Decimal) -> Decimal:
+    return value.normalize() if value else Decimal(0)
 
 
 def info_labels(s: FleetServer) -> dict[str, str]:
@@ -447,7 +425,7 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
                         ) -> bytes:
     """What ``infrascope-exporter`` serves for these servers: inventory, cost, labels,
     the catalogue (every type of the simulator's, prices per location), pricing."""
-    e = Exposition()
+    e = TextExposition()
     servers = list(servers)
     for s in servers:
         ids = {"source": s.source, "server_id": s.server_id}
@@ -498,7 +476,7 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
         e.add("hetzner_pricing_backup_ratio", {"hcloud_project": project},
               _money(BACKUP_PERCENTAGE / 100))
         e.add("hetzner_api_up", {"api": "cloud", "project": project}, 1)
-    return e.render()
+    return e.render().encode()
 
 
 def agent_exposition(servers: Iterable[FleetServer], snapshot_ms: int,
@@ -507,7 +485,7 @@ def agent_exposition(servers: Iterable[FleetServer], snapshot_ms: int,
     ``source``/``server_id``/``server_name`` in the exposition (one target for all);
     otherwise the target labels add them. CPU counters are stamped ``snapshot_ms``
     (see the module docstring)."""
-    e = Exposition()
+    e = TextExposition()
     for s in servers:
         if not s.agent:
             continue
@@ -517,7 +495,7 @@ def agent_exposition(servers: Iterable[FleetServer], snapshot_ms: int,
         for cpu in range(s.type_cores):
             for mode, seconds in (("idle", 9_000_000), ("user", 1_000_000)):
                 e.add("node_cpu_seconds_total", {**ids, "cpu": str(cpu), "mode": mode},
-                      seconds, "counter", snapshot_ms)
+                      seconds, type_="counter", timestamp=snapshot_ms / 1000)
         size = s.primary_disk_bytes
         avail = max(0, size - int(s.disk_used_gb * GIB))
         fs = {**ids, "device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
@@ -528,7 +506,7 @@ def agent_exposition(servers: Iterable[FleetServer], snapshot_ms: int,
             e.add("infrascope_service_info", {**ids, "kind": kind, "service": name,
                                               "state": "running" if kind == "docker"
                                               else "active"}, 1)
-    return e.render()
+    return e.render().encode()
 
 
 class ExpositionServer:

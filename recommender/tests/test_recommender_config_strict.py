@@ -145,8 +145,8 @@ def test_bad_token_files_name_the_file_never_the_secret(tmp_path: Path, text: st
 
 
 def test_tokens_from_the_environment_have_the_same_shape(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="^RECOMMENDER_API_TOKEN: the token in "
-                                          r"\$RECOMMENDER_API_TOKEN contains whitespace"):
+    with pytest.raises(ConfigError, match="^RECOMMENDER_API_TOKEN: must be one line without "
+                                          r"whitespace \(it contains whitespace\)"):
         load_config(None, env={"RECOMMENDER_API_TOKEN": f"{TOKEN} x"})
     two = secret_file(tmp_path, f"{TOKEN}\n{SECOND_LINE}\n")
     with pytest.raises(ConfigError) as err:
@@ -212,7 +212,8 @@ def test_secret_files_others_may_read_are_a_warning(tmp_path: Path, mode: int,
         assert config.warnings == ()
         return
     [warning] = config.warnings
-    assert warning.startswith(f"api.token_file: {path} is accessible to group or others")
+    assert warning.startswith(f"api.token_file: {path} holds a secret and is accessible by "
+                              "group or others")
     assert f"(mode {mode:04o})" in warning and f"chmod 600 {path}" in warning
     assert TOKEN not in warning
 
@@ -241,15 +242,15 @@ def test_check_config_command(tmp_path: Path) -> None:
     token.chmod(0o644)
     warned = check_config("--config", str(good))  # the old spelling still works
     assert warned.returncode == 0, warned.stderr
-    assert warned.stderr == (f"recommender: warning: api.token_file: {token} is accessible "
-                             f"to group or others (mode 0644); a secret file should be "
-                             f"readable by the recommender's user alone: chmod 600 {token}\n")
+    assert warned.stderr == (f"recommender: warning: api.token_file: {token} holds a secret "
+                             f"and is accessible by group or others (mode 0644); run "
+                             f"chmod 600 {token}\n")
 
     token.write_text(f"{TOKEN}\n{SECOND_LINE}\n")
     two_lines = check_config("--config.file", str(good))
     assert two_lines.returncode == 2 and two_lines.stdout == ""
     assert two_lines.stderr == (f"recommender: api.token_file: {token} holds 2 lines; "
-                                f"a token is one line\n")
+                                f"a token is one line without whitespace\n")
 
     bad_listen = check_config("--web.listen-address", "999.1.1.1:99999")
     assert bad_listen.returncode == 2

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import urllib.error
 import urllib.parse
@@ -22,6 +21,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
 
 from . import installation as inst
 from . import rulespack
@@ -286,7 +288,11 @@ class Doctor:
         assert self.prom is not None
         flags = self.prom.data("/api/v1/status/flags")
         text = str(flags.get("storage.tsdb.retention.time", "0s"))
-        seconds = _duration(text)
+        try:
+            seconds = parse_duration(text, "storage.tsdb.retention.time", prometheus=True,
+                                     allow_zero=True)
+        except ConfigError as exc:
+            return inst.Check("retention", False, f"Prometheus reports {exc}")
         if seconds == 0:
             seconds = 15 * DAY  # Prometheus' default
             text = "15d (the default)"
@@ -336,12 +342,6 @@ class Doctor:
 def _reason(exc: Exception) -> str:
     text = str(exc)
     return text.split(": ", 1)[1] if ": " in text else text
-
-
-def _duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY, "y": 365 * DAY}
-    return float(sum(int(n) * units[u]
-                     for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text)))
 
 
 def run(args: argparse.Namespace) -> int:

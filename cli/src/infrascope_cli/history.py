@@ -53,6 +53,8 @@ from typing import IO, Any
 
 import yaml
 
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
 from infrascope_core.prometheus import (
     PROMTOOL,
     Prometheus,
@@ -310,11 +312,6 @@ def _get(url: str, timeout: float = 10.0) -> bytes:
         return bytes(r.read())
 
 
-def _duration_seconds(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY, "y": 365 * DAY}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
-
-
 class RunningPrometheus:
     """The user's Prometheus, running: passes query it; it loads the moved blocks itself
     (every minute), which :meth:`loaded` waits for."""
@@ -340,7 +337,12 @@ class RunningPrometheus:
                 raise HistoryError(f"Prometheus at {self.url} reports its data directory as "
                                    f"{reported!r}: give --data-dir")
             data_dir = Path(reported)
-        retention = _duration_seconds(flags.get("storage.tsdb.retention.time", "0s"))
+        try:
+            retention = parse_duration(flags.get("storage.tsdb.retention.time", "0s"),
+                                       "storage.tsdb.retention.time", prometheus=True,
+                                       allow_zero=True)
+        except ConfigError as exc:
+            raise HistoryError(f"Prometheus at {self.url} reports {exc}") from None
         if retention == 0 and flags.get("storage.tsdb.retention.size", "0B") in ("0B", "0"):
             retention = 15 * DAY  # Prometheus' default
         need = time.time() - start + MIN_RETENTION_MARGIN

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infrascope_exporter.api import ApiError, CloudClient, RobotClient
+from infrascope_core.errors import (
+    ApiError,
+    ApiTimeout,
+    ApiUnavailable,
+    Malformed,
+    RateLimited,
+)
+from infrascope_exporter.api import CloudClient, RobotClient
 from infrascope_exporter.config import CloudProject, RobotAccount
 from infrascope_exporter.health import Health
 
@@ -96,17 +103,17 @@ def _cloud_failure(name: str, project: CloudProject, exc: ApiError, where: str) 
                      f"{exc.code or 'forbidden'})",
                      "use a token of this project with at least Read permission (the "
                      f"project > Security > API tokens) and {where}")
-    if exc.kind in ("unavailable", "timeout"):
-        reason = "timed out" if exc.kind == "timeout" else "connection failed"
+    if isinstance(exc, (ApiUnavailable, ApiTimeout)):
+        reason = "timed out" if isinstance(exc, ApiTimeout) else "connection failed"
         return Check(name, False, f"the Cloud API at {project.endpoint} is unreachable "
                      f"({reason})",
                      "check the endpoint (--hcloud-endpoint), DNS, a proxy or firewall "
                      "between this machine and it")
-    if exc.kind == "rate_limited":
+    if isinstance(exc, RateLimited):
         return Check(name, False, "the project's request budget is spent (HTTP 429)",
                      "another tool uses this project's 3600 requests an hour; run again "
                      "after the reset time")
-    if exc.kind == "malformed":
+    if isinstance(exc, Malformed):
         return Check(name, False, f"{project.endpoint} does not answer like the Cloud API "
                      "(no JSON)", "check the endpoint (--hcloud-endpoint) and any proxy")
     return Check(name, False, f"the Cloud API answered an error: {exc}",
@@ -146,12 +153,12 @@ def _robot_failure(name: str, account: RobotAccount, exc: ApiError,
                      "the web-service user is disabled",
                      "wait 10 minutes without logging in, fix the credentials, then run "
                      "again; check the user is enabled in Robot > Settings")
-    if exc.kind == "rate_limited":
+    if isinstance(exc, RateLimited):
         return Check(name, False, "Robot's rate limit is reached (HTTP 403 "
                      "RATE_LIMIT_EXCEEDED; GET /server allows 200 requests an hour)",
                      "another tool polls Robot with this user; wait and run again")
-    if exc.kind in ("unavailable", "timeout"):
-        reason = "timed out" if exc.kind == "timeout" else "connection failed"
+    if isinstance(exc, (ApiUnavailable, ApiTimeout)):
+        reason = "timed out" if isinstance(exc, ApiTimeout) else "connection failed"
         return Check(name, False, f"the Robot API at {account.endpoint} is unreachable "
                      f"({reason})", "check the endpoint (--robot-endpoint), DNS, a proxy "
                      "or firewall")

@@ -34,14 +34,13 @@ from typing import Any
 import yaml
 
 from infrascope_core import address
+from infrascope_core.errors import ConfigError
+from infrascope_core.secrets import Secret, read_secret_file
 from infrascope_exporter.config import (
     DEFAULT_CLOUD_ENDPOINT,
     DEFAULT_ROBOT_ENDPOINT,
     CloudProject,
-    ConfigError,
     RobotAccount,
-    Secret,
-    check_secret_shape,
 )
 
 from . import installation as inst
@@ -259,22 +258,12 @@ def answers_from_prompts(args: argparse.Namespace, ask: Ask = input,
 # --------------------------------------------------------------------------------------
 # Checking the answers and the credentials
 # --------------------------------------------------------------------------------------
-def read_secret_file(path: Path, what: str, *, spaces: bool = False) -> Secret:
-    """The secret in ``path`` as the exporter reads it (one line, a trailing newline
-    allowed; a password may hold inner spaces): a file it would refuse is refused here,
-    before any request. Messages name the file, never its content."""
+def check_secret_file(path: Path, what: str, *, spaces: bool = False) -> Secret:
+    """The secret in ``path`` as the exporter reads it (:mod:`infrascope_core.secrets`):
+    a file it would refuse is refused here, before any request. Messages name the file,
+    never its content."""
     try:
-        text = path.read_bytes().decode()
-    except OSError as exc:
-        raise SetupError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SetupError(f"{what}: {path} is not UTF-8 text") from None
-    for ending in ("\r\n", "\n"):
-        if text.endswith(ending):
-            text = text[:-len(ending)]
-            break
-    try:
-        return Secret(check_secret_shape(text, f"{what} ({path})", spaces=spaces))
+        return read_secret_file(path, what, spaces=spaces)
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
 
@@ -307,7 +296,7 @@ def cloud_projects(a: Answers) -> list[tuple[CloudProject, str | None]]:
         if p.token is not None:
             token = p.token
         elif p.token_file is not None:
-            token = read_secret_file(p.token_file, f"token of project {p.name}")
+            token = check_secret_file(p.token_file, f"token of project {p.name}")
         else:
             raise SetupError(f"project {p.name}: no token")
         out.append((CloudProject(p.name, token, a.hcloud_endpoint),
@@ -320,7 +309,7 @@ def robot_account(a: Answers) -> RobotAccount | None:
         return None
     password = a.robot_password
     if password is None and a.robot_password_file is not None:
-        password = read_secret_file(a.robot_password_file, "Robot password", spaces=True)
+        password = check_secret_file(a.robot_password_file, "Robot password", spaces=True)
     if not password:
         raise SetupError("Robot user given without a password")
     return RobotAccount(a.robot_user, password, a.robot_endpoint)

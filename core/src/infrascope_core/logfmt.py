@@ -17,7 +17,9 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Not fields of the event: the record's own attributes, and uvicorn's ``color_message``
+# (the message again, with ANSI colour codes).
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 # Level names as Prometheus and Alertmanager log them (go-kit's: debug, info, warn, error).
 _LEVELS = {"WARNING": "warn", "CRITICAL": "error"}
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -67,12 +69,25 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def setup(logger: str, level: str, secrets: Iterable[str] = (),
-          stream: IO[str] | None = None) -> logging.Logger:
-    """Send ``logger``'s records (and its children's) as logfmt to ``stream`` (stderr)."""
+          stream: IO[str] | None = None, *, also: Iterable[str] = (),
+          quiet: Iterable[str] = ()) -> logging.Logger:
+    """Send ``logger``'s records (and its children's) as logfmt to ``stream`` (stderr).
+
+    ``also``: libraries' loggers that log through the same handler at the same level
+    (uvicorn's); ``quiet``: loggers that do too, but never below ``warn`` (an HTTP client
+    that logs every request at info). None of them propagates to the root logger.
+    Returns ``logger``.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(LogfmtFormatter(secrets))
-    root = logging.getLogger(logger)
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-    return root
+    threshold = logging.getLevelName(level.upper())
+    if not isinstance(threshold, int):
+        raise ValueError(f"unknown log level {level!r}")
+    levels = {logger: threshold} | dict.fromkeys(also, threshold) \
+        | dict.fromkeys(quiet, max(logging.WARNING, threshold))
+    for name, name_level in levels.items():
+        target = logging.getLogger(name)
+        target.handlers[:] = [handler]
+        target.setLevel(name_level)
+        target.propagate = False
+    return logging.getLogger(logger)

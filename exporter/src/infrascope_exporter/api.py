@@ -1,6 +1,7 @@
 """HTTP clients for the Hetzner Cloud API and the Robot web service.
 
-Both classify every failure into one :class:`ApiError` kind, count every
+Both raise every failure as a subclass of :class:`~infrascope_core.errors.ApiError`
+(its ``kind`` is the outcome in :data:`health.OUTCOMES`), count every
 request in :class:`Health`, and never put a credential into a message: the
 token and the Robot password only ever travel in request headers.
 
@@ -25,6 +26,18 @@ from typing import Any
 
 import httpx
 
+from infrascope_core.errors import (
+    TRANSIENT,
+    ApiError,
+    ApiTimeout,
+    ApiUnavailable,
+    ClientError,
+    Malformed,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+)
+
 from .config import CloudProject, RobotAccount
 from .health import Health
 from .model import RecordError
@@ -33,20 +46,6 @@ log = logging.getLogger("infrascope_exporter.api")
 
 USER_AGENT = "infrascope-exporter/0.1"
 AUTH_FAILURE_PAUSE = 3600.0  # Robot: no new login for this long after a rejected one
-
-
-class ApiError(Exception):
-    """A failed API call. ``kind`` is one of health.OUTCOMES; ``status`` and ``code`` are
-    the HTTP status and the API's error code when there was an answer (e.g. to tell a
-    wrong token, 401, from one without permission, 403)."""
-
-    def __init__(self, kind: str, message: str, retry_at: float | None = None, *,
-                 status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry_at = retry_at
-        self.status = status
-        self.code = code
 
 
 class Stopped(Exception):
@@ -97,12 +96,12 @@ def _json(response: httpx.Response, what: str) -> Any:
     ctype = response.headers.get("content-type", "")
     if "json" not in ctype:
         shown = ctype.split(";")[0] or "none"
-        raise ApiError("malformed", f"{what}: expected JSON, got content type {shown!r} "
-                                    f"(HTTP {response.status_code})")
+        raise Malformed(f"{what}: expected JSON, got content type {shown!r} "
+                        f"(HTTP {response.status_code})")
     try:
         return json.loads(response.content)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError("malformed", f"{what}: invalid JSON ({exc})") from exc
+        raise Malformed(f"{what}: invalid JSON ({exc})") from exc
 
 
 def _error_text(body: Any) -> str:
@@ -190,9 +189,9 @@ class CloudClient:
     def _pace(self) -> None:
         now = self.clock()
         if self.paused_until > now:
-            raise ApiError("rate_limited", f"Cloud project {self.project.name}: rate limited "
-                           f"until {time.strftime('%H:%M:%S', time.gmtime(self.paused_until))} "
-                           "UTC", self.paused_until)
+            raise RateLimited(f"Cloud project {self.project.name}: rate limited "
+                              f"until {time.strftime('%H:%M:%S', time.gmtime(self.paused_until))} "
+                              "UTC", self.paused_until)
         # Keep a reserve of the server-side bucket for other users of the project.
         reserve = self.limit * (1 - self.budget_share)
         if self.remaining is not None and self.remaining < max(1.0, reserve):
@@ -224,8 +223,7 @@ class CloudClient:
             try:
                 return self._get_once(path, endpoint, params, parse)
             except ApiError as exc:
-                retryable = exc.kind in ("server_error", "timeout", "unavailable")
-                if not retryable or attempt >= self.max_retries:
+                if not isinstance(exc, TRANSIENT) or attempt >= self.max_retries:
                     raise
                 delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
                 log.info("retrying", extra={"event": "api_retry", "api": "cloud",
@@ -242,10 +240,10 @@ class CloudClient:
             response = self.client.get(path, params=params)
         except httpx.TimeoutException as exc:
             self.health.request("cloud", self.project.name, endpoint, "timeout")
-            raise ApiError("timeout", f"{what}: timed out") from exc
+            raise ApiTimeout(f"{what}: timed out") from exc
         except httpx.TransportError as exc:
             self.health.request("cloud", self.project.name, endpoint, "unavailable")
-            raise ApiError("unavailable", f"{what}: {type(exc).__name__}") from exc
+            raise ApiUnavailable(f"{what}: {type(exc).__name__}") from exc
         self._record_rate(response)
         status = response.status_code
         if status == 429:
@@ -254,12 +252,12 @@ class CloudClient:
             until = min(float(reset), now + 3600.0) if reset else now + 60.0
             self.paused_until = max(until, now + 1.0)
             self.health.request("cloud", self.project.name, endpoint, "rate_limited")
-            raise ApiError("rate_limited", f"{what}: 429 rate limit exceeded, pausing until "
-                           "RateLimit-Reset", self.paused_until)
+            raise RateLimited(f"{what}: 429 rate limit exceeded, pausing until "
+                              "RateLimit-Reset", self.paused_until)
         if status in (401, 403):
             self.health.request("cloud", self.project.name, endpoint, "unauthorized")
-            raise ApiError("unauthorized", f"{what}: HTTP {status} — the token was rejected",
-                           status=status, code=_error_code(response))
+            raise Unauthorized(f"{what}: HTTP {status} — the token was rejected",
+                               status=status, code=_error_code(response))
         if status >= 500:
             self.health.request("cloud", self.project.name, endpoint, "server_error")
             body_text = ""
@@ -267,22 +265,22 @@ class CloudClient:
                 body_text = _error_text(response.json())
             except ValueError:
                 pass
-            raise ApiError("server_error", f"{what}: HTTP {status} {body_text}".rstrip())
+            raise ServerError(f"{what}: HTTP {status} {body_text}".rstrip())
         if status >= 400:
             self.health.request("cloud", self.project.name, endpoint, "client_error")
             try:
                 text = _error_text(response.json())
             except ValueError:
                 text = "no error body"
-            raise ApiError("client_error", f"{what}: HTTP {status} {text}", status=status,
-                           code=_error_code(response))
+            raise ClientError(f"{what}: HTTP {status} {text}", status=status,
+                              code=_error_code(response))
         try:
             body = _json(response, what)
             if parse is not None:
                 body = parse(body)
         except RecordError as exc:
             self.health.request("cloud", self.project.name, endpoint, "malformed")
-            raise ApiError("malformed", f"{what}: {exc}") from exc
+            raise Malformed(f"{what}: {exc}") from exc
         except ApiError:
             self.health.request("cloud", self.project.name, endpoint, "malformed")
             raise
@@ -302,19 +300,19 @@ class CloudClient:
                       what: str = what) -> tuple[list[Any], int | None]:
                 """A usable page: its entries and the next page; else malformed."""
                 if not isinstance(body, Mapping) or not isinstance(body.get(key), list):
-                    raise ApiError("malformed", f"{what}: no {key!r} list in the response")
+                    raise Malformed(f"{what}: no {key!r} list in the response")
                 meta = body.get("meta")
                 pagination = meta.get("pagination") if isinstance(meta, Mapping) else None
                 if not isinstance(pagination, Mapping):
-                    raise ApiError("malformed", f"{what}: meta.pagination is not an object")
+                    raise Malformed(f"{what}: meta.pagination is not an object")
                 nxt = pagination.get("next_page")
                 if nxt is not None and (not isinstance(nxt, int) or nxt <= page):
-                    raise ApiError("malformed", f"{what}: next_page {nxt!r} does not advance")
+                    raise Malformed(f"{what}: next_page {nxt!r} does not advance")
                 total = pagination.get("total_entries")
                 seen = len(items) + len(body[key])
                 if nxt is None and isinstance(total, int) and seen < total:
-                    raise ApiError("malformed", f"{what}: the listing ended after {seen} of "
-                                                f"{total} entries (pagination broke)")
+                    raise Malformed(f"{what}: the listing ended after {seen} of "
+                                    f"{total} entries (pagination broke)")
                 return body[key], nxt
 
             entries, page = self.get(path, endpoint,
@@ -323,7 +321,7 @@ class CloudClient:
             items.extend(entries)
             pages += 1
             if pages > 100_000:
-                raise ApiError("malformed", f"{what}: pagination does not end")
+                raise Malformed(f"{what}: pagination does not end")
         return items
 
 
@@ -349,16 +347,16 @@ class RobotClient:
         now = self.clock()
         what = f"Robot: GET {endpoint}"
         if self.paused_until > now:
-            raise ApiError("rate_limited", f"{what}: paused after a rate limit or rejected "
-                           "credentials", self.paused_until)
+            raise RateLimited(f"{what}: paused after a rate limit or rejected "
+                              "credentials", self.paused_until)
         try:
             response = self.client.get(path)
         except httpx.TimeoutException as exc:
             self.health.request("robot", "robot", endpoint, "timeout")
-            raise ApiError("timeout", f"{what}: timed out") from exc
+            raise ApiTimeout(f"{what}: timed out") from exc
         except httpx.TransportError as exc:
             self.health.request("robot", "robot", endpoint, "unavailable")
-            raise ApiError("unavailable", f"{what}: {type(exc).__name__}") from exc
+            raise ApiUnavailable(f"{what}: {type(exc).__name__}") from exc
         status = response.status_code
         body: Any = None
         if "json" in response.headers.get("content-type", ""):
@@ -373,31 +371,31 @@ class RobotClient:
             # bring the IP closer to Robot's block (the loop may shorten or extend this).
             self.paused_until = now + AUTH_FAILURE_PAUSE
             self.health.request("robot", "robot", endpoint, "unauthorized")
-            raise ApiError("unauthorized", f"{what}: 401 — the Robot credentials were rejected "
-                           "(not retried: Robot blocks the IP after three failures)",
-                           status=status, code=code)
+            raise Unauthorized(f"{what}: 401 — the Robot credentials were rejected "
+                               "(not retried: Robot blocks the IP after three failures)",
+                               status=status, code=code)
         if status == 403 and code == "RATE_LIMIT_EXCEEDED":
             interval = body["error"].get("interval")
             wait = float(interval) if isinstance(interval, (int, float)) else 600.0
             self.paused_until = now + min(wait, 3600.0)
             self.health.request("robot", "robot", endpoint, "rate_limited")
-            raise ApiError("rate_limited", f"{what}: 403 RATE_LIMIT_EXCEEDED "
-                           f"(max_request={body['error'].get('max_request')}, "
-                           f"interval={interval})", self.paused_until)
+            raise RateLimited(f"{what}: 403 RATE_LIMIT_EXCEEDED "
+                              f"(max_request={body['error'].get('max_request')}, "
+                              f"interval={interval})", self.paused_until)
         if status >= 500:
             self.health.request("robot", "robot", endpoint, "server_error")
-            raise ApiError("server_error", f"{what}: HTTP {status} {code or ''}".rstrip())
+            raise ServerError(f"{what}: HTTP {status} {code or ''}".rstrip())
         if status >= 400:
             self.health.request("robot", "robot", endpoint, "client_error")
-            raise ApiError("client_error", f"{what}: HTTP {status} {code or ''}".rstrip(),
-                           status=status, code=code)
+            raise ClientError(f"{what}: HTTP {status} {code or ''}".rstrip(),
+                              status=status, code=code)
         try:
             parsed = _json(response, what)
             if parse is not None:
                 parsed = parse(parsed)
         except RecordError as exc:
             self.health.request("robot", "robot", endpoint, "malformed")
-            raise ApiError("malformed", f"{what}: {exc}") from exc
+            raise Malformed(f"{what}: {exc}") from exc
         except ApiError:
             self.health.request("robot", "robot", endpoint, "malformed")
             raise

@@ -62,9 +62,18 @@ from typing import IO, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrascope_core import contract, logfmt
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import Malformed, RateLimited
+from infrascope_core.exposition import (
+    EOF,
+    family_header,
+    format_labels,
+    format_timestamp,
+    format_value,
+)
 
 from .api import ApiError, Stopped
-from .config import CloudProject, Config, ConfigError, build_parser, load_config, parse_duration
+from .config import CloudProject, Config, ConfigError, build_parser, load_config
 from .exporter import Exporter
 from .families import CLOUD_METRIC_SERIES, help_text
 from .model import METRIC_SERIES, CloudServer
@@ -204,37 +213,12 @@ def parse_options(args: argparse.Namespace) -> Options:
 
 
 # ----------------------------------------------------------------------------
-# OpenMetrics text
+# The OpenMetrics file, in parts
 # ----------------------------------------------------------------------------
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def format_labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items()) + "}"
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def format_timestamp(ts: float) -> str:
-    """Seconds, as OpenMetrics wants them (integers without a fraction)."""
-    return str(int(ts)) if float(ts).is_integer() else repr(float(ts))
-
-
-class OpenMetricsWriter:
-    """Families streamed to one part file each; :meth:`finish` concatenates them.
+class FamilyParts:
+    """An OpenMetrics file written in parts: families streamed to one part file each;
+    :meth:`finish` concatenates them. Lines are formatted by
+    :mod:`infrascope_core.exposition`, InfraScope's one writer of the format.
 
     Each call writes one whole series (all its samples, increasing timestamps),
     so series are contiguous and families are not interleaved in the result.
@@ -372,11 +356,11 @@ class OpenMetricsWriter:
                 path = self._part_path(name)
                 if not path.is_file() or not path.stat().st_size:
                     continue  # a family without samples is left out
-                out.write(f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} gauge\n")
+                out.write(family_header(name, "gauge", help_text, openmetrics=True))
                 with open(path, encoding="utf-8") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
                 os.unlink(path)  # keep the disk peak near one copy of the data
-            out.write("# EOF\n")
+            out.write(EOF)
             out.flush()
             os.fsync(out.fileno())
 
@@ -494,12 +478,12 @@ def parse_metrics_chunk(body: Any, server_id: int, step: int, chunk_end: int,
     what = f"Cloud metrics of server {server_id}"
     m = body.get("metrics") if isinstance(body, Mapping) else None
     if not isinstance(m, Mapping) or not isinstance(m.get("time_series"), Mapping):
-        raise ApiError("malformed", f"{what}: no metrics.time_series in the response")
+        raise Malformed(f"{what}: no metrics.time_series in the response")
     got: Any = m.get("step")
     try:
         got_f = float(got)
     except (TypeError, ValueError) as exc:
-        raise ApiError("malformed", f"{what}: response step {got!r} is not a number") from exc
+        raise Malformed(f"{what}: response step {got!r} is not a number") from exc
     if got_f != step:
         raise BackfillError(
             f"{what}: asked for step={step}s with {points_per_request} points per request, "
@@ -509,16 +493,16 @@ def parse_metrics_chunk(body: Any, server_id: int, step: int, chunk_end: int,
     for name, series in m["time_series"].items():
         values = series.get("values") if isinstance(series, Mapping) else None
         if not isinstance(values, list):
-            raise ApiError("malformed", f"{what}: series {name} has no values list")
+            raise Malformed(f"{what}: series {name} has no values list")
         points: list[tuple[float, float]] = []
         for point in values:
             if not isinstance(point, (list, tuple)) or len(point) != 2:
-                raise ApiError("malformed", f"{what}: series {name} has a malformed point")
+                raise Malformed(f"{what}: series {name} has a malformed point")
             try:
                 ts, value = float(point[0]), float(point[1])
             except (TypeError, ValueError) as exc:
-                raise ApiError("malformed", f"{what}: series {name} has a non-numeric "
-                                            "point") from exc
+                raise Malformed(f"{what}: series {name} has a non-numeric "
+                                "point") from exc
             if math.isfinite(value):
                 points.append((min(ts + step, float(chunk_end)), value))
         points.sort()
@@ -615,8 +599,8 @@ def _fetch_server(exporter: Exporter, project: CloudProject, server: CloudServer
                                 continue  # keep timestamps strictly increasing per series
                             out.append((t, template.value(raw)))
             return first, requests, series
-        except ApiError as exc:
-            if exc.kind != "rate_limited" or attempt == RATE_LIMIT_RETRIES:
+        except RateLimited as exc:
+            if attempt == RATE_LIMIT_RETRIES:
                 raise
             wait = min(3600.0, max(1.0, (exc.retry_at or clock() + 60.0) - clock() + 1.0))
             log.warning("rate limited, waiting for RateLimit-Reset", extra={
@@ -646,7 +630,7 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
         parts_dir = output.with_name(f".{output.name}.parts")
         parts_dir.mkdir(exist_ok=True)
     complete = False
-    writer = OpenMetricsWriter(parts_dir)
+    writer = FamilyParts(parts_dir)
     exporter = Exporter(config, clock=clock)
     try:
         # 1. Inventory, pricing and Robot, exactly as the live exporter gets them.

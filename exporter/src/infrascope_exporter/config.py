@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shlex
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -23,41 +20,14 @@ from typing import Any
 import yaml
 
 from infrascope_core import address
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
+from infrascope_core.secrets import Secret, check_secret, read_secret_file, readable_by_others
 
 DEFAULT_CLOUD_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_ROBOT_ENDPOINT = "https://robot-ws.your-server.de"
 DEFAULT_LISTEN = "0.0.0.0:8790"
 DEFAULT_AGENT_PORT = 8791
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
-
-
-class Secret:
-    """A string that never shows itself: repr/str give ``***``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 @dataclass(frozen=True)
@@ -121,23 +91,6 @@ class Config:
         }
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any, key: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ConfigError(f"{key}: {value!r} is not a duration (e.g. 300s, 5m, 6h)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be positive")
-    return seconds
-
-
 def parse_money(value: Any, key: str) -> Decimal:
     if isinstance(value, float):
         raise ConfigError(f"{key}: write prices as strings (\"49.00\"), not floats")
@@ -148,68 +101,6 @@ def parse_money(value: Any, key: str) -> Decimal:
     if not amount.is_finite() or amount < 0:
         raise ConfigError(f"{key}: must be a non-negative amount")
     return amount
-
-
-def check_secret_shape(value: str, key: str, *, spaces: bool = False) -> str:
-    """``value`` if it is one line without whitespace (``spaces``: inner spaces allowed).
-
-    A token with a second line or a space is a copy-and-paste accident; sent as an HTTP
-    header it fails at run time as if the API were down. The message never shows it.
-    """
-    if not value:
-        raise ConfigError(f"{key}: is empty")
-    bad = [c for c in value if not c.isprintable() or (c.isspace() and not (
-        spaces and c == " "))]
-    if bad or (spaces and value != value.strip()):
-        what = "one line" if spaces else "one line without whitespace"
-        raise ConfigError(f"{key}: must be {what} (it holds "
-                          f"{_describe_whitespace(value)})")
-    return value
-
-
-def _describe_whitespace(value: str) -> str:
-    lines = value.count("\n") + 1
-    if lines > 1:
-        return f"{lines} lines"
-    if any(not c.isprintable() and not c.isspace() for c in value):
-        return "control characters"
-    return "whitespace"
-
-
-def _read_secret_file(path: str, key: str, warnings: list[str], *,
-                      spaces: bool = False) -> Secret:
-    """The secret in ``path``: one line, a trailing newline allowed. The messages name the
-    file, never its content; a file readable by group or others adds a warning."""
-    try:
-        raw = Path(path).read_bytes()
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
-    for ending in ("\r\n", "\n"):
-        if text.endswith(ending):
-            text = text[:-len(ending)]
-            break
-    if not text.strip():
-        raise ConfigError(f"{key}: {path} is empty")
-    try:
-        check_secret_shape(text, key, spaces=spaces)
-    except ConfigError:
-        what = "one line" if spaces else "one line without whitespace"
-        raise ConfigError(f"{key}: {path} must hold the secret alone on {what} "
-                          f"(a trailing newline is fine); it holds "
-                          f"{_describe_whitespace(text)}") from None
-    warn_if_readable_by_others(path, mode, key, warnings)
-    return Secret(text)
-
-
-def warn_if_readable_by_others(path: str, mode: int, key: str, warnings: list[str]) -> None:
-    if stat.S_ISREG(mode) and mode & 0o077:
-        warnings.append(f"{key}: {path} holds a secret and is accessible by group or others "
-                        f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 {shlex.quote(path)}")
 
 
 def _string(value: Any, key: str, *, numbers: bool = True) -> str:
@@ -495,7 +386,9 @@ def load_config(argv: Sequence[str] | None = None,
             mode = os.stat(config_file).st_mode
         except OSError:
             mode = 0
-        warn_if_readable_by_others(config_file, mode, "config.file", warnings)
+        warning = readable_by_others(config_file, mode, "config.file")
+        if warning:
+            warnings.append(warning)
     mode = values.get("prices.mode", "net")
     if mode not in ("net", "gross"):
         raise ConfigError(f"prices.mode: {mode!r} must be 'net' or 'gross'")
@@ -584,20 +477,20 @@ def _projects(data: Mapping[str, Any], values: Mapping[str, Any],
             if entry.get("token") and entry.get("token_file"):
                 raise ConfigError(f"{key}: give token or token_file, not both")
             if entry.get("token_file"):
-                token = _read_secret_file(_string(entry["token_file"], f"{key}.token_file"),
-                                          f"{key}.token_file", warnings)
+                token = read_secret_file(_string(entry["token_file"], f"{key}.token_file"),
+                                         f"{key}.token_file", warnings)
             elif entry.get("token") is not None and entry.get("token") != "":
                 value = _string(entry["token"], f"{key}.token", numbers=False)
-                token = Secret(check_secret_shape(value, f"{key}.token"))
+                token = Secret(check_secret(value, f"{key}.token"))
             else:
                 raise ConfigError(f"{key}.token: missing (or token_file)")
             project_endpoint = _string(entry.get("endpoint", endpoint), f"{key}.endpoint")
             projects.append(CloudProject(name, token, project_endpoint.rstrip("/")))
     single: Secret | None = None
     if values.get("cloud.token_file"):
-        single = _read_secret_file(values["cloud.token_file"], "cloud.token_file", warnings)
+        single = read_secret_file(values["cloud.token_file"], "cloud.token_file", warnings)
     elif env.get("HCLOUD_TOKEN"):
-        single = Secret(check_secret_shape(env["HCLOUD_TOKEN"], "HCLOUD_TOKEN"))
+        single = Secret(check_secret(env["HCLOUD_TOKEN"], "HCLOUD_TOKEN"))
     if single is not None:
         projects.append(CloudProject(values.get("cloud.project_name", "default"), single,
                                      endpoint))
@@ -616,14 +509,13 @@ def _robot(data: Mapping[str, Any], values: Mapping[str, Any],
     password: Secret | None = None
     if values.get("robot.password_file"):
         # Robot passwords are chosen by people: inner spaces are allowed, lines are not.
-        password = _read_secret_file(values["robot.password_file"], "robot.password_file",
-                                     warnings, spaces=True)
+        password = read_secret_file(values["robot.password_file"], "robot.password_file",
+                                    warnings, spaces=True)
     elif env.get("ROBOT_PASSWORD"):
-        password = Secret(check_secret_shape(env["ROBOT_PASSWORD"], "ROBOT_PASSWORD",
-                                             spaces=True))
+        password = Secret(check_secret(env["ROBOT_PASSWORD"], "ROBOT_PASSWORD", spaces=True))
     elif _get(data, "robot.password") is not None:
         value = _string(_get(data, "robot.password"), "robot.password", numbers=False)
-        password = Secret(check_secret_shape(value, "robot.password", spaces=True))
+        password = Secret(check_secret(value, "robot.password", spaces=True))
     if password is None:
         raise ConfigError("robot.password: a Robot user needs a password "
                           "(ROBOT_PASSWORD, --robot.password-file or robot.password_file)")

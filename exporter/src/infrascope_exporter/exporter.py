@@ -26,6 +26,8 @@ from typing import Any
 
 from prometheus_client.exposition import generate_latest
 
+from infrascope_core.errors import ClientError
+
 from . import budget
 from .api import ApiError, CloudClient, RobotClient, Stopped
 from .build import build_info_labels, live_registry
@@ -275,11 +277,10 @@ class Exporter:
 
         try:
             body = self.robot_client.get("/server", "/server", parse=expect_list)
-        except ApiError as exc:
-            if exc.kind == "client_error" and exc.code == "SERVER_NOT_FOUND":
-                body = []  # Robot answers an empty list with 404 SERVER_NOT_FOUND
-            else:
+        except ClientError as exc:
+            if exc.code != "SERVER_NOT_FOUND":
                 raise
+            body = []  # Robot answers an empty list with 404 SERVER_NOT_FOUND
         servers = []
         for raw in body:
             try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,11 +44,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
+
 from . import __version__
 from .annotations import feed
 from .api_docs import add_docs_routes
 from .body_limit import BodyLimit
-from .config import DEFAULT_MAX_REQUEST_BYTES, ConfigError, parse_duration
+from .config import DEFAULT_MAX_REQUEST_BYTES
 from .metrics import registry_for
 from .metrics import render as render_metrics
 from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
@@ -232,11 +234,14 @@ class DismissRequest(BaseModel):
         if self.until is None:
             return None
         text = self.until.strip()
-        if re.match(r"^\d+(\.\d+)?(ms|s|m|h|d)$", text):
-            try:
-                seconds = parse_duration(text, "until")
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+        try:  # a duration written with its unit (30d, 12h): a bare number is no date
+            seconds: float | None = parse_duration(text, "until", numbers=False,
+                                                   allow_zero=True)
+        except ConfigError:
+            seconds = None
+        if seconds is not None:
+            if seconds <= 0:
+                raise ValueError(f"until: must be positive, got {text!r}")
             if seconds > MAX_UNTIL.total_seconds():
                 raise ValueError("until: at most ten years from now")
             return now + timedelta(seconds=seconds)

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from infrascope_core.logfmt import LogfmtFormatter
+from infrascope_core import logfmt
 from infrascope_recommender import __version__
 
 from .config import Config, ConfigError, load_config
@@ -55,23 +55,9 @@ LOGGER = "infrascope_recommender"
 
 # --- logging ---------------------------------------------------------------------------
 
-def _drop_uvicorn_colours(record: logging.LogRecord) -> bool:
-    """uvicorn adds ``color_message`` (the message with ANSI codes) to its records: not a
-    field of the event."""
-    record.__dict__.pop("color_message", None)
-    return True
-
-
 def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter(secrets))
-    handler.addFilter(_drop_uvicorn_colours)
-    for name in (LOGGER, "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.propagate = False
-        logger.setLevel(level.upper() if name != "httpx" else max(
-            logging.WARNING, logging.getLevelName(level.upper())))
+    logfmt.setup(LOGGER, level, secrets, also=("uvicorn", "uvicorn.error", "uvicorn.access"),
+                 quiet=("httpx",))
 
 
 def _secrets(config: Config) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,10 @@ from typing import Any
 import yaml
 
 from infrascope_core import address
+from infrascope_core.durations import parse_duration
+from infrascope_core.errors import ConfigError
+from infrascope_core.secrets import Secret, check_secret, read_secret_file
 
-from .errors import ConfigError
 from .thresholds import Thresholds, parse_thresholds
 
 DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
@@ -39,32 +40,6 @@ DEFAULT_INTERVAL = 24 * 3600.0
 # The largest legitimate request (a dismissal with every text at its maximum length, each
 # character JSON-escaped) is under 30 KiB; anything larger is answered 413 unread.
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
-
-
-class Secret:
-    """A string that never shows itself: repr/str give ``***``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 @dataclass(frozen=True)
@@ -125,9 +100,6 @@ class Config:
     warnings: tuple[str, ...] = ()  # e.g. a secret file readable by others; never fatal
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
 _KEYS: dict[str, set[str]] = {
     "": {"prometheus", "rules", "state", "api", "schedule", "grafana", "dashboard_url"},
     "prometheus": {"url", "bearer_token_file", "basic_auth", "headers", "tls", "timeout",
@@ -139,22 +111,6 @@ _KEYS: dict[str, set[str]] = {
     "schedule": {"interval"},
     "grafana": {"url", "token_file", "dashboard_uid", "tags"},
 }
-
-
-def parse_duration(value: Any, key: str) -> float:
-    """``30s``, ``5m``, ``24h``, ``1d`` or a number of seconds; positive."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like 30s or 24h, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            raise ConfigError(f"{key}: expected a duration like 30s or 24h, got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
-    return seconds
 
 
 def _text(value: Any, key: str) -> str:
@@ -171,29 +127,6 @@ def _flag(value: Any, key: str) -> bool:
     return value
 
 
-def _check_token(token: str, key: str, where: str) -> None:
-    """A token is one line without whitespace; the message names ``where``, not the token."""
-    if "\n" in token or "\r" in token:
-        raise ConfigError(f"{key}: {where} holds {_lines(token)} lines; a token is one line")
-    if any(c.isspace() for c in token):
-        raise ConfigError(f"{key}: the token in {where} contains whitespace")
-    if any(not c.isprintable() for c in token):
-        raise ConfigError(f"{key}: the token in {where} contains control characters")
-
-
-def _lines(text: str) -> int:
-    """Lines of a file's content without its final line end (empty lines count)."""
-    return len(re.split(r"\r\n|\r|\n", text))
-
-
-def _strip_line_end(text: str) -> str:
-    """One trailing line end is how editors save a file; anything else is content."""
-    for end in ("\r\n", "\n"):
-        if text.endswith(end):
-            return text[:-len(end)]
-    return text
-
-
 class _Secrets:
     """Reads the secret files of one configuration and collects the warnings about them."""
 
@@ -203,33 +136,11 @@ class _Secrets:
     def read(self, path: Any, key: str, token: bool = True) -> Secret:
         """The file's one line. ``token``: no whitespace either (bearer and API tokens);
         a password may hold spaces but not a second line."""
-        name = _text(path, key)
-        try:
-            with open(name, encoding="utf-8") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                text = _strip_line_end(f.read())
-        except UnicodeDecodeError:
-            raise ConfigError(f"{key}: {name} is not UTF-8 text") from None
-        except OSError as exc:
-            raise ConfigError(f"{key}: cannot read {name}: {exc.strerror}") from None
-        if not text.strip():
-            raise ConfigError(f"{key}: {name} is empty")
-        if token:
-            _check_token(text, key, name)
-        elif "\n" in text or "\r" in text:
-            raise ConfigError(f"{key}: {name} holds {_lines(text)} lines; "
-                              f"a password is one line")
-        if stat.S_IMODE(mode) & 0o077:
-            self.warnings.append(
-                f"{key}: {name} is accessible to group or others (mode "
-                f"{stat.S_IMODE(mode):04o}); a secret file should be readable by the "
-                f"recommender's user alone: chmod 600 {name}")
-        return Secret(text)
+        return read_secret_file(_text(path, key), key, self.warnings, spaces=not token)
 
     def env(self, env: Mapping[str, str], name: str) -> Secret:
         """A token given in the environment variable ``name`` itself."""
-        _check_token(env[name], name, f"${name}")
-        return Secret(env[name])
+        return Secret(check_secret(env[name], name))
 
 
 def _listen_address(value: Any, key: str) -> str:

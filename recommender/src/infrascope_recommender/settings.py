@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, TypeVar
 
-from .errors import ConfigError
+from infrascope_core.errors import ConfigError
 
 Check = Callable[[Any, str], Any]
 

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from infrascope_core.exposition import TEXT_CONTENT_TYPE, TextExposition
+
 from .fleet import CloudServer, DedicatedServer
 from .http import json_response
 from .state import Simulator
@@ -27,7 +29,6 @@ CPU_MODE_SHARES = {  # share of busy time per mode; idle is the rest
     "user": 0.72, "nice": 0.01, "system": 0.17, "iowait": 0.04, "irq": 0.01, "softirq": 0.03,
     "steal": 0.02,
 }
-EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Server = CloudServer | DedicatedServer
 
@@ -40,35 +41,6 @@ def boot_time(server: Server, now: float) -> float:
     return server.created + cycles * REBOOT_PERIOD_SECONDS
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str,
-               samples: list[tuple[dict[str, str], float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if labels:
-                rendered = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-                self.lines.append(f"{name}{{{rendered}}} {_num(value)}")
-            else:
-                self.lines.append(f"{name} {_num(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _num(value: float) -> str:
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
 def render_agent(server: Server, now: float) -> str:
     """The node_exporter-compatible exposition of one simulated host at ``now``."""
     w = server.workload
@@ -77,7 +49,7 @@ def render_agent(server: Server, now: float) -> str:
     boot = boot_time(server, now)
     uptime = now - boot
     busy = w.integrate("cpu", boot, now)  # seconds of busy time per CPU
-    out = _Writer()
+    out = TextExposition()
 
     shares = dict(CPU_MODE_SHARES)
     if not cloud:  # no hypervisor, no steal
@@ -182,7 +154,7 @@ def render_agent(server: Server, now: float) -> str:
                "A service found on the host (systemd unit or container).", services)
     out.family("infrascope_listen_port_info", "gauge",
                "A listening socket and the service that owns it.", ports)
-    return out.text()
+    return out.render()
 
 
 class AgentsAPI:
@@ -207,7 +179,7 @@ class AgentsAPI:
             response: Response = PlainTextResponse("no such simulated server\n", 404)
         else:
             response = Response(render_agent(server, self.sim.clock()),
-                                media_type=EXPOSITION_CONTENT_TYPE)
+                                media_type=TEXT_CONTENT_TYPE)
         self.sim.count("agents", "GET /agents/{source}/{server_id}/metrics", source,
                        response.status_code)
         return response
@@ -261,7 +233,7 @@ def create_host_agents_app(sim: Simulator, by_ip: dict[str, Server]) -> Starlett
         source = "cloud" if isinstance(server, CloudServer) else "dedicated"
         server_id = server.id if isinstance(server, CloudServer) else server.number
         response = Response(render_agent(server, sim.clock()),
-                            media_type=EXPOSITION_CONTENT_TYPE)
+                            media_type=TEXT_CONTENT_TYPE)
         sim.count("agents", "GET /metrics (server address)", f"{source}/{server_id}",
                   response.status_code)
         return response

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from infrascope_core.exposition import TEXT_CONTENT_TYPE, TextExposition
+
 from .agents import AgentsAPI
 from .cloud_api import CloudAPI, parse_iso
 from .faults import FaultError, fault_from_dict
@@ -55,16 +57,13 @@ class ControlAPI:
         return json_response({"ok": True})
 
     async def metrics(self, request: Request) -> Response:
-        lines = [
-            "# HELP infrascope_sim_requests_total Requests the simulator answered.",
-            "# TYPE infrascope_sim_requests_total counter",
-        ]
-        for (api, endpoint, project, status), n in sorted(self.sim.requests.items()):
-            lines.append(
-                f'infrascope_sim_requests_total{{api="{api}",endpoint="{endpoint}",'
-                f'project="{project}",code="{status}"}} {n}')
-        return PlainTextResponse("\n".join(lines) + "\n",
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        out = TextExposition()
+        out.family("infrascope_sim_requests_total", "counter",
+                   "Requests the simulator answered.",
+                   [({"api": api, "endpoint": endpoint, "project": project,
+                      "code": str(status)}, n)
+                    for (api, endpoint, project, status), n in sorted(self.sim.requests.items())])
+        return PlainTextResponse(out.render(), media_type=TEXT_CONTENT_TYPE)
 
     async def faults(self, request: Request) -> Response:
         if request.method == "DELETE":

@@ -42,9 +42,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from infrascope_core.exposition import OpenMetricsWriter
+
 from .agents import CPU_MODE_SHARES, REBOOT_PERIOD_SECONDS, Server
 from .fleet import CloudServer, Fleet
-from .prom import OpenMetricsWriter
 from .workload import TICK_SECONDS
 
 CPU_CHOICES = ("dedicated", "cloud", "all", "none")
