@@ -54,6 +54,7 @@ from infrascope_agent import cli as agent_cli
 from infrascope_cli import history as cli_history
 from infrascope_cli import main as cli_main
 from infrascope_cli import rulespack
+from infrascope_core.durations import parse_duration
 from infrascope_core.prometheus import Prometheus
 from infrascope_core.service import free_port
 from infrascope_exporter import backfill as exporter_backfill
@@ -455,11 +456,8 @@ def argparse_options(path: Path) -> dict[str, Any]:
     return options
 
 
-def duration_seconds(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    parts = re.findall(r"(\d+)([smhdwy])", text)
-    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
-    return sum(int(n) * units[u] for n, u in parts)
+def duration_seconds(text: str) -> float:
+    return parse_duration(text, "duration", prometheus=True)
 
 
 # --------------------------------------------------------------------------------------

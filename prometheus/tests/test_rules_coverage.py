@@ -17,13 +17,14 @@ import pytest
 import yaml
 from rules_testlib import PROMTOOL_TESTS, RULE_FILES, alerting_rules, recording_rules
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+from infrascope_core.durations import parse_duration
 
 
 def seconds(duration: str | int | None) -> float:
+    """A rule's ``for`` or a test's ``eval_time``; none given: 0."""
     if duration in (None, "", 0):
         return 0
-    return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)(ms|[smhdwy])", str(duration)))
+    return parse_duration(duration, "duration", prometheus=True, allow_zero=True)
 
 
 def promtool_test_files() -> list[tuple[Path, dict[str, Any]]]:

@@ -28,6 +28,8 @@ from rules_testlib import (
     recording_rules,
 )
 
+from infrascope_core.durations import parse_duration
+
 PREFIX = "InfraScope"
 SEVERITIES = {"critical", "warning", "info"}
 CATEGORIES = {"availability", "capacity", "cost", "exporter"}
@@ -49,11 +51,8 @@ RUNBOOK_BASE = yaml.safe_load((PROMETHEUS_DIR / "config.yaml").read_text())["run
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RANGE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{[^}]*\})?\s*\[([^\]]+)\]")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-
-
-def seconds(duration: str) -> int:
-    return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhdwy])", duration))
+def seconds(duration: str) -> float:
+    return parse_duration(duration, "duration", prometheus=True, allow_zero=True)
 
 
 def lint_alert(rule: dict[str, Any]) -> list[str]:
