@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infrascope_core.procfs import group_members
+
 BACKOFF = (1.0, 2.0, 4.0)  # seconds before the 1st, 2nd, 3rd restart in a row
 MAX_RESTARTS = 3
 STABLE_AFTER = 60.0  # a component that ran this long before dying starts a new count
@@ -210,22 +212,6 @@ class Supervisor:
 GROUP_EXIT_SECONDS = 5.0
 """How long stop waits for a SIGKILLed group's processes to die (they do at once on an
 idle machine; a loaded one can take a scheduling round or two)."""
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``, from /proc."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 def _wait_group_gone(pgid: int, deadline: float) -> None:

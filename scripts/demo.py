@@ -63,6 +63,7 @@ import yaml
 
 from infrascope_cli.history import plan_range
 from infrascope_core.durations import parse_duration
+from infrascope_core.procfs import proc_status
 from infrascope_core.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -697,20 +698,6 @@ def alertmanager() -> str:
                     "(Debian package prometheus-alertmanager, scripts/ensure-apt-deps.sh)")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @contextmanager
 def signals_raise() -> Iterator[None]:
     previous = {s: signal.signal(s, _interrupt) for s in SIGNALS}
@@ -726,14 +713,6 @@ def signals_raise() -> Iterator[None]:
 # --------------------------------------------------------------------------------------
 SHELLS = {"sh", "dash", "bash"}
 MAKES = {"make", "gmake"}
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
-    except OSError:
-        return {}
 
 
 def make_ancestor() -> int | None:

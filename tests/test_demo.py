@@ -39,6 +39,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from infrascope_core.durations import parse_duration
+from infrascope_core.procfs import pid_alive, proc_status
 from infrascope_sim.catalogue import BACKUP_PERCENTAGE, PRIMARY_IPV4_MONTHLY, SERVER_TYPES
 from infrascope_sim.fleet import load_fleet
 
@@ -184,17 +186,6 @@ class DemoStack:
         assert list(self.cwd.iterdir()) == []  # nothing written relative to the cwd
         assert repo_snapshot() - self.repo_before == set()
         assert (self.state / "demo.json").exists()  # everything stayed in the state folder
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def demo_processes(state: Path) -> dict[int, str]:
@@ -421,9 +412,8 @@ def test_writes_need_the_generated_api_token(demo: DemoStack) -> None:
     assert err.value.code == 401
 
 
-def duration(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", text))
+def duration(text: str) -> float:
+    return parse_duration(text, "for", prometheus=True, allow_zero=True)
 
 
 @needs_binaries
@@ -807,15 +797,6 @@ def start_make_demo(tmp: Path) -> tuple[subprocess.Popen[str], Path, list[str], 
 
     threading.Thread(target=read, daemon=True).start()
     return proc, state, lines, err
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    """/proc/PID/status as a mapping (empty once the process is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
 def demo_pid_under(make: int) -> int:
