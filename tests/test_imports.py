@@ -137,5 +137,6 @@ def test_lint_imports_passes() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "0 broken" in result.stdout
     config = (ROOT / ".importlinter").read_text()
-    for contract in ("layers", "simulator", "exporter-pure", "recommender-pure"):
+    for contract in ("layers", "simulator", "exporter-pure", "recommender-pure",
+                     "agent-collectors"):
         assert f"[importlinter:contract:{contract}]" in config
