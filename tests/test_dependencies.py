@@ -31,10 +31,16 @@ def normalised(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def declared(component: str) -> set[str]:
+def declared(component: str, extras: bool = False) -> set[str]:
+    """The distributions ``component`` requires (and, with ``extras``, those of its
+    optional extras too)."""
     project = tomllib.loads((ROOT / component / "pyproject.toml").read_text())["project"]
     out = set()
-    for requirement in project.get("dependencies", []):
+    requirements = list(project.get("dependencies", []))
+    if extras:
+        requirements += [r for group in project.get("optional-dependencies", {}).values()
+                         for r in group]
+    for requirement in requirements:
         match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
         assert match, f"{component}: cannot read the requirement {requirement!r}"
         out.add(normalised(match.group(1)))
@@ -71,7 +77,7 @@ def test_every_component_is_checked() -> None:
 def test_declared_dependencies_are_exactly_the_imported_ones(component: str) -> None:
     providers = {module: {normalised(d) for d in dists}
                  for module, dists in importlib.metadata.packages_distributions().items()}
-    wanted = declared(component)
+    wanted = declared(component, extras=True)
     problems = []
     used: set[str] = set()
     for module, places in sorted(imported(component).items()):

@@ -242,6 +242,12 @@ def signature(result: RunResult) -> dict[tuple[str, str, tuple[str, ...], str | 
             for r in result.recommendations}
 
 
+def situation(rec: Any) -> tuple[str, str, tuple[str, ...]]:
+    """A recommendation of the tenfold fleet as the original's (copy r: ids + r * 100000)."""
+    return rec.kind, rec.action, tuple(sorted(f"{k.source}/{int(k.server_id) % 100_000}"
+                                              for k in rec.keys))
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "recommender"
     command = [str(script)] if script.is_file() else [sys.executable, "-m",
@@ -364,6 +370,12 @@ def test_query_count_does_not_grow_with_the_fleet(scenarios: Scenarios,
     why = [(str(x.server.key), x.rule, x.reason) for x in big.exclusions]
     assert got == want, f"missing {dict(want - got)}, extra {dict(got - want)}; {why}"
     assert len(big.recommendations) == COPIES * len(EXPECTED)
+    base = {situation(r): r for r in small.recommendations}
+    off = [(r.kind, [str(k) for k in r.keys], r.target_type, r.savings, r.reasons)
+           for r in big.recommendations
+           if situation(r) not in base or base[situation(r)].savings != r.savings
+           or base[situation(r)].target_type != r.target_type]
+    assert off == [], f"copies judged otherwise than the original: {off}"
     assert cents(big.total_savings) == COPIES * EXPECTED_TOTAL
 
 
