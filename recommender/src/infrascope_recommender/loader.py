@@ -222,7 +222,7 @@ def _metric(sample: dict[str, Any]) -> dict[str, str]:
 
 def _key(metric: dict[str, str]) -> ServerKey | None:
     source, server_id = metric.get("source"), metric.get("server_id")
-    if source not in ("cloud", "dedicated") or not server_id:
+    if source not in contract.SOURCES or not server_id:
         return None
     return ServerKey(source, server_id)  # type: ignore[arg-type]
 

@@ -22,9 +22,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from infrascope_core import contract
 
 Source = Literal["cloud", "dedicated"]
+"""``contract.SOURCES`` for the type checker (a Literal cannot be built from a tuple
+there); the assertion below keeps the two equal."""
+assert get_args(Source) == contract.SOURCES, "model.Source differs from contract.SOURCES"
 #: A registered rule's kind (``infrascope_recommender.rules.kinds()``: each rule module
 #: declares its own, so the set is only known once the rules are loaded).
 Kind = str
@@ -52,7 +57,7 @@ class ServerKey:
     @classmethod
     def parse(cls, text: str) -> ServerKey:
         source, _, server_id = text.partition("/")
-        if source not in ("cloud", "dedicated") or not server_id:
+        if source not in contract.SOURCES or not server_id:
             raise ValueError(f"not a server key (source/server_id): {text!r}")
         return cls(source, server_id)  # type: ignore[arg-type]
 
