@@ -3,7 +3,8 @@
 #   make test   install what is needed and run every test suite
 #   make install / make uninstall   the server side into /opt/infrascope (root;
 #               scripts/install.sh, docs/install.md)
-#   make lint / make bench / make clean   developer extras
+#   make lint / make bench / make clean   developer extras (lint: ruff, mypy, and
+#               lint-imports checking the layers in .importlinter)
 
 VENV ?= .venv
 PY = $(VENV)/bin/python
@@ -21,7 +22,7 @@ help:
 	@echo "make test    install dependencies (apt + $(VENV)) and run all tests"
 	@echo "make install / make uninstall   (as root) exporter, recommender and the infrascope"
 	@echo "             command into /opt/infrascope with systemd units (docs/install.md)"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + lint-imports (.importlinter)"
 	@echo "make bench   run bench/*_bench.py"
 	@echo "make clean   remove $(VENV) and caches"
 
@@ -42,6 +43,7 @@ test: apt-deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy $(SRC_DIRS)
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: venv
 	$(PY) bench/run.py

@@ -23,8 +23,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from infrascope_agent import __version__
 from infrascope_agent.cli import FILTER_ALIASES, build_parser
+from infrascope_agent.collectors import build
 from infrascope_agent.exposition import render
-from infrascope_agent.registry import COLLECTORS, Registry, Settings, agent_registry, build
+from infrascope_agent.registry import COLLECTORS, Registry, Settings, agent_registry
 from infrascope_agent.web import AgentServer
 from infrascope_core.service import free_port
 

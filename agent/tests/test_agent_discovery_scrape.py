@@ -20,7 +20,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 import infrascope_agent.collectors  # noqa: F401 - registers every collector
-from infrascope_agent.registry import COLLECTORS, Registry, Settings, build
+from infrascope_agent.collectors import build
+from infrascope_agent.registry import COLLECTORS, Registry, Settings
 from infrascope_core.prometheus import Promtool
 
 WEB = "3f4e8b1c2d5a6978e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"

@@ -16,8 +16,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from infrascope_agent.collectors import build
 from infrascope_agent.exposition import render
-from infrascope_agent.registry import Registry, Settings, build
+from infrascope_agent.registry import Registry, Settings
 
 
 class Static(Collector):

@@ -21,13 +21,14 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from infrascope_agent.collectors import build
 from infrascope_agent.collectors.diskstats import DiskstatsCollector
 from infrascope_agent.collectors.filesystem import FilesystemCollector, parse_mounts
 from infrascope_agent.collectors.loadavg import LoadavgCollector
 from infrascope_agent.collectors.netdev import NetDevCollector, parse_net_dev
 from infrascope_agent.collectors.stat import StatCollector
 from infrascope_agent.collectors.uname import UnameCollector
-from infrascope_agent.registry import COLLECTORS, Collector, Registry, Settings, build
+from infrascope_agent.registry import COLLECTORS, Collector, Registry, Settings
 from infrascope_agent.web import AgentServer
 from infrascope_core.node_exporter import NodeExporter
 from infrascope_core.prometheus import Promtool

@@ -27,11 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from infrascope_agent.collectors import build
 from infrascope_agent.collectors.filesystem import (
     DEBIAN_MOUNT_POINTS_EXCLUDE,
     DEFAULT_MOUNT_POINTS_EXCLUDE,
 )
-from infrascope_agent.registry import COLLECTORS, Registry, Settings, build
+from infrascope_agent.registry import COLLECTORS, Registry, Settings
 from infrascope_agent.web import AgentServer
 from infrascope_core.node_exporter import NodeExporter
 from infrascope_core.node_exporter import binary_available as node_exporter_available

@@ -30,7 +30,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from infrascope_agent import webconfig
 from infrascope_agent.cli import main
-from infrascope_agent.registry import COLLECTORS, Registry, Settings, build
+from infrascope_agent.collectors import build
+from infrascope_agent.registry import COLLECTORS, Registry, Settings
 from infrascope_agent.web import AgentServer
 from infrascope_agent.webconfig import WebConfigError, parse_web_config, parse_yaml
 

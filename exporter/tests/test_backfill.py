@@ -335,7 +335,7 @@ def test_requests_are_the_planned_chunks_plus_inventory(world: World, tmp_path: 
         assert any(e.endswith(path) and r["count"] == 1 for e, r in by_endpoint.items()), path
 
     # The exporter's own bookkeeping agrees, and it saw no rate limit.
-    requests = result.exporter.health.requests
+    requests = result.exporter.health.requests()
     assert sum(n for (api, _, _, _), n in requests.items() if api == "cloud") == \
         expected_metrics + len(inventory)
     assert requests[("cloud", PROJECT, "/servers/{id}/metrics", "success")] == expected_metrics

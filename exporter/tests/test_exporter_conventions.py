@@ -96,11 +96,11 @@ def test_promtool_check_metrics_on_the_served_exposition(promtool: Promtool,
 
 def test_revision_comes_from_the_environment_when_set(monkeypatch: pytest.MonkeyPatch
                                                       ) -> None:
-    from infrascope_exporter import exposition
+    from infrascope_exporter import build
 
-    exposition.build_info_labels.cache_clear()
+    build.build_info_labels.cache_clear()
     monkeypatch.setenv("INFRASCOPE_REVISION", "0123abcd")
     try:
-        assert exposition.build_info_labels()["revision"] == "0123abcd"
+        assert build.build_info_labels()["revision"] == "0123abcd"
     finally:
-        exposition.build_info_labels.cache_clear()
+        build.build_info_labels.cache_clear()

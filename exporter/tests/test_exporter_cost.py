@@ -33,6 +33,7 @@ from infrascope_exporter.pricing import (
     TIB,
     billed_hours,
     cloud_server_cost,
+    dedicated_monthly_price,
     dedicated_price,
     month_bounds,
     month_hours,
@@ -264,8 +265,12 @@ def test_pricing_module_reproduces_the_hand_bill_exactly(
                 continue  # part of its server's cost
             total += resource_cost(r, state.pricing, FIXED)
     assert exporter.robot is not None
+    prices, config = exporter.config.dedicated_prices, exporter.config
     for d in exporter.robot.servers:
-        price = exporter.dedicated_monthly_price(d)
+        price = dedicated_monthly_price(
+            d, by_server=prices.by_server, by_product=prices.by_product,
+            catalogue=exporter.robot.products if prices.default_from_catalogue else None,
+            price_mode=config.price_mode, vat_rate_percent=config.vat_rate_percent or D(0))
         assert price == HAND_DEDICATED[d.number]
         total += price
     assert total == hand_bill

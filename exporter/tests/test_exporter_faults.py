@@ -52,7 +52,7 @@ from infrascope_core import logfmt
 from infrascope_exporter.api import ApiError, CloudClient
 from infrascope_exporter.config import CloudProject, Secret
 from infrascope_exporter.exporter import Exporter
-from infrascope_exporter.health import Health
+from infrascope_exporter.health import CREDENTIALS_REJECTED, UP, Health
 from infrascope_sim.server import Endpoints
 from infrascope_sim.state import Simulator
 
@@ -546,8 +546,8 @@ def test_robot_loop_never_retries_a_401(served: Endpoints, sim: Simulator,
     assert sim_requests(served, "robot") == 1
     assert sum(len(v) for v in sim.robot_failures.values()) == 1
     assert not sim.robot_blocked_until
-    assert exporter.health.credentials_rejected[("robot", "robot")] == 1
-    assert exporter.health.up[("robot", "robot")] == 0
+    assert exporter.health.value(CREDENTIALS_REJECTED, api="robot", project="robot") == 1
+    assert exporter.health.value(UP, api="robot", project="robot") == 0
     assert exporter.robot_client is not None
     assert exporter.robot_client.paused_until > time.time() + 600
 
@@ -601,7 +601,7 @@ def test_a_broken_page_shape_fails_the_listing_cleanly(body: dict[str, Any]) -> 
     with pytest.raises(ApiError) as err:
         client.list_all("/servers", "servers", "/servers")
     assert err.value.kind == "malformed"
-    assert health.requests[("cloud", "p", "/servers", "malformed")] == 1
+    assert health.requests()[("cloud", "p", "/servers", "malformed")] == 1
     client.close()
 
 

@@ -25,7 +25,7 @@ How a fleet gets into Prometheus:
 2. **Current state by scrape.** A loopback HTTP server of the harness serves
    pre-rendered expositions (rendered once): job ``hetzner`` gets the exporter's
    inventory, cost and catalogue series with the exporter's names and labels
-   (``exporter/src/infrascope_exporter/exposition.py``), job ``infrascope-agent``
+   (``exporter/src/infrascope_exporter/families.py``), job ``infrascope-agent``
    gets one target per server with an agent, discovered through an HTTP SD
    endpoint that gives each target ``source``, ``server_id`` and ``server_name``
    as the exporter's ``/sd`` does (``single_agent_target=True``: one target with

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from rules_fixtures import FakePrometheus, canned, cloud, dedicated, fleet, sample, util
 
-from infrascope_recommender import engine, loader
+from infrascope_recommender import engine, loader, pipeline
 from infrascope_recommender.config import Config, PrometheusSettings
 from infrascope_recommender.model import (
     Fleet,
@@ -197,7 +197,7 @@ def test_run_loads_and_generates_with_a_given_client() -> None:
     with fake.running():
         config = Config(prometheus=PrometheusSettings(url=fake.url))
         with PrometheusClient(config.prometheus) as client:
-            result = engine.run(config, client)
+            result = pipeline.run(config, client)
             assert client.queries == loader.QUERY_COUNT
             inventory = loader.queries(config.prometheus)[0].expr
             assert len(client.query(inventory)) == 1  # still open: the caller's to close
@@ -219,7 +219,7 @@ def test_run_creates_and_closes_its_own_client(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(PrometheusClient, "close", close)
     fake = FakePrometheus(canned(one_idle_server()))
     with fake.running():
-        result = engine.run(Config(prometheus=PrometheusSettings(url=fake.url)))
+        result = pipeline.run(Config(prometheus=PrometheusSettings(url=fake.url)))
     assert len(result.recommendations) == 1 and closed == [True]
 
 
@@ -229,4 +229,4 @@ def test_run_raises_when_prometheus_is_unreachable() -> None:
         port = s.getsockname()[1]
     config = Config(prometheus=PrometheusSettings(url=f"http://127.0.0.1:{port}", retries=0))
     with pytest.raises(PrometheusError, match="connection refused"):
-        engine.run(config)
+        pipeline.run(config)

@@ -7,7 +7,7 @@ cost and catalogue series and the agents' series by scrape of a loopback server 
 test, and the committed rule files (``prometheus/rules/*.rules.yml``) loaded from a copy
 whose group intervals are one second instead of minutes — same expressions, so the test
 need not wait four minutes for the 30-day group. The recommender then runs for real:
-``engine.run(config)`` with a ``Config`` pointing at that Prometheus, and the
+``pipeline.run(config)`` with a ``Config`` pointing at that Prometheus, and the
 ``recommender run`` / ``recommender report --format json`` console scripts as
 subprocesses, with the SQLite state for accept/dismiss.
 
@@ -68,7 +68,7 @@ from scenario_lib import (
 )
 
 from infrascope_core.prometheus import binaries_available
-from infrascope_recommender import engine
+from infrascope_recommender import pipeline
 from infrascope_recommender.config import Config, load_config
 from infrascope_recommender.model import RunResult, ServerKey, cents
 from infrascope_recommender.promql import PrometheusClient
@@ -230,7 +230,7 @@ def run_engine(scenario: Scenario, state: Path) -> tuple[RunResult, int]:
     config = config_for(scenario, state)
     client = PrometheusClient(config.prometheus)
     try:
-        result = engine.run(config, client)
+        result = pipeline.run(config, client)
         return result, client.queries
     finally:
         client.close()

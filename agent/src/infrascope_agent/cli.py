@@ -23,7 +23,8 @@ from typing import Any
 from infrascope_core import logfmt
 
 from . import __version__
-from .registry import COLLECTORS, Registry, Settings, agent_registry, build, options
+from .collectors import build
+from .registry import COLLECTORS, Registry, Settings, agent_registry, options
 
 log = logging.getLogger("infrascope_agent")
 

@@ -117,9 +117,8 @@ def register(cls: type[Collector]) -> type[Collector]:
 
 
 def options() -> list[Option]:
-    """Every collector's options, by collector name then declaration order."""
-    from . import collectors  # noqa: F401 - importing registers every collector
-
+    """Every registered collector's options, by collector name then declaration order
+    (importing :mod:`infrascope_agent.collectors` registers the agent's own)."""
     return [o for _, cls in sorted(COLLECTORS.items()) for o in cls.options]
 
 
@@ -228,19 +227,6 @@ def _merge(metrics: list[Metric]) -> list[Metric]:
         else:
             merged[m.name] = m
     return list(merged.values())
-
-
-def build(settings: Settings, enabled: dict[str, bool] | None = None) -> list[Collector]:
-    """Instantiate the enabled collectors (``enabled`` overrides the defaults by name)."""
-    from . import collectors  # noqa: F401 - importing registers every collector
-
-    enabled = enabled or {}
-    unknown = set(enabled) - set(COLLECTORS)
-    if unknown:
-        raise ValueError(f"unknown collector(s): {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(COLLECTORS))})")
-    return [cls(settings) for name, cls in sorted(COLLECTORS.items())
-            if enabled.get(name, cls.default_enabled)]
 
 
 class BuildInfo(PromCollector):

@@ -14,15 +14,13 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
 from .exposition import render
-
-if TYPE_CHECKING:
-    from .webconfig import WebGuard
+from .webconfig import ConnectionRejected, WebGuard
 
 log = logging.getLogger("infrascope_agent.web")
 
@@ -30,10 +28,6 @@ LANDING = """<!doctype html><html><head><title>InfraScope agent</title></head><b
 <h1>InfraScope agent</h1><p>node_exporter-compatible host metrics and discovered services.</p>
 <p><a href="{path}">Metrics</a></p></body></html>
 """
-
-
-class ConnectionRejected(Exception):
-    """A connection closed before serving it (failed TLS handshake, plain HTTP on TLS, ...)."""
 
 
 ALLOW = "GET, HEAD"
@@ -141,8 +135,6 @@ def make_handler(registry: CollectorRegistry, telemetry_path: str,
 class AgentServer:
     def __init__(self, registry: CollectorRegistry, host: str, port: int,
                  telemetry_path: str = "/metrics", web_config_file: str | None = None) -> None:
-        from .webconfig import wrap_server
-
         handler = make_handler(registry, telemetry_path)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -162,11 +154,18 @@ class AgentServer:
         self.httpd = Server((host, port), handler)
         self.web: WebGuard | None = None
         if web_config_file:
+            # web_config_file's TLS and basic auth in front of the handler. The TLS
+            # handshake runs in each connection's handler thread (never in the accept
+            # loop), so a slow or plain-HTTP client only ties up its own thread.
             try:
-                self.web = wrap_server(self.httpd, web_config_file, registry, telemetry_path)
+                self.web = guard = WebGuard(web_config_file)
             except BaseException:
                 self.httpd.server_close()
                 raise
+            self.httpd.RequestHandlerClass = make_handler(
+                registry, telemetry_path, authorize=guard.authorize,
+                tls_accept=guard.accept if guard.tls_enabled else None,
+                extra_headers=guard.headers)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
                                        name="agent-http")
 

@@ -67,14 +67,10 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import HTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import bcrypt
 import yaml
-from prometheus_client.registry import CollectorRegistry
-
-from .web import AgentHandler, ConnectionRejected, make_handler
 
 log = logging.getLogger("infrascope_agent.webconfig")
 
@@ -86,6 +82,19 @@ AUTH_CACHE_SIZE = 128
 
 class WebConfigError(ValueError):
     pass
+
+
+class ConnectionRejected(Exception):
+    """A connection closed before serving it (failed TLS handshake, plain HTTP on TLS, ...)."""
+
+
+class Responder(Protocol):
+    """The request handler :meth:`WebGuard.authorize` answers through (``web.AgentHandler``)."""
+
+    headers: Any
+
+    def respond(self, status: int, body: bytes, ctype: str,
+                headers: Mapping[str, str] | None = None) -> None: ...
 
 
 # --------------------------------------------------------------------------- YAML
@@ -745,7 +754,7 @@ class WebGuard:
 
     # -- basic auth, per request ----------------------------------------------------------
 
-    def authorize(self, handler: AgentHandler) -> bool:
+    def authorize(self, handler: Responder) -> bool:
         try:
             config, _ = self.current()
         except WebConfigError:
@@ -825,20 +834,5 @@ def _refuse_plain_http(sock: socket.socket) -> None:
                 break
 
 
-def wrap_server(httpd: HTTPServer, path: str, registry: CollectorRegistry,
-                telemetry_path: str) -> WebGuard:
-    """Put ``path``'s TLS and basic auth in front of ``httpd``'s handler.
-
-    The TLS handshake runs in each connection's handler thread (never in the
-    accept loop), so a slow or plain-HTTP client only ties up its own thread.
-    """
-    guard = WebGuard(path)
-    httpd.RequestHandlerClass = make_handler(
-        registry, telemetry_path, authorize=guard.authorize,
-        tls_accept=guard.accept if guard.tls_enabled else None,
-        extra_headers=guard.headers)
-    return guard
-
-
 __all__ = ["WebConfig", "WebConfigError", "WebGuard", "TLSSettings", "build_ssl_context",
-           "load_web_config", "parse_web_config", "parse_yaml", "wrap_server"]
+           "load_web_config", "parse_web_config", "parse_yaml"]

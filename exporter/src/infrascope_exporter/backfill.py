@@ -30,8 +30,8 @@ What is written, for ``promtool tsdb create-blocks-from openmetrics``:
   series' identity; the backfilled series carry the same ones.
 
 The names, labels and scale of the Cloud metrics series are not repeated
-here: they are read off the live exposition code by rendering a probe
-exporter holding one server with one series set, so both can never drift.
+here: they are the live exposition's own table (``families.CLOUD_METRIC_SERIES``,
+names and help from the series contract), so both can never drift.
 
 The file is streamed (one part file per family, concatenated at the end, one
 server in memory at a time), written as ``FILE.tmp`` and renamed only when
@@ -61,12 +61,13 @@ from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from infrascope_core import logfmt
+from infrascope_core import contract, logfmt
 
 from .api import ApiError, Stopped
 from .config import CloudProject, Config, ConfigError, build_parser, load_config, parse_duration
-from .exporter import METRIC_SERIES, Exporter, MetricsSample
-from .model import CloudServer
+from .exporter import Exporter
+from .families import CLOUD_METRIC_SERIES, help_text
+from .model import METRIC_SERIES, CloudServer
 
 PROG = "infrascope-exporter backfill"
 log = logging.getLogger("infrascope_exporter.backfill")
@@ -400,56 +401,18 @@ class MetricTemplate:
         return {k: (str(server_id) if k == "server_id" else v) for k, v in self.labels}
 
 
-def _server_samples(text: str, server_id: int) -> dict[tuple[str, tuple[tuple[str, str], ...]],
-                                                      tuple[str, float]]:
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("source") == "cloud" and \
-                    sample.labels.get("server_id") == str(server_id):
-                out[(sample.name, tuple(sample.labels.items()))] = (family.documentation,
-                                                                     sample.value)
-    return out
-
-
-def probe_metric_templates(config: Config, project: CloudProject,
-                           server: CloudServer) -> dict[str, list[MetricTemplate]]:
-    """Render a throwaway exporter holding ``server`` with one metrics series at a time.
-
-    The series that appear, compared with a rendering without metrics, are the
-    ones the live exposition makes of that Hetzner series; their value for an
-    input of 1 is the scale (``cpu`` percent / 100 = vCPUs).
-    """
-    probe = Exporter(config)
-
-    def render(values: dict[str, float]) -> dict[tuple[str, tuple[tuple[str, str], ...]],
-                                                 tuple[str, float]]:
-        state.metrics = {server.id: MetricsSample(0.0, 300.0, values)}
-        probe.render()
-        return _server_samples(probe.rendered.decode(), server.id)
-
-    try:
-        state = probe.projects[project.name]
-        state.servers = [server]
-        # Series about the window itself (length, end) appear with any sample: not ours.
-        baseline = render({})
-        templates: dict[str, list[MetricTemplate]] = {}
-        for name in METRIC_SERIES:
-            found, doubled = render({name: 1.0}), render({name: 2.0})
-            for (sample_name, labels), (doc, scale) in found.items():
-                if (sample_name, labels) in baseline:
-                    continue
-                if scale == 0 or not math.isfinite(scale) or \
-                        doubled.get((sample_name, labels), (doc, 0.0))[1] != 2 * scale:
-                    raise AssertionError(f"{sample_name}: the live exposition is not a "
-                                         f"multiple of Hetzner's {name} series")
-                inverse = 1.0 / scale
-                divisor = inverse if inverse == round(inverse) and scale != 1.0 else None
-                templates.setdefault(name, []).append(
-                    MetricTemplate(sample_name, doc, labels, divisor, scale))
-        return templates
-    finally:
-        probe.stop()
+def metric_templates() -> dict[str, list[MetricTemplate]]:
+    """Per Hetzner metrics series, where the live exposition puts it (its family table)."""
+    by_name = {s.hetzner: s for s in CLOUD_METRIC_SERIES}
+    templates: dict[str, list[MetricTemplate]] = {}
+    for name in METRIC_SERIES:
+        series = by_name[name]
+        family = contract.family(series.family)
+        labels = (("source", "cloud"), ("server_id", ""), *series.labels)
+        factor = 1.0 if series.divisor is None else 1.0 / series.divisor
+        templates[name] = [MetricTemplate(family.name, help_text(family), labels,
+                                          series.divisor, factor)]
+    return templates
 
 
 @dataclass(frozen=True)
@@ -599,9 +562,7 @@ class Progress:
         self.started = time.monotonic()
 
     def requests(self) -> int:
-        with self.exporter.health.lock:
-            return sum(n for (api, _, _, _), n in self.exporter.health.requests.items()
-                       if api == "cloud")
+        return self.exporter.health.requests_made("cloud")
 
     def server_done(self, requests: int) -> None:
         with self.lock:
@@ -741,13 +702,7 @@ def run(config: Config, options: Options, *, clock: Callable[[], float] = time.t
                         extra={"event": "backfill_no_instance"})
 
         # 3. Family order: metrics families, then inventory families.
-        templates: dict[str, list[MetricTemplate]] = {}
-        if servers:
-            project0, server0 = servers[0]
-            templates = probe_metric_templates(config, project0, server0)
-            missing = [n for n in METRIC_SERIES if n not in templates]
-            if missing:
-                raise AssertionError(f"the live exposition has no series for {missing}")
+        templates = metric_templates() if servers else {}
         for name in METRIC_SERIES:
             for t in templates.get(name, ()):
                 writer.declare(t.family, t.help)

@@ -19,23 +19,24 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from prometheus_client.exposition import generate_latest
 
 from . import budget
 from .api import ApiError, CloudClient, RobotClient, Stopped
+from .build import build_info_labels, live_registry
 from .config import CloudProject, Config
-from .exposition import live_registry
-from .health import Health
+from .exposition import render
+from .health import CREDENTIALS_REJECTED, Health
 from .model import (
     CloudServer,
     DedicatedProduct,
     DedicatedServer,
+    MetricsSample,
     Pricing,
     RecordError,
     Resource,
@@ -44,6 +45,7 @@ from .model import (
     parse_dedicated_server,
     parse_floating_ip,
     parse_load_balancer,
+    parse_metrics,
     parse_pricing,
     parse_primary_ip,
     parse_products,
@@ -51,6 +53,8 @@ from .model import (
     parse_snapshot,
     parse_volume,
 )
+from .sd import sd_groups
+from .snapshot import ProjectSnapshot, RobotSnapshot, Settings, Snapshot, frozen_map
 
 log = logging.getLogger("infrascope_exporter")
 
@@ -72,53 +76,6 @@ RESOURCE_LISTS: list[tuple[str, str, str, Callable[[Any, str], Resource | None],
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class MetricsSample:
-    """Averages over [start, end] from one /metrics call."""
-
-    start: float
-    end: float
-    values: Mapping[str, float]
-
-
-METRIC_SERIES = (
-    "cpu", "disk.0.iops.read", "disk.0.iops.write", "disk.0.bandwidth.read",
-    "disk.0.bandwidth.write", "network.0.pps.in", "network.0.pps.out",
-    "network.0.bandwidth.in", "network.0.bandwidth.out",
-)
-
-
-def parse_metrics(body: Any, server_id: int) -> MetricsSample | None:
-    """Average each series over the points returned (one point when step = window)."""
-    what = f"metrics of server {server_id}"
-    m = body.get("metrics") if isinstance(body, Mapping) else None
-    if not isinstance(m, Mapping) or not isinstance(m.get("time_series"), Mapping):
-        raise RecordError(f"{what}: no metrics.time_series")
-    try:
-        start = datetime.fromisoformat(str(m["start"]).replace("Z", "+00:00")).timestamp()
-        end = datetime.fromisoformat(str(m["end"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError) as exc:
-        raise RecordError(f"{what}: start/end are not ISO 8601") from exc
-    values: dict[str, float] = {}
-    for name, series in m["time_series"].items():
-        points = series.get("values") if isinstance(series, Mapping) else None
-        if not isinstance(points, list):
-            raise RecordError(f"{what}: series {name} has no values list")
-        nums = []
-        for point in points:
-            if not isinstance(point, (list, tuple)) or len(point) != 2:
-                raise RecordError(f"{what}: series {name} has a malformed point")
-            try:
-                nums.append(float(point[1]))
-            except (TypeError, ValueError) as exc:
-                raise RecordError(f"{what}: series {name} has a non-numeric value") from exc
-        if nums:
-            values[name] = sum(nums) / len(nums)
-    if not values:
-        return None
-    return MetricsSample(start, end, values)
 
 
 @dataclass
@@ -179,6 +136,8 @@ class Exporter:
         self._gzip_head = b""
         self._gzip_state = _open_gzip(b"")[1]
         self.rendered_sd = b"[]"
+        self.rendered_sd_groups: tuple[dict[str, Any], ...] = ()
+        self.settings = settings_from_config(config)
         self.rendered_at: float | None = None
         self.dirty = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -191,7 +150,7 @@ class Exporter:
         client = self.clients[project.name]
         state = self.projects[project.name]
         started = time.monotonic()
-        pages_before = self._requests_made(project.name)
+        pages_before = self.health.requests_made("cloud", project.name)
         raw_servers = client.list_all("/servers", "servers", "/servers")
         raw_resources = [(kind, parse, client.list_all(path, key, path, params))
                          for path, key, kind, parse, params in RESOURCE_LISTS]
@@ -221,7 +180,8 @@ class Exporter:
             state.servers = servers
             state.resources = resources
             state.inventory_at = now
-            state.inventory_pages = self._requests_made(project.name) - pages_before
+            state.inventory_pages = self.health.requests_made("cloud", project.name) - \
+                pages_before
             known = {s.id for s in servers}
             state.metrics = {k: v for k, v in state.metrics.items() if k in known}
             self._plan(project.name)
@@ -233,7 +193,7 @@ class Exporter:
         client = self.clients[project.name]
         state = self.projects[project.name]
         started = time.monotonic()
-        before = self._requests_made(project.name)
+        before = self.health.requests_made("cloud", project.name)
         pricing = client.get("/pricing", "/pricing",
                              parse=lambda body: parse_pricing(body, self.config.price_mode))
         types: list[ServerType] = []
@@ -247,16 +207,11 @@ class Exporter:
             state.pricing = pricing
             state.server_types = types
             state.pricing_at = now
-            state.pricing_pages = self._requests_made(project.name) - before
+            state.pricing_pages = self.health.requests_made("cloud", project.name) - before
             self._plan(project.name)
         self.health.success("cloud", project.name, now)
         self.health.refreshed("cloud", project.name, "pricing", time.monotonic() - started, now)
         self.dirty.set()
-
-    def _requests_made(self, project: str) -> int:
-        with self.health.lock:
-            return sum(n for (api, p, _, _), n in self.health.requests.items()
-                       if api == "cloud" and p == project)
 
     def _plan(self, project: str) -> None:
         """Recompute intervals from the budget; schedule new servers evenly."""
@@ -270,8 +225,7 @@ class Exporter:
         n = len(state.servers) if self.config.cloud_metrics else 0
         state.metrics_interval = budget.metrics_interval(
             n, per_hour, inventory_per_hour, pricing_per_hour, self.config.metrics_interval)
-        self.health.poll_interval[project] = state.metrics_interval
-        self.health.budget_per_hour[project] = client.budget_per_hour
+        self.health.planned(project, state.metrics_interval, client.budget_per_hour)
         now = self.clock()
         known = {s.id for s in state.servers}
         state.next_poll = {k: v for k, v in state.next_poll.items() if k in known}
@@ -322,7 +276,7 @@ class Exporter:
         try:
             body = self.robot_client.get("/server", "/server", parse=expect_list)
         except ApiError as exc:
-            if exc.kind == "client_error" and "SERVER_NOT_FOUND" in str(exc):
+            if exc.kind == "client_error" and exc.code == "SERVER_NOT_FOUND":
                 body = []  # Robot answers an empty list with 404 SERVER_NOT_FOUND
             else:
                 raise
@@ -416,7 +370,7 @@ class Exporter:
                 ok = self._guard("robot", "robot", "servers", self.refresh_robot)
                 if ok:
                     next_servers = now + self.config.robot_interval
-                elif self.health.credentials_rejected.get(("robot", "robot")):
+                elif self.health.value(CREDENTIALS_REJECTED, api="robot", project="robot"):
                     # Never retry a rejected login soon: Robot blocks the IP after three.
                     next_servers = now + max(self.robot_retry_after_auth_failure,
                                              self.config.robot_interval)
@@ -435,22 +389,39 @@ class Exporter:
                 self.render()
                 self.stop_event.wait(self.config.render_interval)
 
-    def render(self) -> None:
-        from .exposition import render_exposition
-        from .sd import sd_groups
+    def snapshot(self) -> Snapshot:
+        """Everything a rendering reads, copied under the lock into one frozen value."""
+        now = self.clock()
+        with self.lock:
+            projects = tuple(ProjectSnapshot(
+                name, tuple(s.servers), tuple(s.resources), tuple(s.server_types), s.pricing,
+                frozen_map(s.metrics)) for name, s in self.projects.items())
+            robot = RobotSnapshot(tuple(self.robot.servers),
+                                  frozen_map(self.robot.products or {})) if self.robot else None
+            render_seconds = self.render_seconds
+        live = sum(len(m.samples) for m in self.live_registry.collect())
+        return Snapshot(now, self.settings, projects, robot, self.health.snapshot(),
+                        render_seconds, live)
 
+    def render(self) -> None:
+        """Render /metrics and /sd from a snapshot (the renderer thread, never a scrape)."""
         started = time.monotonic()
-        text, series = render_exposition(self)
-        sd = json.dumps(sd_groups(self), separators=(",", ":")).encode()
-        body = text.encode()
+        snapshot = self.snapshot()
+        rendering = render(snapshot)
+        for (api, project, kind), n in rendering.unpriced.items():
+            self.health.skip(api, project, kind, n)
+        groups = sd_groups(snapshot)
+        sd = json.dumps(groups, separators=(",", ":")).encode()
+        body = rendering.text.encode()
         head, state = _open_gzip(body)
         compressed = head + state.copy().flush()
         with self.lock:
             self.rendered, self.rendered_gzip, self.rendered_sd = body, compressed, sd
+            self.rendered_sd_groups = tuple(groups)
             self._gzip_head, self._gzip_state = head, state
             self.rendered_at = self.clock()
             self.render_seconds = time.monotonic() - started
-            self.series_count = series
+            self.series_count = rendering.series
 
     render_seconds: float = 0.0
     series_count: int = 0
@@ -487,24 +458,33 @@ class Exporter:
         if self.robot_client:
             self.robot_client.close()
 
-    # ------------------------------------------------------------------
-    def dedicated_monthly_price(self, server: DedicatedServer) -> Decimal | None:
-        from .pricing import dedicated_price
+    def sd_of(self, source: str) -> bytes:
+        """The last rendering's /sd target groups of one source (``cloud``, ``dedicated``),
+        serialised on request: they are asked for rarely, /sd itself is pre-serialised."""
+        with self.lock:
+            groups = self.rendered_sd_groups
+        return json.dumps([g for g in groups if g["labels"]["source"] == source]).encode()
 
-        prices = self.config.dedicated_prices
-        catalogue = None
-        if prices.default_from_catalogue and self.robot and self.robot.products:
-            catalogue = {k: v.monthly for k, v in self.robot.products.items()}
-        price = dedicated_price(server.number, server.product, server.location,
-                                prices.by_server, prices.by_product, catalogue)
-        if price is None:
-            return None
-        if self.config.price_mode == "gross":
-            configured = server.number in prices.by_server or server.product in prices.by_product
-            if configured:  # configured prices are net; catalogue prices come in the mode
-                vat = self.config.vat_rate_percent
-                if vat is None:
-                    vat = next((p.pricing.vat_rate for p in self.projects.values()
-                                if p.pricing is not None), Decimal(0))
-                price = price * (1 + vat / 100)
-        return price
+    def ready(self) -> bool:
+        """Whether a first refresh completed (of any project, or Robot)."""
+        with self.lock:
+            return any(p.inventory_at for p in self.projects.values()) or bool(
+                self.robot and self.robot.servers_at)
+
+
+def settings_from_config(config: Config) -> Settings:
+    """The configuration bits that shape the series, as a frozen value."""
+    prices = config.dedicated_prices
+    apis = [("cloud", p.name) for p in config.projects]
+    if config.robot:
+        apis.append(("robot", "robot"))
+    return Settings(
+        price_mode=config.price_mode, vat_rate_percent=config.vat_rate_percent,
+        dedicated_by_server=frozen_map(prices.by_server),
+        dedicated_by_product=frozen_map(prices.by_product),
+        dedicated_from_catalogue=prices.default_from_catalogue,
+        cloud_price_overrides=frozen_map(config.cloud_price_overrides),
+        dedicated_labels=frozen_map({k: frozen_map(v)
+                                     for k, v in config.dedicated_labels.items()}),
+        apis=tuple(apis), sd_address=config.sd_address, agent_port=config.agent_port,
+        build_labels=frozen_map(build_info_labels()))

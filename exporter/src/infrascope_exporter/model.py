@@ -418,3 +418,51 @@ def parse_products(body: Any, mode: str) -> dict[str, DedicatedProduct]:
                                  f"robot product {pid}")
         out[pid] = DedicatedProduct(pid, monthly)
     return out
+
+
+# ---- Cloud metrics -----------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricsSample:
+    """Averages over [start, end] from one /metrics call."""
+
+    start: float
+    end: float
+    values: Mapping[str, float]
+
+
+METRIC_SERIES = (
+    "cpu", "disk.0.iops.read", "disk.0.iops.write", "disk.0.bandwidth.read",
+    "disk.0.bandwidth.write", "network.0.pps.in", "network.0.pps.out",
+    "network.0.bandwidth.in", "network.0.bandwidth.out",
+)
+
+
+def parse_metrics(body: Any, server_id: int) -> MetricsSample | None:
+    """Average each series over the points returned (one point when step = window)."""
+    what = f"metrics of server {server_id}"
+    m = body.get("metrics") if isinstance(body, Mapping) else None
+    if not isinstance(m, Mapping) or not isinstance(m.get("time_series"), Mapping):
+        raise RecordError(f"{what}: no metrics.time_series")
+    try:
+        start = datetime.fromisoformat(str(m["start"]).replace("Z", "+00:00")).timestamp()
+        end = datetime.fromisoformat(str(m["end"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError) as exc:
+        raise RecordError(f"{what}: start/end are not ISO 8601") from exc
+    values: dict[str, float] = {}
+    for name, series in m["time_series"].items():
+        points = series.get("values") if isinstance(series, Mapping) else None
+        if not isinstance(points, list):
+            raise RecordError(f"{what}: series {name} has no values list")
+        nums = []
+        for point in points:
+            if not isinstance(point, (list, tuple)) or len(point) != 2:
+                raise RecordError(f"{what}: series {name} has a malformed point")
+            try:
+                nums.append(float(point[1]))
+            except (TypeError, ValueError) as exc:
+                raise RecordError(f"{what}: series {name} has a non-numeric value") from exc
+        if nums:
+            values[name] = sum(nums) / len(nums)
+    if not values:
+        return None
+    return MetricsSample(start, end, values)

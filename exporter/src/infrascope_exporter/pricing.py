@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from .model import CloudServer, Pricing, Resource, TypePrice
+from .model import CloudServer, DedicatedProduct, DedicatedServer, Pricing, Resource, TypePrice
 
 TIB = 2**40
 CENT = Decimal("0.01")
@@ -174,6 +174,26 @@ def traffic_projection(server: CloudServer, price: TypePrice, now: float) -> Tra
     over = max(0, projected - included)
     return Traffic(included, outgoing, projected,
                    Decimal(over) / TIB * price.per_tb_traffic)
+
+
+def dedicated_monthly_price(server: DedicatedServer, *, by_server: Mapping[int, Decimal],
+                            by_product: Mapping[str, Decimal],
+                            catalogue: Mapping[str, DedicatedProduct] | None, price_mode: str,
+                            vat_rate_percent: Decimal) -> Decimal | None:
+    """This month's price of a dedicated server in the price mode, or None if unknown.
+
+    Configured prices (per server, per product) are net: in gross mode they get
+    ``vat_rate_percent``; catalogue prices (``catalogue``: the Robot products, None
+    when not used) already come in the price mode.
+    """
+    monthly = {k: v.monthly for k, v in catalogue.items()} if catalogue else None
+    price = dedicated_price(server.number, server.product, server.location, by_server,
+                            by_product, monthly)
+    if price is None:
+        return None
+    if price_mode == "gross" and (server.number in by_server or server.product in by_product):
+        price = price * (1 + vat_rate_percent / 100)
+    return price
 
 
 def dedicated_price(number: int, product: str, location: str,

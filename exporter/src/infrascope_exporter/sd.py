@@ -5,18 +5,17 @@ server, targeting the agent at the chosen address and port. Each carries the
 plain labels ``source``, ``server_id`` and ``server_name`` (kept on every
 scraped series, so agent and exporter series join on ``source, server_id``)
 and the ``__meta_hetzner_*`` labels Prometheus' own ``hetzner_sd_configs``
-produces, so relabel configs written for it keep working.
+produces, so relabel configs written for it keep working. A pure function of
+the exporter's :class:`~.snapshot.Snapshot`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .model import GB, CloudServer, DedicatedServer
-
-if TYPE_CHECKING:
-    from .exporter import Exporter
+from .snapshot import Snapshot
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -103,19 +102,18 @@ def dedicated_group(server: DedicatedServer, mode: str, port: int,
     return {"targets": [target], "labels": labels}
 
 
-def sd_groups(exporter: Exporter, source: str | None = None) -> list[dict[str, Any]]:
-    cfg = exporter.config
+def sd_groups(snapshot: Snapshot, source: str | None = None) -> list[dict[str, Any]]:
+    """The target groups of every server (of ``source`` only, if given), Cloud first."""
+    cfg = snapshot.settings
     groups: list[dict[str, Any]] = []
-    with exporter.lock:
-        cloud = [s for p in exporter.projects.values() for s in p.servers]
-        dedicated = list(exporter.robot.servers) if exporter.robot else []
     if source in (None, "cloud"):
-        for s in cloud:
-            group = cloud_group(s, cfg.sd_address, cfg.agent_port)
-            if group:
-                groups.append(group)
-    if source in (None, "dedicated"):
-        for d in dedicated:
+        for p in snapshot.projects:
+            for s in p.servers:
+                group = cloud_group(s, cfg.sd_address, cfg.agent_port)
+                if group:
+                    groups.append(group)
+    if source in (None, "dedicated") and snapshot.robot is not None:
+        for d in snapshot.robot.servers:
             group = dedicated_group(d, cfg.sd_address, cfg.agent_port,
                                     dict(cfg.dedicated_labels.get(d.number, {})))
             if group:

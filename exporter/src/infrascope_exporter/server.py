@@ -11,13 +11,10 @@ http.server's HTML error page).
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-
-from .sd import sd_groups
 
 if TYPE_CHECKING:
     from .exporter import Exporter
@@ -96,13 +93,11 @@ def make_handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
                     body = exporter.rendered_sd
                 self._send(200, body, "application/json")
             elif path in ("/sd/cloud", "/sd/dedicated"):
-                groups = sd_groups(exporter, path.rsplit("/", 1)[1])
-                self._send(200, json.dumps(groups).encode(), "application/json")
+                self._send(200, exporter.sd_of(path.rsplit("/", 1)[1]), "application/json")
             elif path == "/healthz":
                 self._send(200, b"ok\n", "text/plain")
             elif path == "/readyz":
-                ready = any(p.inventory_at for p in exporter.projects.values()) or bool(
-                    exporter.robot and exporter.robot.servers_at)
+                ready = exporter.ready()
                 self._send(200 if ready else 503, b"ready\n" if ready else
                            b"waiting for the first refresh\n", "text/plain")
             elif path == "/":

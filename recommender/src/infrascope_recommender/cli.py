@@ -155,10 +155,10 @@ def _fail(message: str, code: int) -> int:
 # --- wiring ------------------------------------------------------------------------------
 
 def make_runner(config: Config) -> Callable[[], Any]:
-    """``engine.run(config)``, imported when called (the seam tests replace)."""
+    """``pipeline.run(config)``, imported when called (the seam tests replace)."""
 
     def runner() -> Any:
-        from .engine import run
+        from .pipeline import run
 
         return run(config)
 

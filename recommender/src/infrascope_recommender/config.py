@@ -29,6 +29,7 @@ import yaml
 
 from infrascope_core import address
 
+from .errors import ConfigError
 from .thresholds import Thresholds, parse_thresholds
 
 DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
@@ -38,10 +39,6 @@ DEFAULT_INTERVAL = 24 * 3600.0
 # The largest legitimate request (a dismissal with every text at its maximum length, each
 # character JSON-escaped) is under 30 KiB; anything larger is answered 413 unread.
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key."""
 
 
 class Secret:

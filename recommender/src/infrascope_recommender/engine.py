@@ -17,6 +17,9 @@ names everything a server lacks.
 
 Output order is deterministic: savings descending (so the under-provisioned ones, with
 negative savings, come last), then id.
+
+Pure: no Prometheus, no configuration file, no state (``pipeline.run`` loads the fleet
+and calls :func:`generate`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from . import loader
-from .config import Config
 from .model import Exclusion, Fleet, Recommendation, RunResult, ServerKey
-from .promql import PrometheusClient
 from .rules import Evaluation, Rule, steps
 from .thresholds import Thresholds
 
@@ -66,28 +66,3 @@ def generate(fleet: Fleet, thresholds: Thresholds, now: float | None = None,
     kept.sort(key=_order)
     return RunResult(recommendations=kept, exclusions=exclusions, fleet=fleet,
                      started_at=started, duration_seconds=time.monotonic() - clock)
-
-
-def run(config: Config, client: PrometheusClient | None = None) -> RunResult:
-    """Load the fleet from Prometheus and generate the recommendations.
-
-    Raises :class:`~infrascope_recommender.promql.PrometheusError` (or its subclass
-    :class:`~infrascope_recommender.loader.LoaderError`) when Prometheus is unreachable,
-    errors, or holds no exporter data. A client passed in stays open; one created here is
-    closed.
-    """
-    started = time.time()
-    clock = time.monotonic()
-    own = client is None
-    prometheus = client if client is not None else PrometheusClient(config.prometheus)
-    try:
-        fleet = loader.load(prometheus, config.prometheus, at=started)
-    finally:
-        if own:
-            prometheus.close()
-    result = generate(fleet, config.thresholds, now=started)
-    result.duration_seconds = time.monotonic() - clock
-    log.info("run: %d servers, %d queries, %d recommendations (%s € a month), %d excluded, "
-             "%.2fs", len(fleet.servers), fleet.queries, len(result.recommendations),
-             result.total_savings, len(result.exclusions), result.duration_seconds)
-    return result

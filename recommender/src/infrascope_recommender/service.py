@@ -4,7 +4,7 @@
 the CLI talk to. It takes its inputs as plain callables so tests (and other front ends)
 can hand it a fixed :class:`~infrascope_recommender.model.RunResult`:
 
-* ``runner() -> RunResult`` — in production ``engine.run(config)``: load the fleet with
+* ``runner() -> RunResult`` — in production ``pipeline.run(config)``: load the fleet with
   a fixed number of PromQL queries and apply the rules; raises ``PrometheusError`` when
   Prometheus is unreachable or errors.
 * ``history() -> [("YYYY-MM", Decimal euros), ...]`` — in production

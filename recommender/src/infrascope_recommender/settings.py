@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn, TypeVar
 
+from .errors import ConfigError
+
 Check = Callable[[Any, str], Any]
 
 _T = TypeVar("_T")
@@ -36,8 +38,6 @@ def setting(default: Any, check: Check, why: str) -> Any:
 
 
 def fail(key: str, message: str) -> NoReturn:
-    from .config import ConfigError  # config imports thresholds, which imports this module
-
     raise ConfigError(f"{key}: {message}")
 
 
