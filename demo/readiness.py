@@ -46,7 +46,7 @@ def missing_figures(fleet: Fleet, expected: Collection[ServerKey],
     for key in sorted(set(fleet.servers) - set(expected)):
         gaps.append(f"{key.source}/{key.server_id}: in the inventory but not expected")
     if not fleet.types:
-        gaps.append("the server type catalogue (hetzner_server_type_*)")
+        gaps.append("the server type catalogue (server_type:server_type_*:normalised)")
     for server in fleet.servers.values():
         t = fleet.types.get(server.server_type)
         if server.source == "cloud" and (t is None or server.location not in t.prices):

@@ -2,6 +2,8 @@
 """Generate the InfraScope rules pack from ``prometheus/config.yaml``.
 
 Writes ``rules/infrascope-recording.rules.yml``, one
+``rules/infrascope-provider-<provider>.rules.yml`` per provider (the provider-neutral
+layer: ``contract.PROVIDER_SERIES``), one
 ``rules/infrascope-utilisation-30d-<shard>.rules.yml`` per shard of the 30-day
 figures, ``rules/infrascope-alerts.rules.yml`` and the generated tables of
 ``README.md`` (between ``<!-- BEGIN GENERATED: ... -->`` markers). The output is
@@ -138,7 +140,7 @@ def load_config(path: Path) -> dict[str, Any]:
 def validate_config(raw: Any) -> dict[str, Any]:
     top = _mapping(raw, "config", ("jobs", "runbook_base_url", "intervals", "window_shards",
                                    "utilisation", "attributes", "cost_labels", "tiers",
-                                   "alerts", "disk_fstype_exclude"),
+                                   "alerts", "disk_fstype_exclude", "providers"),
                    ("jobs", "runbook_base_url", "intervals", "utilisation", "attributes",
                     "cost_labels", "tiers", "alerts"))
     cfg: dict[str, Any] = {}
@@ -191,7 +193,20 @@ def validate_config(raw: Any) -> dict[str, Any]:
                           "quotes or backslashes")
     cfg["disk_fstype_exclude"] = fstype
     cfg["alerts"] = _alerts(top["alerts"])
+    cfg["providers"] = _providers(top.get("providers"), cfg["jobs"]["exporter"])
     return cfg
+
+
+def _providers(raw: Any, exporter_job: str) -> dict[str, str]:
+    """Provider -> the scrape job of its exporter (default: ``hetzner`` from
+    ``jobs.exporter``). Each provider gets a rule group of the provider-neutral layer."""
+    if raw is None:
+        return {"hetzner": exporter_job}
+    known = tuple(contract.PROVIDER_SERIES)
+    providers = _mapping(raw, "providers", known)
+    if not providers:
+        raise ConfigError("providers: expected at least one provider")
+    return {k: _name(v, f"providers.{k}") for k, v in providers.items()}
 
 
 def _tiers(raw: Any) -> dict[str, Any]:
@@ -331,6 +346,8 @@ class Builder:
     def recording_groups(self) -> list[Group]:
         iv = self.cfg["intervals"]
         return [
+            *(Group(self.provider_group_name(p), iv["fast"][0], self.provider(p))
+              for p in self.cfg["providers"]),
             Group("infrascope-utilisation", iv["fast"][0], self.utilisation()),
             Group("infrascope-utilisation-hourly", iv["hourly"][0], self.hourly()),
             Group("infrascope-cost", iv["fast"][0], self.cost()),
@@ -339,6 +356,32 @@ class Builder:
             Group("infrascope-cost-by-tier", iv["window"][0], [self.cost_by_tier()]),
             Group("infrascope-cost-trend", iv["trend"][0], self.trend()),
         ]
+
+    # ---- the provider-neutral layer
+
+    @staticmethod
+    def provider_group_name(provider: str) -> str:
+        return f"infrascope-provider-{provider}"
+
+    def provider(self, provider: str) -> list[Record]:
+        """The provider's native series renamed into the provider-neutral families of the
+        contract (``contract.PROVIDER_SERIES``), with ``provider`` added and the scrape
+        labels ``job`` and ``instance`` dropped."""
+        job = self.cfg["providers"][provider]
+        out = []
+        for neutral, native in contract.PROVIDER_SERIES[provider].items():
+            f = contract.family(neutral)
+            expr = self.q("""
+                label_replace(
+                    max without (job, instance) ($native{job="$job"}),
+                    "provider", "$provider", "", ""
+                )""", native=native, job=job, provider=provider)
+            labels = ", ".join(f.labels) + (f", {f.dynamic_labels}<key>…"
+                                             if f.dynamic_labels else "")
+            out.append(Record(neutral, expr, f.unit or "–",
+                              f"{f.help.removesuffix(' Provider-neutral.')} From `{native}`.",
+                              labels))
+        return out
 
     # ---- shards of the 30-day work
 
@@ -969,6 +1012,7 @@ def render_readme(current: str, tables: dict[str, str]) -> str:
 
 
 SHARD_FILE_GLOB = "infrascope-utilisation-30d*.rules.yml"
+PROVIDER_FILE_GLOB = "infrascope-provider-*.rules.yml"
 
 
 def render(cfg: dict[str, Any]) -> dict[str, str]:
@@ -979,10 +1023,11 @@ def render(cfg: dict[str, Any]) -> dict[str, str]:
     lint, looking at names and static labels only, would report within one file."""
     b = Builder(cfg)
     groups = b.recording_groups()
-    shard_names = {b.shard_group_name(j) for j in range(cfg["window_shards"])}
-    out = {RECORDING_FILE: render_rules([g for g in groups if g.name not in shard_names], cfg)}
+    own_file = {b.shard_group_name(j) for j in range(cfg["window_shards"])}
+    own_file |= {b.provider_group_name(p) for p in cfg["providers"]}
+    out = {RECORDING_FILE: render_rules([g for g in groups if g.name not in own_file], cfg)}
     for g in groups:
-        if g.name in shard_names:
+        if g.name in own_file:
             out[f"{g.name}.rules.yml"] = render_rules([g], cfg)
     out[ALERTS_FILE] = render_rules(b.alert_groups(), cfg)
     return out
@@ -1013,7 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stale = [path for path, text in outputs.items()
              if not path.exists() or path.read_text() != text]
     # shard files of an earlier window_shards: Prometheus would load them too
-    leftover = sorted(p for p in args.output_dir.glob(SHARD_FILE_GLOB) if p not in outputs)
+    leftover = sorted(p for glob in (SHARD_FILE_GLOB, PROVIDER_FILE_GLOB)
+                      for p in args.output_dir.glob(glob) if p not in outputs)
     if args.check:
         for path in stale:
             print(f"generate: stale: {path}", file=sys.stderr)

@@ -230,6 +230,21 @@ def test_every_recorded_series_is_declared_and_every_declared_one_recorded() -> 
     check_all_declared_emitted(RULES, recorded)
 
 
+def test_the_neutral_layer_maps_declared_families_label_for_label() -> None:
+    """Each provider's mapping (``PROVIDER_SERIES``) is total over the neutral families,
+    and a neutral family has its native family's labels plus ``provider``, and its unit."""
+    neutral = {f.name for f in contract.NEUTRAL_FAMILIES}
+    assert set(contract.PROVIDER_SERIES) <= set(contract.PROVIDERS)
+    for provider, mapping in contract.PROVIDER_SERIES.items():
+        assert set(mapping) == neutral, provider
+        for name, native in mapping.items():
+            n, f = contract.family(name), contract.family(native)
+            assert RULES in n.emitted_by and EXPORTER in f.emitted_by, name
+            assert name.endswith(":" + contract.NORMALISED), name
+            assert set(n.labels) == {"provider", *f.labels}, name
+            assert (n.unit, n.type, n.dynamic_labels) == (f.unit, f.type, f.dynamic_labels), name
+
+
 # ---- readers: rules, alerts, the recommender's queries, the dashboards ---------------
 
 NOT_OURS = {"up"}  # Prometheus' own

@@ -33,6 +33,11 @@ import yaml
 
 from infrascope_core import contract
 
+N = contract.neutral
+"""The provider-neutral recorded family of a metric (``server_info`` ->
+``source_server_id:server_info:normalised``): every inventory, size, cost, traffic and
+catalogue query reads the rules pack's neutral layer, never one provider's series."""
+
 Json = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
@@ -489,9 +494,9 @@ def none_label(expr: str, label: str, text: str = "(none)") -> str:
 # --- Fleet ---------------------------------------------------------------------------------
 
 def fleet(q: Q) -> Json:
-    info = q("hetzner_server_info", rx("source", "$source"), rx("location", "$location"),
+    info = q(N("server_info"), rx("source", "$source"), rx("location", "$location"),
              rx("hcloud_project", "$project"))
-    labels = q("hetzner_server_labels", rx("label_env", "$env"))
+    labels = q(N("server_labels"), rx("label_env", "$env"))
     selected = f"({info} and on (source, server_id) {labels})"
 
     def only_selected(expr: str) -> str:
@@ -608,7 +613,7 @@ def fleet(q: Q) -> Json:
     savings = (f"sum by (source, server_id) ({pending_per_rec})"
                " * on (source, server_id) group_left (server_name, server_type, location) "
                f"max by (source, server_id, server_name, server_type, location) "
-               f"({q('hetzner_server_info')})")
+               f"({q(N('server_info'))})")
     targets = [target(row(expr), instant=True, table=True) for _, _, expr in columns]
     targets.append(target(row(savings), instant=True, table=True))
     rename = {f"Value #{ref}": name for ref, name, _ in columns} | {
@@ -650,16 +655,16 @@ def fleet(q: Q) -> Json:
     variables = [
         DATASOURCE_VAR,
         query_variable("source", "Source", "Cloud servers, dedicated (Robot) servers or both.",
-                       f"label_values({q('hetzner_server_info')}, source)", multi=True),
+                       f"label_values({q(N('server_info'))}, source)", multi=True),
         query_variable("location", "Location", "Hetzner location of the server.",
-                       f"label_values({q('hetzner_server_info')}, location)", multi=True),
+                       f"label_values({q(N('server_info'))}, location)", multi=True),
         query_variable("project", "Cloud project",
                        "Hetzner Cloud project (the exporter's project name); All includes "
                        "dedicated servers, which have none.",
-                       f"label_values({q('hetzner_server_info')}, hcloud_project)", multi=True),
+                       f"label_values({q(N('server_info'))}, hcloud_project)", multi=True),
         query_variable("env", "env label", "Hetzner label `env`; All includes servers "
                        "without one.",
-                       f"label_values({q('hetzner_server_labels')}, label_env)", multi=True),
+                       f"label_values({q(N('server_labels'))}, label_env)", multi=True),
     ]
     return dashboard(FLEET, "InfraScope / Fleet",
                      "What the Hetzner fleet costs, where the money goes, how hard each "
@@ -681,12 +686,12 @@ def server(q: Q) -> Json:
 
     # Resources carry the Cloud server id only: give them source="cloud" to match this one.
     attached = (f"sum by (source, server_id, kind) (label_replace("
-                f'{q("hetzner_resource_monthly_cost_euros", eq("server_id", "$server_id"))}, '
+                f'{q(N("resource_monthly_cost_euros"), eq("server_id", "$server_id"))}, '
                 f'"source", "cloud", "", "")) and on (source, server_id) '
-                f'{q("hetzner_server_info", *this)}')
+                f'{q(N("server_info"), *this)}')
     cost_parts = " or ".join([
-        item(q("hetzner_server_monthly_cost_breakdown_euros", *this), "component"),
-        item(q("hetzner_server_traffic_overage_projected_cost_euros", *this), "traffic overage"),
+        item(q(N("server_monthly_cost_breakdown_euros"), *this), "component"),
+        item(q(N("server_traffic_overage_projected_cost_euros"), *this), "traffic overage"),
         item(attached, "kind")])
     b = Board()
     b.row("Server $server_name")
@@ -697,10 +702,10 @@ def server(q: Q) -> Json:
                     "console": "Hetzner console"}
     b.add(5,
           (12, table("Attributes",
-                     "The server's inventory attributes (hetzner_server_info) and a link to "
+                     "The server's inventory attributes (server_info) and a link to "
                      "the Hetzner Cloud Console (project list: the API does not reveal the "
                      "console's project id) or Robot (dedicated servers).", "string",
-                     target(with_console(q("hetzner_server_info", *this)), instant=True,
+                     target(with_console(q(N("server_info"), *this)), instant=True,
                             table=True),
                      transformations=[organize(
                          exclude=[*HIDDEN_LABELS, "Value", "source", "server_id"],
@@ -711,7 +716,7 @@ def server(q: Q) -> Json:
                                                  "url": "${__value.raw}"}])])),
           (3, stat("Status", "Status the Hetzner API reports (Cloud: running, off, ...; "
                    "Robot: ready, in process).", "short",
-                   target(q("hetzner_server_status", *this), "{{status}}", instant=True),
+                   target(q(N("server_status"), *this), "{{status}}", instant=True),
                    text_mode="name", color_mode="none")),
           (3, stat("Agent", "Whether Prometheus reaches this server's InfraScope agent "
                    "(memory, disks, services and ports need it).", "short",
@@ -729,7 +734,7 @@ def server(q: Q) -> Json:
     b.add(6,
           (8, table("Labels", "Hetzner labels of the server (for dedicated servers: "
                     "`robot.labels` of the exporter configuration).", "string",
-                    target(q("hetzner_server_labels", *this), instant=True, table=True),
+                    target(q(N("server_labels"), *this), instant=True, table=True),
                     transformations=[
                         organize(exclude=[*HIDDEN_LABELS, "Value", "source", "server_id"]),
                         {"id": "renameByRegex",
@@ -742,11 +747,11 @@ def server(q: Q) -> Json:
                        "month's end, and included in the price (Cloud servers; Robot "
                        "reports none). Above the included amount Hetzner bills per TB.",
                        "bytes",
-                       target(q("hetzner_server_traffic_outgoing_bytes", *this), "outgoing",
+                       target(q(N("server_traffic_outgoing_bytes"), *this), "outgoing",
                               instant=True),
-                       target(q("hetzner_server_traffic_projected_bytes", *this),
+                       target(q(N("server_traffic_projected_bytes"), *this),
                               "projected at month end", instant=True),
-                       target(q("hetzner_server_traffic_included_bytes", *this), "included",
+                       target(q(N("server_traffic_included_bytes"), *this), "included",
                               instant=True))))
 
     overlay = [override("30-day average", custom__lineStyle=DASHED),
@@ -783,7 +788,7 @@ def server(q: Q) -> Json:
                                                   ne("mode", "idle"))),
                                 "{{mode}} (agent)"),
                          target(q("hetzner_server_cpu_cores_used", *this), "busy (Cloud API)"),
-                         target(q("hetzner_server_cpu_cores", *this), "vCPUs"),
+                         target(q(N("server_cpu_cores"), *this), "vCPUs"),
                          overrides=[override("vCPUs", custom__lineStyle=DASHED,
                                              custom__stacking={"group": "B", "mode": "none"})],
                          stack=True, minimum=0)),
@@ -798,7 +803,7 @@ def server(q: Q) -> Json:
                                 f'{q("node_memory_MemAvailable_bytes", *this)}',
                                 "in use"),
                          target(q("node_memory_MemTotal_bytes", *this), "total"),
-                         target(q("hetzner_server_memory_bytes", *this), "type's memory"),
+                         target(q(N("server_memory_bytes"), *this), "type's memory"),
                          minimum=0)))
 
     fs = (*this, f'fstype!~"{PSEUDO_FS}"')
@@ -906,13 +911,13 @@ def server(q: Q) -> Json:
     variables = [
         DATASOURCE_VAR, INFINITY_VAR,
         query_variable("source", "Source", "cloud or dedicated.",
-                       f"label_values({q('hetzner_server_info')}, source)", multi=False),
+                       f"label_values({q(N('server_info'))}, source)", multi=False),
         query_variable("server_id", "Server ID", "Cloud server id or Robot server number.",
-                       label_values(q("hetzner_server_info", eq("source", "$source")),
+                       label_values(q(N("server_info"), eq("source", "$source")),
                                     "server_id"),
                        multi=False, sort=3),
         query_variable("server_name", "Name", "The selected server's name (follows the id).",
-                       f"label_values({q('hetzner_server_info', *this)}, server_name)",
+                       f"label_values({q(N('server_info'), *this)}, server_name)",
                        multi=False),
     ]
     return dashboard(SERVER, "InfraScope / Server",
@@ -930,25 +935,25 @@ def server(q: Q) -> Json:
 # --- Cost ----------------------------------------------------------------------------------
 
 def cost(q: Q) -> Json:
-    unattached = q("hetzner_resource_monthly_cost_euros", 'server_id=""')
+    unattached = q(N("resource_monthly_cost_euros"), 'server_id=""')
     b = Board()
     b.row("This month")
     b.add(4,
           (4, stat("Projected bill", "This month's projected bill: servers + resources + "
                    "projected traffic overage, each euro counted once.", "currencyEUR",
                    target(":monthly_cost_euros:sum", "bill", instant=True))),
-          (4, stat("Servers", "Servers with backups and primary IPs (hetzner_server_monthly_"
+          (4, stat("Servers", "Servers with backups and primary IPs (server_monthly_"
                    "cost_euros); dedicated at their configured or catalogue price.",
                    "currencyEUR",
-                   target(f'sum({q("hetzner_server_monthly_cost_euros")})', "servers",
+                   target(f'sum({q(N("server_monthly_cost_euros"))})', "servers",
                           instant=True))),
           (4, stat("Resources", "Volumes, floating IPs, load balancers, snapshots and "
                    "unassigned primary IPs, attached or not.", "currencyEUR",
-                   target(f'sum({q("hetzner_resource_monthly_cost_euros")}) or vector(0)',
+                   target(f'sum({q(N("resource_monthly_cost_euros"))}) or vector(0)',
                           "resources", instant=True))),
           (4, stat("Projected traffic overage", "Projected cost of outgoing traffic above "
                    "the included amount, summed over servers.", "currencyEUR",
-                   target(f'sum({q("hetzner_server_traffic_overage_projected_cost_euros")})'
+                   target(f'sum({q(N("server_traffic_overage_projected_cost_euros"))})'
                           " or vector(0)", "overage", instant=True),
                    steps=thresholds((None, "green"), (0.01, "orange")))),
           (4, stat("Unattached resources", "Monthly cost of volumes, IPs, "
@@ -959,7 +964,7 @@ def cost(q: Q) -> Json:
           (4, stat("Servers without a price", "Servers the exporter could not price (an "
                    "auction server without a configured price): their cost is missing "
                    "from every figure.", "short",
-                   target(f'count({q("hetzner_server_price_known")} == 0) or vector(0)',
+                   target(f'count({q(N("server_price_known"))} == 0) or vector(0)',
                           "unpriced", instant=True),
                    steps=thresholds((None, "green"), (1, "red")))))
 
@@ -988,12 +993,12 @@ def cost(q: Q) -> Json:
                           interval="1d", time_from="12M", stack=True, minimum=0)))
 
     b.row("Breakdown")
-    breakdown = q("hetzner_server_monthly_cost_breakdown_euros")
+    breakdown = q(N("server_monthly_cost_breakdown_euros"))
     by_component = f"sum by (source, component) ({breakdown})"
     components = " or ".join([
         f'label_join({by_component}, "item", " ", "source", "component")',
-        item(f'sum by (kind) ({q("hetzner_resource_monthly_cost_euros")})', "kind"),
-        item(f'sum({q("hetzner_server_traffic_overage_projected_cost_euros")})',
+        item(f'sum by (kind) ({q(N("resource_monthly_cost_euros"))})', "kind"),
+        item(f'sum({q(N("server_traffic_overage_projected_cost_euros"))})',
              "traffic overage")])
     b.add(9,
           (8, piechart("What the bill is made of", "Server price, backups and primary IPs "
@@ -1030,22 +1035,22 @@ def cost(q: Q) -> Json:
     def per_server(metric: str) -> str:
         return (f"max by (source, server_id, server_name) ({q(metric)}"
                 f" * on (source, server_id) group_left (server_name) "
-                f"max by (source, server_id, server_name) ({q('hetzner_server_info')}))")
+                f"max by (source, server_id, server_name) ({q(N('server_info'))}))")
 
-    traffic = [("A", "Outgoing", "hetzner_server_traffic_outgoing_bytes"),
-               ("B", "Projected", "hetzner_server_traffic_projected_bytes"),
-               ("C", "Included", "hetzner_server_traffic_included_bytes"),
-               ("D", "Overage cost", "hetzner_server_traffic_overage_projected_cost_euros")]
+    traffic = [("A", "Outgoing", N("server_traffic_outgoing_bytes")),
+               ("B", "Projected", N("server_traffic_projected_bytes")),
+               ("C", "Included", N("server_traffic_included_bytes")),
+               ("D", "Overage cost", N("server_traffic_overage_projected_cost_euros"))]
     b.row("Traffic")
     b.add(9,
           (10, timeseries("Fleet traffic this month", "Outgoing traffic so far this billing "
                           "month, its projection to the month's end and the included "
                           "traffic, summed over Cloud servers.", "bytes",
-                          target(f'sum({q("hetzner_server_traffic_outgoing_bytes")})',
+                          target(f'sum({q(N("server_traffic_outgoing_bytes"))})',
                                  "outgoing"),
-                          target(f'sum({q("hetzner_server_traffic_projected_bytes")})',
+                          target(f'sum({q(N("server_traffic_projected_bytes"))})',
                                  "projected at month end"),
-                          target(f'sum({q("hetzner_server_traffic_included_bytes")})',
+                          target(f'sum({q(N("server_traffic_included_bytes"))})',
                                  "included"), minimum=0)),
           (14, table("Traffic by server", "Per Cloud server: outgoing traffic so far, "
                      "projected at the month's end, included, and the projected cost above "

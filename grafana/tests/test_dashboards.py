@@ -311,12 +311,33 @@ def test_panel_queries_cover_every_prometheus_target() -> None:
     assert {(q.dashboard, q.panel) for q in queries} == every_panel
 
 
+#: The Hetzner Cloud API's own measurements, shown on the Server board next to the
+#: agent's: no provider-neutral counterpart (another provider measures other things, or
+#: nothing), so they stay the exporter's series (grafana/dashboards/README.md).
+PROVIDER_MEASUREMENTS = {"hetzner_server_cpu_cores_used", "hetzner_server_disk_iops",
+                         "hetzner_server_disk_bandwidth_bytes_per_second",
+                         "hetzner_server_network_bandwidth_bytes_per_second",
+                         "hetzner_server_network_packets_per_second"}
+
+
+def test_inventory_cost_and_catalogue_come_from_the_neutral_layer() -> None:
+    """No query reads a provider's own series but its Cloud measurements."""
+    gen = generator()
+    exprs = [(q.dashboard, q.panel, q.expr) for q in gen.panel_queries()]
+    exprs += [(v.dashboard, v.variable, v.query) for v in gen.variable_queries()]
+    native = sorted({(board, where, name) for board, where, expr in exprs
+                     for name in re.findall(r"(?<![\w:])(hetzner_[a-z_]+)", expr)
+                     if name not in PROVIDER_MEASUREMENTS})
+    assert native == []
+    assert any(":normalised" in expr for _, _, expr in exprs)
+
+
 def test_variable_queries() -> None:
     got = {(v.dashboard, v.variable): v.query for v in generator().variable_queries()}
     assert got[("infrascope-server", "server_id")] == (
-        'label_values(hetzner_server_info{job="hetzner", source="cloud"}, server_id)')
+        'label_values(source_server_id:server_info:normalised{source="cloud"}, server_id)')
     assert got[("infrascope-fleet", "env")] == (
-        'label_values(hetzner_server_labels{job="hetzner"}, label_env)')
+        "label_values(source_server_id:server_labels:normalised, label_env)")
     for query in got.values():
         label_values_selector(query)  # every one is label_values(<selector>, <label>)
 
@@ -375,7 +396,7 @@ def test_server_board_overlays_30_day_figures_and_annotates_recommendations() ->
                        "title": "string", "text": "string", "tags": "string"}
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["server_id"]["query"]["query"].startswith(
-        'label_values(hetzner_server_info{job="hetzner", source="$source"}')
+        'label_values(source_server_id:server_info:normalised{source="$source"}')
 
 
 def test_cost_trend_reads_12_months_of_the_daily_series() -> None:

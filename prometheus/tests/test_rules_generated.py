@@ -90,6 +90,8 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
      "for: 'soon' is not a duration"),
     (lambda c: c["attributes"].remove("location"), "attributes: location is required"),
     (lambda c: c.update(runbook_base_url="docs/runbooks/"), "runbook_base_url"),
+    (lambda c: c.update(providers={"aws": "aws"}), "providers.aws: unknown key"),
+    (lambda c: c.update(providers={"hetzner": 'a"b'}), "providers.hetzner: expected"),
 ])
 def test_invalid_config_is_refused_naming_the_key(edit, message: str, tmp_path: Path,
                                                   capsys) -> None:
@@ -135,6 +137,25 @@ def test_shards_partition_the_servers(shards: int) -> None:
         assert by_label == by_id and len(by_label) == 1, (server_id, by_label, by_id)
     names = [b.shard_group_name(j) for j in range(shards)]
     assert len(set(names)) == shards
+
+
+def test_one_provider_group_per_provider_from_the_contract() -> None:
+    """The neutral layer: a group per configured provider, one rule per entry of the
+    contract's PROVIDER_SERIES, selecting the provider's exporter job."""
+    from infrascope_core import contract
+
+    gen = generator()
+    cfg = gen.validate_config({**config(), "providers": {"hetzner": "hz-prod"}})
+    files = gen.render(cfg)
+    doc = yaml.safe_load(files["infrascope-provider-hetzner.rules.yml"])
+    [group] = doc["groups"]
+    assert group["name"] == "infrascope-provider-hetzner"
+    assert group["interval"] == cfg["intervals"]["fast"][0]
+    records = {r["record"]: r["expr"] for r in group["rules"]}
+    assert set(records) == set(contract.PROVIDER_SERIES["hetzner"])
+    for neutral, native in contract.PROVIDER_SERIES["hetzner"].items():
+        assert f'{native}{{job="hz-prod"}}' in records[neutral]
+        assert '"provider", "hetzner"' in records[neutral]
 
 
 def test_window_shards_is_validated() -> None:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from rules_testlib import PROMETHEUS_DIR, generator
 
+from infrascope_core import contract
 from infrascope_core.node_exporter import NodeExporter
 from infrascope_core.prometheus import Prometheus, PrometheusError
 from infrascope_core.service import wait_until
@@ -108,7 +109,9 @@ def test_rules_on_real_prometheus(tmp_path: Path, exporter_url: str,
 
     expected_groups = sum(len(yaml.safe_load(p.read_text())["groups"])
                           for p in (tmp_path / "rules").glob("*.rules.yml"))
-    assert expected_groups == 8 + cfg["window_shards"]  # 5 + 3 alert groups + the shards
+    providers = len(cfg.get("providers") or {"hetzner": None})
+    # 5 + 3 alert groups + the shards + one provider-neutral group per provider
+    assert expected_groups == 8 + cfg["window_shards"] + providers
 
     def evaluated_twice() -> list[dict[str, Any]] | None:
         groups = prom.rule_groups()
@@ -153,6 +156,12 @@ def test_rules_on_real_prometheus(tmp_path: Path, exporter_url: str,
         assert math.isclose(total, bill, rel_tol=1e-9), level
     assert prom.scalar("count(source_server_id:monthly_cost_euros:sum)") == prom.scalar(
         "count(hetzner_server_monthly_cost_euros)")
+    # the provider-neutral layer: every native series of the exporter once, renamed, with
+    # provider and without the scrape labels
+    for neutral, native in contract.PROVIDER_SERIES["hetzner"].items():
+        count = prom.scalar(f"count({native})")
+        assert prom.scalar(f'count({neutral}{{provider="hetzner",job="",instance=""}})') == (
+            count), neutral
     # no 30 days of history here: every server is in tier "unknown"
     tiers = prom.query("count by (tier) (source_server_id:utilisation:tier30d)")
     assert [(r["metric"]["tier"], float(r["value"][1])) for r in tiers] == [

@@ -724,6 +724,14 @@ class Scenario:
         return {
             "count(hetzner_server_info)": n,
             "count(hetzner_server_type_info)": len(SERVER_TYPES),
+            # the provider-neutral layer the loader reads: recorded, so present only after
+            # the provider group's first evaluation that follows the first scrape
+            "count(source_server_id:server_info:normalised)": n,
+            "count(source_server_id:server_monthly_cost_euros:normalised)": n,
+            "count(server_type:server_type_info:normalised)": len(SERVER_TYPES),
+            "count(server_type_location:server_type_monthly_price_euros:normalised)":
+                sum(len(t.locations) for t in SERVER_TYPES.values()),
+            "count(provider:cost_info:normalised)": 1,
             'count(up{job="infrascope-agent"} == 1)': 1 if self.single_agent_target
             else agents,
             "count(node_memory_MemTotal_bytes)": agents,

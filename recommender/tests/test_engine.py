@@ -175,13 +175,14 @@ def one_idle_server() -> dict[str, list[dict[str, Any]]]:
     q = {x.name: x.expr for x in loader.queries(PrometheusSettings())}
     out: dict[str, list[dict[str, Any]]] = {expr: [] for expr in q.values()}
     ids = {"source": "cloud", "server_id": "108"}
-    out[q["inventory"]] = [sample("hetzner_server_info", "1", server_name="old-jenkins",
+    out[q["inventory"]] = [sample(loader.INFO, "1", server_name="old-jenkins",
                                   server_type="cx42", location="fsn1", architecture="x86",
-                                  cpu_type="shared", hcloud_project="ci", **ids)]
+                                  cpu_type="shared", hcloud_project="ci", provider="hetzner",
+                                  **ids)]
     out[q["sizes_and_cost"]] = [
-        sample("hetzner_server_cpu_cores", "8", **ids),
-        sample("hetzner_server_memory_bytes", str(16 * 1024 ** 3), **ids),
-        sample("hetzner_server_monthly_cost_euros", "19.09", **ids)]
+        sample(loader.CORES, "8", **ids),
+        sample(loader.MEMORY, str(16 * 1024 ** 3), **ids),
+        sample(loader.MONTHLY_COST, "19.09", **ids)]
     figures = {"cpu_utilisation:avg30d": "0.01", "cpu_utilisation:max30d": "0.03",
                "cpu_utilisation:p95_30d": "0.02", "cpu_utilisation:coverage30d": "1",
                "memory_utilisation:max30d": "0.1", "memory_utilisation:p95_30d": "0.1",

@@ -37,10 +37,9 @@ def info(source: str, server_id: str, name: str, server_type: str, location: str
     labels = {"source": source, "server_id": server_id, "server_name": name,
               "server_type": server_type, "location": location, "datacenter": "",
               "network_zone": "eu-central", "architecture": "x86", "cpu_type": "shared",
-              "hcloud_project": "webshop", "image": "", "product": "", "job": "hetzner",
-              "instance": "exporter:8790"}
+              "hcloud_project": "webshop", "image": "", "product": "", "provider": "hetzner"}
     labels.update(extra)
-    return sample("hetzner_server_info", "1", **labels)
+    return sample(loader.INFO, "1", **labels)
 
 
 def ids(source: str, server_id: str, **extra: str) -> dict[str, str]:
@@ -56,57 +55,57 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
         info(*stg, "shop-staging-web", "cx23", "fsn1"),
         info(*ded, "legacy-app", "EX44", "fsn1", datacenter="FSN1-DC14", cpu_type="dedicated",
              hcloud_project="", product="EX44", network_zone=""),
-        sample("hetzner_server_status", "1", **ids(*web, status="running")),
-        sample("hetzner_server_status", "1", **ids(*stg, status="off")),
-        sample("hetzner_server_status", "1", **ids(*ded, status="ready")),
-        sample("hetzner_server_backups_enabled", "1", **ids(*web)),
-        sample("hetzner_server_backups_enabled", "0", **ids(*stg)),
+        sample(loader.STATUS, "1", **ids(*web, status="running")),
+        sample(loader.STATUS, "1", **ids(*stg, status="off")),
+        sample(loader.STATUS, "1", **ids(*ded, status="ready")),
+        sample(loader.BACKUPS, "1", **ids(*web)),
+        sample(loader.BACKUPS, "0", **ids(*stg)),
     ]
     labels = [
-        sample("hetzner_server_labels", "1", **ids(*web, label_env="production",
+        sample(loader.LABELS, "1", **ids(*web, label_env="production",
                                                     label_role="web")),
-        sample("hetzner_server_labels", "1", **ids(*stg, label_env="staging", label_x="")),
-        sample("hetzner_server_labels", "1", **ids(*ded)),
+        sample(loader.LABELS, "1", **ids(*stg, label_env="staging", label_x="")),
+        sample(loader.LABELS, "1", **ids(*ded)),
     ]
     sizes = [
-        sample("hetzner_server_cpu_cores", "4", **ids(*web)),
-        sample("hetzner_server_memory_bytes", str(8 * GiB), **ids(*web)),
-        sample("hetzner_server_disk_bytes", "80000000000", **ids(*web)),
-        sample("hetzner_server_cpu_cores", "2", **ids(*stg)),
-        sample("hetzner_server_memory_bytes", str(4 * GiB), **ids(*stg)),
-        sample("hetzner_server_disk_bytes", "40000000000", **ids(*stg)),
-        sample("hetzner_server_monthly_cost_euros", "7.688", **ids(*web)),
-        sample("hetzner_server_monthly_cost_breakdown_euros", "5.99",
+        sample(loader.CORES, "4", **ids(*web)),
+        sample(loader.MEMORY, str(8 * GiB), **ids(*web)),
+        sample(loader.DISK, "80000000000", **ids(*web)),
+        sample(loader.CORES, "2", **ids(*stg)),
+        sample(loader.MEMORY, str(4 * GiB), **ids(*stg)),
+        sample(loader.DISK, "40000000000", **ids(*stg)),
+        sample(loader.MONTHLY_COST, "7.688", **ids(*web)),
+        sample(loader.BREAKDOWN, "5.99",
                **ids(*web, component="server")),
-        sample("hetzner_server_monthly_cost_breakdown_euros", "1.198",
+        sample(loader.BREAKDOWN, "1.198",
                **ids(*web, component="backup")),
-        sample("hetzner_server_monthly_cost_breakdown_euros", "0.5",
+        sample(loader.BREAKDOWN, "0.5",
                **ids(*web, component="primary_ipv4")),
-        sample("hetzner_server_monthly_cost_euros", "3.99", **ids(*stg)),
-        sample("hetzner_server_monthly_cost_euros", "49", **ids(*ded)),
-        sample("hetzner_server_monthly_cost_breakdown_euros", "49",
+        sample(loader.MONTHLY_COST, "3.99", **ids(*stg)),
+        sample(loader.MONTHLY_COST, "49", **ids(*ded)),
+        sample(loader.BREAKDOWN, "49",
                **ids(*ded, component="server")),
     ]
     catalogue: list[dict[str, Any]] = []
     for name, cores, mem, disk, price in [("cx23", 2, 4, 40, "3.49"), ("cx33", 4, 8, 80, "5.99")]:
         catalogue += [
-            sample("hetzner_server_type_info", "1", server_type=name, cpu_type="shared",
-                   architecture="x86", category="cost_optimized", job="hetzner"),
-            sample("hetzner_server_type_cpu_cores", str(cores), server_type=name),
-            sample("hetzner_server_type_memory_bytes", str(mem * GiB), server_type=name),
-            sample("hetzner_server_type_disk_bytes", str(disk * 10 ** 9), server_type=name),
+            sample(loader.TYPE_INFO, "1", server_type=name, cpu_type="shared",
+                   architecture="x86", category="cost_optimized", provider="hetzner"),
+            sample(loader.TYPE_CORES, str(cores), server_type=name),
+            sample(loader.TYPE_MEMORY, str(mem * GiB), server_type=name),
+            sample(loader.TYPE_DISK, str(disk * 10 ** 9), server_type=name),
         ]
         for loc in ("fsn1", "ash"):
             catalogue += [
-                sample("hetzner_server_type_monthly_price_euros", price, server_type=name,
+                sample(loader.TYPE_PRICE, price, server_type=name,
                        location=loc),
-                sample("hetzner_server_type_available", "1" if loc == "fsn1" else "0",
+                sample(loader.TYPE_AVAILABLE, "1" if loc == "fsn1" else "0",
                        server_type=name, location=loc),
-                sample("hetzner_server_type_deprecated", "1" if loc == "ash" else "0",
+                sample(loader.TYPE_DEPRECATED, "1" if loc == "ash" else "0",
                        server_type=name, location=loc),
             ]
-    pricing = [sample("hetzner_cost_info", "1", currency="EUR", price_mode="gross"),
-               sample("hetzner_pricing_backup_ratio", "0.2", hcloud_project="webshop")]
+    pricing = [sample(loader.COST_INFO, "1", currency="EUR", price_mode="gross"),
+               sample(loader.BACKUP_RATIO, "0.2", hcloud_project="webshop")]
     attrs = {"server_name": "x", "server_type": "x", "location": "fsn1",
              "hcloud_project": "webshop"}
     utilisation = []
@@ -243,7 +242,7 @@ def test_loads_every_family() -> None:
 
 def test_dedicated_servers_take_their_project_from_robot_labels(tmp_path: Path) -> None:
     """robot.labels gives a dedicated server a project (the exporter's
-    hetzner_server_labels{label_project}); the rules pack's roll-up by Cloud project puts
+    server_labels{label_project}); the rules pack's roll-up by Cloud project puts
     every dedicated server under "". The fleet, /api/costs and the recommendations all
     show the labelled project; a Cloud server keeps its Cloud project whatever its label."""
     import warnings
@@ -262,10 +261,10 @@ def test_dedicated_servers_take_their_project_from_robot_labels(tmp_path: Path) 
     ded = ("dedicated", "2391007")
     # as the exporter renders `robot: {labels: {2391007: {project: legacy, env: production}}}`
     responses[q["labels"]] = [
-        sample("hetzner_server_labels", "1", **ids("cloud", "101", label_env="production",
+        sample(loader.LABELS, "1", **ids("cloud", "101", label_env="production",
                                                     label_project="ci")),
-        sample("hetzner_server_labels", "1", **ids("cloud", "104", label_env="staging")),
-        sample("hetzner_server_labels", "1", **ids(*ded, label_env="production",
+        sample(loader.LABELS, "1", **ids("cloud", "104", label_env="staging")),
+        sample(loader.LABELS, "1", **ids(*ded, label_env="production",
                                                     label_project="legacy")),
     ]
     responses[q["costs"]].append(
@@ -307,8 +306,8 @@ def test_cloud_sizes_come_from_the_exporter_or_the_catalogue() -> None:
     responses[q["sizes_and_cost"]] = [
         s for s in responses[q["sizes_and_cost"]]
         if not (s["metric"]["server_id"] == "101" and s["metric"]["__name__"] in (
-            "hetzner_server_cpu_cores", "hetzner_server_memory_bytes",
-            "hetzner_server_disk_bytes"))]
+            loader.CORES, loader.MEMORY,
+            loader.DISK))]
     # a Cloud agent's figures, were any to arrive, would not be taken
     responses[q["agent_cores"]].append(sample(None, "16", source="cloud", server_id="104"))
     fleet, _, _ = run_load(responses)
@@ -353,8 +352,8 @@ def synthetic(n: int) -> dict[str, list[dict[str, Any]]]:
         sid = str(41_000_000 + i)
         out[q["inventory"]].append(info("cloud", sid, f"web-{i}", "cx23", "fsn1"))
         out[q["sizes_and_cost"]] += [
-            sample("hetzner_server_cpu_cores", "2", **ids("cloud", sid)),
-            sample("hetzner_server_monthly_cost_euros", "3.99", **ids("cloud", sid))]
+            sample(loader.CORES, "2", **ids("cloud", sid)),
+            sample(loader.MONTHLY_COST, "3.99", **ids("cloud", sid))]
         out[q["utilisation"]].append(sample("source_server_id:cpu_utilisation:p95_30d", "0.1",
                                             source="cloud", server_id=sid))
     return out
@@ -375,8 +374,9 @@ def test_query_count_does_not_grow_with_the_fleet() -> None:
 def test_job_names_come_from_the_settings() -> None:
     custom = PrometheusSettings(exporter_job="hz-prod", agent_job='node"x')
     exprs = {q.name: q.expr for q in loader.queries(custom)}
+    # the provider-neutral series are the rules pack's: it selects the exporter's job
     for name in ("inventory", "labels", "sizes_and_cost", "catalogue", "pricing"):
-        assert 'job="hz-prod"' in exprs[name], name
+        assert "job=" not in exprs[name] and ":normalised" in exprs[name], name
     for name in ("agent_cores", "agent_memory", "agent_disk_used", "services", "ports"):
         assert 'job="node\\"x"' in exprs[name], name
     assert not any('"hetzner"' in e or "infrascope-agent" in e for e in exprs.values())
@@ -398,17 +398,20 @@ def test_malformed_records_are_skipped_with_a_warning(caplog: pytest.LogCaptureF
     responses = small_fleet()
     q = {x.name: x.expr for x in loader.queries(SETTINGS)}
     responses[q["inventory"]] += [
-        sample("hetzner_server_info", "1", source="cloud", server_name="no-id"),
-        sample("hetzner_server_info", "1", source="moon", server_id="7", server_name="x"),
+        sample(loader.INFO, "1", source="cloud", server_name="no-id", provider="hetzner"),
+        sample(loader.INFO, "1", source="moon", server_id="7", server_name="x",
+               provider="hetzner"),
+        sample(loader.INFO, "1", source="cloud", server_id="8", server_name="y",
+               provider="moonbase"),
         {"metric": "garbage", "value": None},
     ]
     responses[q["sizes_and_cost"]] += [
-        sample("hetzner_server_monthly_cost_euros", "NaN", **ids("cloud", "104")),
-        sample("hetzner_server_cpu_cores", "many", **ids("cloud", "104")),
-        sample("hetzner_server_monthly_cost_breakdown_euros", "1", **ids("cloud", "104")),
+        sample(loader.MONTHLY_COST, "NaN", **ids("cloud", "104")),
+        sample(loader.CORES, "many", **ids("cloud", "104")),
+        sample(loader.BREAKDOWN, "1", **ids("cloud", "104")),
     ]
     responses[q["catalogue"]].append(
-        sample("hetzner_server_type_info", "1", server_type="cx99", architecture="x86"))
+        sample(loader.TYPE_INFO, "1", server_type="cx99", architecture="x86"))
     responses[q["utilisation"]].append(
         sample("source_server_id:cpu_utilisation:p95_30d", "+Inf", source="cloud",
                server_id="104"))
@@ -421,10 +424,10 @@ def test_malformed_records_are_skipped_with_a_warning(caplog: pytest.LogCaptureF
     assert stg.cores == 2 and stg.cost_breakdown == {}
     assert "cx99" not in fleet.types
     text = "\n".join(r.getMessage() for r in caplog.records)
-    for series in ["hetzner_server_info", "hetzner_server_monthly_cost_euros",
-                   "hetzner_server_cpu_cores", "hetzner_server_monthly_cost_breakdown_euros",
-                   "hetzner_server_type_info", "source_server_id:cpu_utilisation:p95_30d"]:
+    for series in [loader.INFO, loader.MONTHLY_COST, loader.CORES, loader.BREAKDOWN,
+                   loader.TYPE_INFO, "source_server_id:cpu_utilisation:p95_30d"]:
         assert f"skipping a {series} record" in text, series
+    assert "unknown provider 'moonbase'" in text
 
 
 def test_no_inventory_is_an_error_naming_url_and_job() -> None:
@@ -434,8 +437,11 @@ def test_no_inventory_is_an_error_naming_url_and_job() -> None:
         s = PrometheusSettings(url=fake.url, exporter_job="hz")
         with PrometheusClient(s) as client, pytest.raises(LoaderError) as info:
             load(client, s)
-    assert str(info.value) == (f"no hetzner_server_info series at {fake.url} — is the exporter "
-                               'scraped with job="hz"?')
+    assert str(info.value) == (
+        f"no source_server_id:server_info:normalised series at {fake.url} — is the exporter "
+        'scraped with job="hz", and is the InfraScope rules pack loaded (its provider groups '
+        "record the inventory: the first evaluation comes up to a minute after Prometheus "
+        "starts)?")
     assert isinstance(info.value, PrometheusError)
     # the queries go out side by side; the ones still queued when the empty inventory is
     # seen are cancelled, none is retried

@@ -526,6 +526,100 @@ def _window_figures() -> tuple[Family, ...]:
     return tuple(out)
 
 
+# ---- rules pack: the provider-neutral layer ------------------------------------------
+# Each provider's exporter keeps its own naming (``hetzner_*``; later ``aws_*``). One
+# rule group per provider (``infrascope-provider-<provider>``, every ``intervals.fast``)
+# renames its native series into the families below, adds ``provider`` and drops the
+# scrape labels ``job`` and ``instance``: the recommender's loader and the dashboards
+# read only these for inventory, sizes, cost, traffic, the catalogue and pricing.
+# Names: ``<level>:<metric>:normalised`` (level: the labels that identify a series,
+# metric: the neutral name, operation ``normalised``: renamed and labelled, nothing
+# aggregated). A new provider adds an entry to ``PROVIDER_SERIES``; nothing else of the
+# pack, the loader or the dashboards changes.
+
+NORMALISED = "normalised"
+"""The operation part of every provider-neutral recorded name."""
+PROVIDER_ID = ("provider", *ID)
+_INFO_LABELS = ("server_name", "server_type", "location", "datacenter", "network_zone",
+                "architecture", "cpu_type", "hcloud_project", "image", "product")
+
+
+def _n(level: str, metric: str, unit: str, help_: str, labels: Iterable[str],
+       **kw: object) -> Family:
+    return _r(f"{level}:{metric}:{NORMALISED}", unit, help_ + " Provider-neutral.",
+              labels, **kw)
+
+
+_NEUTRAL = (
+    _n("source_server_id", "server_info", "",
+       "Attributes of a server (1).", (*PROVIDER_ID, *_INFO_LABELS)),
+    _n("source_server_id", "server_status", "",
+       "Current status of the server (1 for the reported status).", (*PROVIDER_ID, "status")),
+    _n("source_server_id", "server_labels", "",
+       "The provider's labels (tags) of the server as label_<key> (1).", PROVIDER_ID,
+       dynamic_labels="label_"),
+    _n("source_server_id", "server_backups_enabled", "",
+       "1 if automatic backups are on.", PROVIDER_ID),
+    _n("source_server_id", "server_cpu_cores", "",
+       "CPU cores (vCPUs) of the server.", PROVIDER_ID),
+    _n("source_server_id", "server_memory_bytes", "bytes",
+       "Memory of the server.", PROVIDER_ID),
+    _n("source_server_id", "server_disk_bytes", "bytes",
+       "Primary disk size of the server.", PROVIDER_ID),
+    _n("source_server_id", "server_price_known", "",
+       "1 if the server's price is known (else no cost series).", PROVIDER_ID),
+    _n("source_server_id", "server_monthly_cost_euros", "euros",
+       "This month's projected bill of the server (with its own surcharges).", PROVIDER_ID),
+    _n("source_server_id", "server_monthly_cost_breakdown_euros", "euros",
+       "Parts of the server's monthly cost by component.", (*PROVIDER_ID, "component")),
+    _n("source_server_id", "server_traffic_included_bytes", "bytes",
+       "Traffic included in the server's price this month.", PROVIDER_ID),
+    _n("source_server_id", "server_traffic_outgoing_bytes", "bytes",
+       "Outgoing traffic so far this billing month.", PROVIDER_ID),
+    _n("source_server_id", "server_traffic_projected_bytes", "bytes",
+       "Outgoing traffic extrapolated to the end of the month.", PROVIDER_ID),
+    _n("source_server_id", "server_traffic_overage_projected_cost_euros", "euros",
+       "Projected cost of outgoing traffic above the included amount this month.",
+       PROVIDER_ID),
+    _n("resource_id", "resource_monthly_cost_euros", "euros",
+       "This month's projected bill of a resource that is not part of a server's cost "
+       "(server_id: the server it is attached to, empty if none).",
+       ("provider", "hcloud_project", "kind", "resource_id", "resource_name", "location",
+        "server_id")),
+    _n("server_type", "server_type_info", "",
+       "A server type of the provider's catalogue (1).",
+       ("provider", "server_type", "cpu_type", "architecture", "category")),
+    _n("server_type", "server_type_cpu_cores", "",
+       "CPU cores (vCPUs) of a server type.", ("provider", "server_type")),
+    _n("server_type", "server_type_memory_bytes", "bytes",
+       "Memory of a server type.", ("provider", "server_type")),
+    _n("server_type", "server_type_disk_bytes", "bytes",
+       "Disk of a server type.", ("provider", "server_type")),
+    _n("server_type_location", "server_type_monthly_price_euros", "euros",
+       "Monthly price of a server type in a location (new orders).",
+       ("provider", "server_type", "location")),
+    _n("server_type_location", "server_type_available", "",
+       "1 if the type can be ordered in the location.", ("provider", "server_type", "location")),
+    _n("server_type_location", "server_type_deprecated", "",
+       "1 if the type is deprecated in the location.", ("provider", "server_type", "location")),
+    _n("provider", "cost_info", "",
+       "Price mode and currency of the provider's *_euros series (1).",
+       ("provider", "currency", "price_mode")),
+    _n("hcloud_project", "pricing_backup_ratio", "ratio",
+       "Backup surcharge as a share of the server price, per project.",
+       ("provider", "hcloud_project")),
+)
+
+PROVIDER_SERIES: dict[str, dict[str, str]] = {
+    "hetzner": {
+        f.name: "hetzner_" + f.name.split(":")[1]
+        for f in _NEUTRAL
+    },
+}
+"""Per provider (``PROVIDERS``): provider-neutral recorded family -> the provider's
+native (exporter) family it is recorded from. The rules pack writes one rule group per
+provider from this table."""
+
 _RULES = (
     _r("source_server_id:node_cpu_utilisation:ratio_rate5m", "ratio",
        "CPU busy share measured by the agent over 5 minutes.", ID),
@@ -579,7 +673,8 @@ _RULES = (
        "A cost-label roll-up averaged over the past day.", (), dynamic_labels="label_"),
 )
 
-FAMILIES: tuple[Family, ...] = (*_EXPORTER, *_PROCESS, *_AGENT, *_RECOMMENDER, *_RULES)
+FAMILIES: tuple[Family, ...] = (*_EXPORTER, *_PROCESS, *_AGENT, *_RECOMMENDER, *_NEUTRAL,
+                                 *_RULES)
 """Every family of the contract."""
 
 
@@ -596,6 +691,26 @@ def _check(families: tuple[Family, ...]) -> None:
 
 _check(FAMILIES)
 _BY_NAME = {f.name: f for f in FAMILIES}
+for _provider, _mapping in PROVIDER_SERIES.items():
+    if _provider not in PROVIDERS:
+        raise ValueError(f"PROVIDER_SERIES: unknown provider {_provider!r}")
+    for _neutral, _native in _mapping.items():
+        if _neutral not in _BY_NAME or _native not in _BY_NAME:
+            raise ValueError(f"PROVIDER_SERIES[{_provider!r}]: {_neutral} <- {_native} "
+                             "is not declared")
+
+
+def neutral(metric: str) -> str:
+    """The provider-neutral recorded family whose metric part is ``metric``
+    (``server_info`` -> ``source_server_id:server_info:normalised``)."""
+    for f in _NEUTRAL:
+        if f.name.split(":")[1] == metric:
+            return f.name
+    raise KeyError(metric)
+
+
+NEUTRAL_FAMILIES: tuple[Family, ...] = _NEUTRAL
+"""The provider-neutral recorded families, in declaration order."""
 
 
 def family(name: str) -> Family:

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
+from infrascope_core import contract
 from infrascope_core.durations import parse_duration
 from infrascope_core.errors import ConfigError
 
@@ -54,7 +55,7 @@ from .body_limit import BodyLimit
 from .config import DEFAULT_MAX_REQUEST_BYTES
 from .metrics import registry_for
 from .metrics import render as render_metrics
-from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, cents
+from .model import RECOMMENDATION_ID, Fleet, Server, ServerKey, Source, cents
 from .report import NoRunYet, render, view_from_store
 from .rules import kinds
 from .service import HistoryUnavailable, RecommenderService, RunFailed
@@ -69,9 +70,13 @@ if TYPE_CHECKING:
     KindName = str
 else:  # every registered rule's kind, in listing order (an enum in the OpenAPI schema)
     KindName = Literal[kinds()]
-SourceName = Literal["cloud", "dedicated"]
+if TYPE_CHECKING:
+    SourceName = Source
+    TierName = str
+else:  # the series contract's vocabularies (enums in the OpenAPI schema)
+    SourceName = Literal[contract.SOURCES]
+    TierName = Literal[(*contract.TIERS, contract.TIER_UNKNOWN)]
 Level = Literal["high", "medium", "low"]
-TierName = Literal["idle", "low", "moderate", "high", "critical", "unknown"]
 SortKey = Literal["name", "-name", "cost", "-cost", "cpu", "-cpu", "memory", "-memory"]
 
 # The classic text format every Prometheus 2.x/3.x, Mimir and VictoriaMetrics scrape; all

@@ -8,11 +8,12 @@ consistent snapshot.
 
 Sources:
 
-- the exporter (job ``settings.exporter_job``): inventory (``hetzner_server_info``,
-  ``_status``, ``_labels``, ``_backups_enabled``), sizes and cost
-  (``hetzner_server_cpu_cores``, ``_memory_bytes``, ``_disk_bytes``,
-  ``_monthly_cost_euros``, ``_monthly_cost_breakdown_euros``), the catalogue
-  (``hetzner_server_type_*``), the price mode and backup surcharge;
+- the rules pack's provider-neutral layer (``<level>:<metric>:normalised``, one rule
+  group per provider, carrying ``provider``, ``source``, ``server_id``): inventory
+  (``server_info``, ``_status``, ``_labels``, ``_backups_enabled``), sizes and cost
+  (``server_cpu_cores``, ``_memory_bytes``, ``_disk_bytes``, ``_monthly_cost_euros``,
+  ``_monthly_cost_breakdown_euros``), the catalogue (``server_type_*``), the price mode
+  and backup surcharge. The loader never reads a provider's own (exporter) series;
 - the rules pack's recorded series: the 30-day CPU and memory figures and the tier,
   ``via`` from ``source_server_id:cpu_utilisation:ratio``, the cost roll-ups;
 - the agents (job ``settings.agent_job``, series carrying the ``source``/``server_id``
@@ -22,8 +23,10 @@ Sources:
 
 Values arrive as strings; money is converted with ``Decimal(text)``, never through a
 float. A malformed or incomplete record is skipped with a warning naming the series;
-the load never fails on one bad record. No ``hetzner_server_info`` at all raises
-:class:`LoaderError`: an empty fleet would read as "nothing to do".
+the load never fails on one bad record. No ``source_server_id:server_info:normalised``
+at all raises :class:`LoaderError`: an empty fleet would read as "nothing to do". The
+provider-neutral series are recorded (every ``intervals.fast``, 1m by default): right
+after Prometheus starts they appear with the first evaluation of the provider group.
 """
 
 from __future__ import annotations
@@ -67,9 +70,29 @@ _UTILISATION_FIELDS = {
 }
 _TIER = "source_server_id:utilisation:tier30d"
 
+# The provider-neutral families the loader reads (``infrascope_core.contract``).
+_n = contract.neutral
+INFO, STATUS, LABELS, BACKUPS = (_n("server_info"), _n("server_status"), _n("server_labels"),
+                                 _n("server_backups_enabled"))
+CORES, MEMORY, DISK = _n("server_cpu_cores"), _n("server_memory_bytes"), _n("server_disk_bytes")
+MONTHLY_COST, BREAKDOWN = _n("server_monthly_cost_euros"), _n("server_monthly_cost_breakdown_euros")
+TYPE_INFO, TYPE_CORES, TYPE_MEMORY, TYPE_DISK = (
+    _n("server_type_info"), _n("server_type_cpu_cores"), _n("server_type_memory_bytes"),
+    _n("server_type_disk_bytes"))
+TYPE_PRICE, TYPE_AVAILABLE, TYPE_DEPRECATED = (
+    _n("server_type_monthly_price_euros"), _n("server_type_available"),
+    _n("server_type_deprecated"))
+COST_INFO, BACKUP_RATIO = _n("cost_info"), _n("pricing_backup_ratio")
+
+
+def _any_of(*names: str) -> str:
+    """A ``__name__`` regular expression matching exactly ``names``."""
+    return "|".join(names)
+
+
 #: The Hetzner label that names the project of a server outside the Cloud: Robot has no
 #: projects, so a dedicated server's project is its ``project`` label, which the
-#: exporter's ``robot.labels`` sets (``hetzner_server_labels{label_project}``). A Cloud
+#: exporter's ``robot.labels`` sets (``server_labels{label_project}``). A Cloud
 #: server's project is its Cloud project (``hcloud_project``), whatever its labels say.
 PROJECT_LABEL = "project"
 
@@ -90,26 +113,22 @@ def _quote(value: str) -> str:
 
 def queries(settings: PrometheusSettings) -> list[Query]:
     """The fixed list of instant queries a load runs, in order."""
-    job = _quote(settings.exporter_job)
     agent = _quote(settings.agent_job)
     fs = f'job="{agent}",fstype!~"{DISK_FSTYPE_EXCLUDE}"'
+    catalogue = _any_of(TYPE_INFO, TYPE_CORES, TYPE_MEMORY, TYPE_DISK, TYPE_PRICE,
+                        TYPE_AVAILABLE, TYPE_DEPRECATED)
     info_labels = ("server_name, server_type, location, datacenter, architecture, cpu_type, "
                    "hcloud_project, image, status")
     return [
         Query("inventory",
-              f"max by (__name__, source, server_id, {info_labels}) ("
-              '{__name__=~"hetzner_server_(info|status|backups_enabled)",'
-              f'job="{job}"}})'),
-        Query("labels", f'hetzner_server_labels{{job="{job}"}}'),
+              f"max by (__name__, provider, source, server_id, {info_labels}) ("
+              f'{{__name__=~"{_any_of(INFO, STATUS, BACKUPS)}"}})'),
+        Query("labels", LABELS),
         Query("sizes_and_cost",
               "max by (__name__, source, server_id, component) ("
-              '{__name__=~"hetzner_server_(cpu_cores|memory_bytes|disk_bytes|'
-              f'monthly_cost_euros|monthly_cost_breakdown_euros)",job="{job}"}})'),
-        Query("catalogue",
-              '{__name__=~"hetzner_server_type_(info|cpu_cores|memory_bytes|disk_bytes|'
-              f'monthly_price_euros|available|deprecated)",job="{job}"}}'),
-        Query("pricing",
-              f'{{__name__=~"hetzner_cost_info|hetzner_pricing_backup_ratio",job="{job}"}}'),
+              f'{{__name__=~"{_any_of(CORES, MEMORY, DISK, MONTHLY_COST, BREAKDOWN)}"}})'),
+        Query("catalogue", f'{{__name__=~"{catalogue}"}}'),
+        Query("pricing", f'{{__name__=~"{_any_of(COST_INFO, BACKUP_RATIO)}"}}'),
         Query("utilisation",
               "max by (__name__, source, server_id, tier) ("
               '{__name__=~"source_server_id:(cpu|memory)_utilisation:'
@@ -203,7 +222,7 @@ def _metric(sample: dict[str, Any]) -> dict[str, str]:
 
 def _key(metric: dict[str, str]) -> ServerKey | None:
     source, server_id = metric.get("source"), metric.get("server_id")
-    if source not in ("cloud", "dedicated") or not server_id:
+    if source not in contract.SOURCES or not server_id:
         return None
     return ServerKey(source, server_id)  # type: ignore[arg-type]
 
@@ -293,18 +312,20 @@ def _build(futures: dict[str, Future[list[dict[str, Any]]]], settings: Prometheu
             raise _first_failure(futures) from None
 
     inventory = result("inventory")
-    if not any(_metric(s).get("__name__") == "hetzner_server_info" for s in inventory):
+    if not any(_metric(s).get("__name__") == INFO for s in inventory):
         raise LoaderError(
-            f"no hetzner_server_info series at {display_url(settings.url)} — is the "
-            f"exporter scraped with job=\"{settings.exporter_job}\"?",
+            f"no {INFO} series at {display_url(settings.url)} — is the exporter scraped "
+            f"with job=\"{settings.exporter_job}\", and is the InfraScope rules pack loaded "
+            "(its provider groups record the inventory: the first evaluation comes up to a "
+            "minute after Prometheus starts)?",
             url=display_url(settings.url))
     servers = _inventory(inventory + result("labels"), skip)
     _sizes_and_cost(servers, result("sizes_and_cost"), skip)
     types = _catalogue(result("catalogue"), skip)
     _sizes_from_catalogue(servers, types)
     if not types:
-        log.warning("no server type catalogue (hetzner_server_type_*) at %s: no type change "
-                    "can be recommended", display_url(settings.url))
+        log.warning("no server type catalogue (%s and the other server_type:* series) at %s: "
+                    "no type change can be recommended", TYPE_INFO, display_url(settings.url))
     price_mode, backup_ratio = _pricing(result("pricing"), skip)
     if not _utilisation(servers, result("utilisation"), skip):
         log.warning("no 30-day utilisation series (source_server_id:*_utilisation:*30d) at %s: "
@@ -340,37 +361,40 @@ def _first_failure(futures: dict[str, Future[list[dict[str, Any]]]]) -> BaseExce
 def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
     families = _by_name(result)
     servers: Index = {}
-    info = sorted(families.get("hetzner_server_info", []),
+    info = sorted(families.get(INFO, []),
                   key=lambda s: sorted(_metric(s).items()))
     for sample in info:
         m = _metric(sample)
         key = _key(m)
         if key is None:
-            skip("hetzner_server_info", "no valid source/server_id", m)
+            skip(INFO, "no valid source/server_id", m)
             continue
         if _id(m) in servers:
-            skip("hetzner_server_info", f"a second series for {key} (kept the first)", m)
+            skip(INFO, f"a second series for {key} (kept the first)", m)
             continue
         if not m.get("server_name"):
-            skip("hetzner_server_info", "no server_name", m)
+            skip(INFO, "no server_name", m)
+            continue
+        if m.get("provider") not in contract.PROVIDERS:
+            skip(INFO, f"unknown provider {m.get('provider')!r}", m)
             continue
         servers[_id(m)] = Server(
             key=key, name=m["server_name"], server_type=m.get("server_type", ""),
             location=m.get("location", ""), project=m.get("hcloud_project", ""),
             datacenter=m.get("datacenter", ""), architecture=m.get("architecture", ""),
-            cpu_type=m.get("cpu_type", ""), image=m.get("image", ""))
-    for sample in families.get("hetzner_server_status", []):
+            cpu_type=m.get("cpu_type", ""), image=m.get("image", ""), provider=m["provider"])
+    for sample in families.get(STATUS, []):
         m = _metric(sample)
         server = servers.get(_id(m))
         if server is not None and _float(sample) == 1 and m.get("status"):
             server.status = m["status"]
-    for sample in families.get("hetzner_server_labels", []):
+    for sample in families.get(LABELS, []):
         m = _metric(sample)
         server = servers.get(_id(m))
         if server is not None:
             server.labels = {k[len("label_"):]: v for k, v in sorted(m.items())
                              if k.startswith("label_") and v != ""}
-    for sample in families.get("hetzner_server_backups_enabled", []):
+    for sample in families.get(BACKUPS, []):
         server = servers.get(_id(_metric(sample)))
         if server is not None:
             server.backups = _float(sample) == 1
@@ -380,8 +404,7 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
     return servers
 
 
-_SIZES = {"hetzner_server_cpu_cores": "cores", "hetzner_server_memory_bytes": "memory_bytes",
-          "hetzner_server_disk_bytes": "disk_bytes"}
+_SIZES = {CORES: "cores", MEMORY: "memory_bytes", DISK: "disk_bytes"}
 
 
 def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
@@ -404,9 +427,9 @@ def _sizes_and_cost(servers: Index, result: list[dict[str, Any]],
             if amount is None or amount < 0:
                 skip(name, f"bad amount {_text(sample)!r}", m)
                 continue
-            if name == "hetzner_server_monthly_cost_euros":
+            if name == MONTHLY_COST:
                 server.monthly_cost = amount
-            elif name == "hetzner_server_monthly_cost_breakdown_euros":
+            elif name == BREAKDOWN:
                 if not m.get("component"):
                     skip(name, "no component label", m)
                     continue
@@ -433,9 +456,7 @@ def _sizes_from_catalogue(servers: Index, types: dict[str, ServerType]) -> None:
 def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerType]:
     families = _by_name(result)
     sizes: dict[str, dict[str, float]] = defaultdict(dict)
-    for family, attr in [("hetzner_server_type_cpu_cores", "cores"),
-                         ("hetzner_server_type_memory_bytes", "memory"),
-                         ("hetzner_server_type_disk_bytes", "disk")]:
+    for family, attr in [(TYPE_CORES, "cores"), (TYPE_MEMORY, "memory"), (TYPE_DISK, "disk")]:
         for sample in families.get(family, []):
             m = _metric(sample)
             value = _float(sample)
@@ -444,48 +465,49 @@ def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerTy
                 continue
             sizes[m["server_type"]][attr] = value
     types: dict[str, ServerType] = {}
-    for sample in families.get("hetzner_server_type_info", []):
+    for sample in families.get(TYPE_INFO, []):
         m = _metric(sample)
         name = m.get("server_type", "")
         size = sizes.get(name, {})
         if not name or not {"cores", "memory", "disk"} <= set(size):
-            skip("hetzner_server_type_info", "no cores, memory or disk for the type", m)
+            skip(TYPE_INFO, "no cores, memory or disk for the type", m)
             continue
         types[name] = ServerType(
             name=name, cores=int(size["cores"]), memory_bytes=int(size["memory"]),
             disk_bytes=int(size["disk"]), architecture=m.get("architecture", ""),
-            cpu_type=m.get("cpu_type", ""), category=m.get("category", ""))
-    for sample in families.get("hetzner_server_type_monthly_price_euros", []):
+            cpu_type=m.get("cpu_type", ""), category=m.get("category", ""),
+            provider=m.get("provider", ""))
+    for sample in families.get(TYPE_PRICE, []):
         m = _metric(sample)
         t = types.get(m.get("server_type", ""))
         amount = _money(sample)
         if t is None or not m.get("location"):
             continue
         if amount is None or amount < 0:
-            skip("hetzner_server_type_monthly_price_euros", f"bad amount {_text(sample)!r}", m)
+            skip(TYPE_PRICE, f"bad amount {_text(sample)!r}", m)
             continue
         t.prices[m["location"]] = amount
-    for family in ("hetzner_server_type_available", "hetzner_server_type_deprecated"):
+    for family in (TYPE_AVAILABLE, TYPE_DEPRECATED):
         for sample in families.get(family, []):
             m = _metric(sample)
             t = types.get(m.get("server_type", ""))
             if t is None or not m.get("location") or _float(sample) != 1:
                 continue
-            (t.available if family.endswith("available") else t.deprecated).add(m["location"])
+            (t.available if family == TYPE_AVAILABLE else t.deprecated).add(m["location"])
     return types
 
 
 def _pricing(result: list[dict[str, Any]], skip: _Skips) -> tuple[str, dict[str, Decimal]]:
     families = _by_name(result)
     mode = "net"
-    for sample in families.get("hetzner_cost_info", []):
+    for sample in families.get(COST_INFO, []):
         mode = _metric(sample).get("price_mode") or mode
     ratios: dict[str, Decimal] = {}
-    for sample in families.get("hetzner_pricing_backup_ratio", []):
+    for sample in families.get(BACKUP_RATIO, []):
         m = _metric(sample)
         amount = _money(sample)
         if amount is None or not 0 <= amount <= 1:
-            skip("hetzner_pricing_backup_ratio", f"bad ratio {_text(sample)!r}", m)
+            skip(BACKUP_RATIO, f"bad ratio {_text(sample)!r}", m)
             continue
         ratios[m.get("hcloud_project", "")] = amount
     return mode, ratios

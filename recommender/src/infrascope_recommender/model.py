@@ -22,9 +22,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from infrascope_core import contract
 
 Source = Literal["cloud", "dedicated"]
+"""``contract.SOURCES`` for the type checker (a Literal cannot be built from a tuple
+there); the assertion below keeps the two equal."""
+assert get_args(Source) == contract.SOURCES, "model.Source differs from contract.SOURCES"
 #: A registered rule's kind (``infrascope_recommender.rules.kinds()``: each rule module
 #: declares its own, so the set is only known once the rules are loaded).
 Kind = str
@@ -52,7 +57,7 @@ class ServerKey:
     @classmethod
     def parse(cls, text: str) -> ServerKey:
         source, _, server_id = text.partition("/")
-        if source not in ("cloud", "dedicated") or not server_id:
+        if source not in contract.SOURCES or not server_id:
             raise ValueError(f"not a server key (source/server_id): {text!r}")
         return cls(source, server_id)  # type: ignore[arg-type]
 
@@ -96,7 +101,7 @@ class Server:
     architecture: str = ""  # x86 or arm (Cloud); "" when unknown
     cpu_type: str = ""  # shared or dedicated (Cloud)
     status: str = ""
-    image: str = ""  # the image it was created from (hetzner_server_info{image}), Cloud
+    image: str = ""  # the image it was created from (server_info{image}), Cloud
     labels: dict[str, str] = field(default_factory=dict)  # Hetzner labels, sanitised keys
     cores: int | None = None
     memory_bytes: int | None = None
@@ -104,11 +109,12 @@ class Server:
     disk_bytes: int | None = None  # primary disk (Cloud); may exceed the type's disk
     disk_used_bytes: int | None = None  # from the agent's filesystems, when known
     backups: bool = False
-    monthly_cost: Decimal | None = None  # hetzner_server_monthly_cost_euros
+    monthly_cost: Decimal | None = None  # source_server_id:server_monthly_cost_euros:normalised
     cost_breakdown: dict[str, Decimal] = field(default_factory=dict)  # component -> euros
     total_monthly_cost: Decimal | None = None  # source_server_id:monthly_cost_euros:sum
     utilisation: Utilisation = field(default_factory=Utilisation)
     services: list[Service] = field(default_factory=list)
+    provider: str = "hetzner"  # whose server (label provider): picks the provider adapter
 
     @property
     def source(self) -> Source:
@@ -117,7 +123,8 @@ class Server:
 
 @dataclass
 class ServerType:
-    """A Cloud server type from the exporter's catalogue series."""
+    """A server type of a provider's catalogue (the rules pack's provider-neutral
+    ``server_type:server_type_*:normalised`` series)."""
 
     name: str
     cores: int
@@ -129,6 +136,7 @@ class ServerType:
     prices: dict[str, Decimal] = field(default_factory=dict)  # location -> monthly euros
     available: set[str] = field(default_factory=set)  # locations orderable now
     deprecated: set[str] = field(default_factory=set)  # locations where deprecated
+    provider: str = "hetzner"
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """What the rules share: judging the data (confidence), formatting figures, the risk
-of a type change, and the exact ``hcloud`` commands."""
+of a type change. The commands (``hcloud …`` for Hetzner) come from the server's
+provider adapter (:mod:`infrascope_recommender.providers`)."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -22,13 +22,13 @@ from ..model import (
     Service,
     cents,
 )
+from ..providers import adapter
 from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
 
 if TYPE_CHECKING:
     from ..thresholds import ConfidenceBands, Thresholds
 
 GiB = 1024 ** 3
-DEFAULT_IMAGE = "ubuntu-24.04"
 _LEVELS: tuple[Level, ...] = ("high", "medium", "low")
 
 
@@ -58,12 +58,8 @@ def eur(amount: Decimal) -> str:
     return f"{cents(amount)} €"
 
 
-def q(text: str) -> str:
-    return shlex.quote(text)
-
-
 def image_of(server: Server) -> str:
-    """The image the server was created from (``hetzner_server_info{image}``), if known."""
+    """The image the server was created from (``server_info{image}``), if known."""
     return server.image
 
 
@@ -244,8 +240,8 @@ def not_assessed(a: Assessment) -> Unjudged:
 
 
 def no_price(server: Server) -> Unjudged:
-    return Unjudged("no price known for the server (hetzner_server_monthly_cost_euros "
-                    "missing, e.g. an auction server without a configured price)", "inventory")
+    return Unjudged(f"no price known for the server ({adapter(server).unpriced_hint()})",
+                    "inventory")
 
 
 # -------------------------------------------------------------------------------- risk
@@ -271,33 +267,6 @@ def cpu_peak_risk(server: Server, target_cores: int) -> tuple[Level, list[Reason
                           f"{pct(ratio)} of the target's {target_cores} cores", figures)]
 
 
-# ---------------------------------------------------------------------------- commands
-
-def change_type_commands(server: Server, target: str, keep_disk: bool) -> list[str]:
-    flag = "--keep-disk " if keep_disk else ""
-    return [f"hcloud server shutdown --wait {q(server.name)}",
-            f"hcloud server change-type {flag}{q(server.name)} {q(target)}",
-            f"hcloud server poweron {q(server.name)}"]
-
-
-def snapshot_command(server: Server, why: str) -> str:
-    return (f"hcloud server create-image --type snapshot --description "
-            f"{q(f'{server.name} {why}')} {q(server.name)}")
-
-
-def delete_command(server: Server) -> str:
-    return f"hcloud server delete {q(server.name)}"
-
-
-def create_command(name: str, server_type: str, location: str, image: str) -> str:
-    return (f"hcloud server create --name {q(name)} --type {q(server_type)} "
-            f"--location {q(location)} --image {q(image or DEFAULT_IMAGE)}")
-
-
-def robot_cancel(server: Server) -> str:
-    return f"# cancel server {server.key.server_id} in Robot (Server → Cancellation)"
-
-
 # ------------------------------------------------------------- resizing a Cloud server
 
 @dataclass(frozen=True)
@@ -317,8 +286,9 @@ def sizing_need(server: Server, a: Assessment, th: Thresholds, fleet: Fleet) -> 
         memory = u.memory_max * server.memory_bytes
     else:
         keep_memory = server.memory_bytes
+    min_disk = None if adapter(server).disk_can_shrink else type_disk(fleet, server)
     return Need(cpu_cores=u.cpu_p95 * server.cores, memory_bytes=memory,
-                min_memory_bytes=keep_memory, min_disk_bytes=type_disk(fleet, server),
+                min_memory_bytes=keep_memory, min_disk_bytes=min_disk,
                 disk_used_bytes=server.disk_used_bytes)
 
 
@@ -359,13 +329,14 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
     cannot shrink."""
     t = option.candidate.type
     assert server.monthly_cost is not None
+    p = adapter(server)
     disk = type_disk(fleet, server)
     level, risk_reasons = cpu_peak_risk(server, t.cores)
     preconditions: list[str] = []
     action: Action
     if option.in_place:
         keep_disk = disk is not None and t.disk_bytes > disk
-        commands = change_type_commands(server, t.name, keep_disk)
+        commands = p.change_type_commands(server, t.name, keep_disk)
         risk_reasons.append(Reason("the server is powered off for the type change "
                                    "(usually a few minutes)"))
         preconditions.append(f"{server.name} is powered off during the change: plan a "
@@ -381,12 +352,12 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
         new_name = f"{server.name}-{t.name}"
         image = image_of(server)
         commands = [
-            snapshot_command(server, f"before migrating to {t.name}"),
-            create_command(new_name, t.name, server.location, image),
+            p.snapshot_command(server, f"before migrating to {t.name}"),
+            p.create_command(new_name, t.name, server.location, image),
             f"# move the services and data of {server.name} to {new_name} and switch "
             "traffic (DNS, or move the primary IP while both are off: "
-            "hcloud primary-ip unassign / assign)",
-            delete_command(server),
+            f"{p.move_address_hint()})",
+            p.delete_command(server),
         ]
         level = highest([level, "medium"])
         risk_reasons.append(Reason("a new server: services and data have to be moved by "
@@ -406,7 +377,7 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
         preconditions.append(f"a snapshot of {server.name} is taken before the deletion "
                              "(snapshots are billed per GB per month until deleted)")
         if not image:
-            preconditions.append(f"the new server starts from {DEFAULT_IMAGE}: choose the "
+            preconditions.append(f"the new server starts from {p.default_image}: choose the "
                                  "image your services need")
         action = "migrate"
     if upsize:  # more capacity than today: the peak figures inform, they are no risk
@@ -428,11 +399,12 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
 def no_catalogue(server: Server, cat: Catalogue, th: Thresholds) -> Unjudged | None:
     """Why no type could ever be a target for ``server`` (the catalogue has none), or None."""
     cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
-    if cat.orderable(server.location, server.architecture, cpu_types):
+    if cat.orderable(server.location, server.architecture, cpu_types,
+                     provider=server.provider):
         return None
     kind = f"{server.cpu_type + ' ' if cpu_types else ''}{server.architecture or 'any'}"
     return Unjudged(f"no orderable {kind} server type in {server.location} in the catalogue "
-                    "(hetzner_server_type_* series missing or nothing available there)",
+                    f"({adapter(server).catalogue_hint()})",
                     "target")
 
 
@@ -443,7 +415,8 @@ def downsize_options(server: Server, fleet: Fleet, th: Thresholds, need: Need,
     assert server.monthly_cost is not None
     cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
     candidates = (cat or Catalogue(fleet)).orderable(
-        server.location, server.architecture, cpu_types, exclude=[server.server_type])
+        server.location, server.architecture, cpu_types, exclude=[server.server_type],
+        provider=server.provider)
     in_place = cheapest(candidates, need, th.headroom, in_place=True)
     anywhere = cheapest(candidates, need, th.headroom, in_place=False)
 
@@ -460,7 +433,8 @@ def downsize_options(server: Server, fleet: Fleet, th: Thresholds, need: Need,
         return best_in_place, best_in_place
     # a type with a disk at least as large as the current one can also be reached in place
     disk = type_disk(fleet, server)
-    anywhere_in_place = anywhere is not None and (disk is None or anywhere.type.disk_bytes >= disk)
+    anywhere_in_place = anywhere is not None and (
+        disk is None or adapter(server).disk_can_shrink or anywhere.type.disk_bytes >= disk)
     return best_in_place, option(anywhere, anywhere_in_place)
 
 

@@ -5,13 +5,14 @@ a target type goes through :func:`cheapest` so the fit criteria are the same eve
 
 - same architecture (x86 / arm); for in-place changes the same ``cpu_type`` when
   ``rules.same_cpu_type`` is on;
-- orderable in the location (``hetzner_server_type_available``), not deprecated there,
-  and priced there;
+- of the server's provider, orderable in the location (``server_type_available``), not
+  deprecated there, and priced there;
 - p95 CPU demand (cores) <= ``headroom.cpu`` x the target's cores;
 - peak memory demand <= ``headroom.memory`` x the target's memory; when memory was not
   measured, the target keeps at least the given memory instead;
-- in place (``hcloud server change-type``): the target's disk >= the server's current
-  primary disk, because Hetzner cannot shrink a disk; on a new server (migration,
+- in place (Hetzner: ``hcloud server change-type``): the target's disk >= the server's
+  current primary disk, where the provider cannot shrink a disk (its adapter's
+  ``disk_can_shrink``, false for Hetzner); on a new server (migration,
   consolidation, dedicated -> Cloud): used disk <= ``headroom.disk`` x the target's
   disk, where the used disk is known.
 
@@ -27,13 +28,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ..model import Fleet, Server, ServerType
+from ..providers import adapter
 
 if TYPE_CHECKING:
     from ..thresholds import Headroom
 
-#: Hetzner's backup surcharge when neither the project's ratio nor the server's own
-#: cost breakdown tells it (``server_backup.percentage`` has been 20 for years).
-DEFAULT_BACKUP_RATIO = Decimal("0.2")
 _EPSILON = 1e-9
 
 
@@ -57,12 +56,14 @@ class Candidate:
 
 def orderable(fleet: Fleet, location: str, architecture: str,
               cpu_types: Iterable[str] | None = None,
-              exclude: Iterable[str] = ()) -> list[Candidate]:
-    """Types that can be ordered at ``location``, cheapest first."""
+              exclude: Iterable[str] = (), *, provider: str) -> list[Candidate]:
+    """Types of ``provider`` that can be ordered at ``location``, cheapest first."""
     allowed = set(cpu_types) if cpu_types is not None else None
     skip = set(exclude)
     out: list[Candidate] = []
     for t in fleet.types.values():
+        if t.provider != provider:
+            continue
         if t.name in skip or (architecture and t.architecture != architecture):
             continue
         if allowed is not None and t.cpu_type not in allowed:
@@ -78,21 +79,22 @@ def orderable(fleet: Fleet, location: str, architecture: str,
 
 
 class Catalogue:
-    """:func:`orderable` remembered per (location, architecture, CPU types) for one
-    evaluation: a rule asks the same question for thousands of servers."""
+    """:func:`orderable` remembered per (provider, location, architecture, CPU types) for
+    one evaluation: a rule asks the same question for thousands of servers."""
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
-        self._memo: dict[tuple[str, str, tuple[str, ...] | None], list[Candidate]] = {}
+        self._memo: dict[tuple[str, str, str, tuple[str, ...] | None], list[Candidate]] = {}
 
     def orderable(self, location: str, architecture: str,
                   cpu_types: Iterable[str] | None = None,
-                  exclude: Iterable[str] = ()) -> list[Candidate]:
-        key = (location, architecture, tuple(sorted(cpu_types)) if cpu_types is not None
-               else None)
+                  exclude: Iterable[str] = (), *, provider: str) -> list[Candidate]:
+        key = (provider, location, architecture,
+               tuple(sorted(cpu_types)) if cpu_types is not None else None)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = orderable(self.fleet, location, architecture, cpu_types)
+            found = self._memo[key] = orderable(self.fleet, location, architecture, cpu_types,
+                                                provider=provider)
         skip = set(exclude)
         return [c for c in found if c.type.name not in skip] if skip else list(found)
 
@@ -127,14 +129,15 @@ def cheapest(candidates: list[Candidate], need: Need, headroom: Headroom, *,
 # ------------------------------------------------------------------------------- money
 
 def backup_ratio(fleet: Fleet, server: Server) -> Decimal:
-    """The project's backup surcharge (``hetzner_pricing_backup_ratio``)."""
+    """The project's backup surcharge (``pricing_backup_ratio``), else the server's own
+    breakdown's, else its provider's default."""
     ratio = fleet.backup_ratio.get(server.project)
     if ratio is not None:
         return ratio
     part, backup = server.cost_breakdown.get("server"), server.cost_breakdown.get("backup")
     if part and backup is not None:
         return backup / part
-    return DEFAULT_BACKUP_RATIO
+    return adapter(server).default_backup_ratio
 
 
 def unchanged_components(server: Server) -> Decimal:

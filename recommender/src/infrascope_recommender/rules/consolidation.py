@@ -26,14 +26,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ..model import Fleet, Level, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..providers import adapter
 from ..settings import integer, mapping_of, money, regex, setting, strings, text
 from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
-    DEFAULT_IMAGE,
     Assessment,
     assess,
-    create_command,
-    delete_command,
     eur,
     exclusion,
     gb,
@@ -46,7 +44,6 @@ from ._common import (
     num,
     pct,
     service_text,
-    snapshot_command,
     without_memory,
 )
 from ._fit import Need, backup_ratio, cheapest, orderable, unchanged_components
@@ -102,8 +99,8 @@ class ConsolidationRule:
         groups: dict[tuple[str, str, str], list[tuple[Server, Assessment, str]]] = \
             defaultdict(list)
         for server in in_order(fleet):
-            if server.source != "cloud":
-                continue
+            if not adapter(server).deletable(server):
+                continue  # merged servers are deleted (a dedicated server is cancelled)
             why = nonprod_reason(server, thresholds)
             if why is None:
                 continue
@@ -157,8 +154,9 @@ class ConsolidationRule:
         need = Need(cpu_cores=cpu, memory_bytes=None,
                     min_memory_bytes=int(memory_needed + 0.5),
                     disk_used_bytes=int(disk_needed * th.headroom.disk))
-        target = cheapest(orderable(fleet, location, arch, allowed), need, th.headroom,
-                          in_place=False)
+        p = adapter(servers[0])
+        target = cheapest(orderable(fleet, location, arch, allowed, provider=p.name), need,
+                          th.headroom, in_place=False)
         if target is None:
             return None
         current = sum((s.monthly_cost or Decimal(0) for s in servers), Decimal(0))
@@ -176,7 +174,7 @@ class ConsolidationRule:
         env = envs.pop() if len(envs) == 1 and "" not in envs else "nonprod"
         new_name = f"{env}-consolidated-{location}"
         images = {image_of(s) for s in servers}
-        image = images.pop() if len(images) == 1 else (image_of(servers[0]) or DEFAULT_IMAGE)
+        image = images.pop() if len(images) == 1 else (image_of(servers[0]) or p.default_image)
 
         names = ", ".join(s.name for s in servers)
         reasons = [Reason(
@@ -242,12 +240,12 @@ class ConsolidationRule:
             f"{t.name}'s {t.cores}", {"cpu_peak_cores": num(cpu_peak),
                                       "peak_on_target": pct(peak_ratio)}))
 
-        commands = [create_command(new_name, t.name, location, image)]
+        commands = [p.create_command(new_name, t.name, location, image)]
         commands += [f"# move the services and data of {s.name} to {new_name}"
                      for s in servers]
         for s in servers:
-            commands += [snapshot_command(s, f"before consolidation onto {new_name}"),
-                         delete_command(s)]
+            commands += [p.snapshot_command(s, f"before consolidation onto {new_name}"),
+                         p.delete_command(s)]
         preconditions = [
             "the services can run side by side (ports, versions, resource limits)",
             "a snapshot of each server is taken before it is deleted (billed per GB per "

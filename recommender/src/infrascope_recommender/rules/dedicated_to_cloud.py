@@ -20,13 +20,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..providers import adapter
 from ..settings import fail, mapping_of, money, percent, setting, strings, text
 from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     Unjudged,
     assess,
     cpu_peak_risk,
-    create_command,
     eur,
     exclusion,
     gb,
@@ -36,7 +36,6 @@ from ._common import (
     no_price,
     num,
     pct,
-    robot_cancel,
     savings_enough,
     savings_figures,
     service_text,
@@ -119,8 +118,8 @@ class DedicatedToCloudRule:
         result = RuleResult()
         prices = Ipv4Prices(fleet, thresholds)
         for server in in_order(fleet):
-            if server.source != "dedicated":
-                continue
+            if adapter(server).migration_source(server) != "cloud":
+                continue  # only a server that cannot change type moves to the Cloud
             outcome = self._judge(server, fleet, thresholds, prices)
             if isinstance(outcome, Unjudged):
                 result.exclusions.append(exclusion(server, self.name, outcome))
@@ -159,7 +158,9 @@ class DedicatedToCloudRule:
         cpu = u.cpu_p95 * server.cores
         memory = u.memory_max * server.memory_bytes
         need = Need(cpu_cores=cpu, memory_bytes=memory, disk_used_bytes=server.disk_used_bytes)
-        candidates = orderable(fleet, location, server.architecture or "x86", dc.cpu_types)
+        p = adapter(server)
+        candidates = orderable(fleet, location, server.architecture or "x86", dc.cpu_types,
+                               provider=p.name)
         if not candidates:
             return Unjudged(f"no orderable Cloud type in {location} in the catalogue", "target")
         target = cheapest(candidates, need, th.headroom, in_place=False)
@@ -205,10 +206,10 @@ class DedicatedToCloudRule:
             risk_reasons.append(Reason(f"services to move: {listed}",
                                        {"services": str(len(server.services))}))
         commands = [
-            create_command(name, t.name, location, dc.image),
+            p.create_command(name, t.name, location, dc.image),
             f"# move the services and data of {server.name} (Robot server "
             f"{server.key.server_id}) to {name}, then switch DNS",
-            robot_cancel(server),
+            p.cancel_command(server),
         ]
         preconditions = [
             "the software runs on a virtual machine (no special hardware, RAID or "

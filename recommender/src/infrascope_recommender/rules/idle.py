@@ -27,13 +27,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..providers import adapter
 from ..settings import boolean, fail, money, ratio, setting
 from . import Rule, RuleSettings, Step, servers_of, target_of, types_of
 from ._common import (
     Assessment,
     Unjudged,
     assess,
-    delete_command,
     downsize_options,
     eur,
     exclusion,
@@ -44,13 +44,11 @@ from ._common import (
     not_assessed,
     pct,
     resize_recommendation,
-    robot_cancel,
     savings_enough,
     savings_figures,
     service_text,
     sizing_need,
     sizing_reasons,
-    snapshot_command,
     without_memory,
 )
 from ._fit import Catalogue
@@ -97,7 +95,7 @@ class IdleRule:
         result = RuleResult()
         cat = Catalogue(fleet)
         for server in in_order(fleet):
-            if not self.delete and server.source != "cloud":
+            if not self.delete and not adapter(server).resizable_in_place(server):
                 continue  # only Cloud servers can move to another type
             a = assess(server, thresholds)
             if not a.cpu_ok:
@@ -143,7 +141,7 @@ class IdleRule:
                 f"(below {pct(idle.delete_cpu_max)}): nothing ran on it",
                 {"cpu_max_30d": pct(u.cpu_max), "delete_cpu_max": pct(idle.delete_cpu_max)}))
             return self._delete(server, a, reasons) if self.delete else None
-        if server.source != "cloud" or not self.move:
+        if not adapter(server).resizable_in_place(server) or not self.move:
             return None  # a dedicated server that does wake up: see dedicated_to_cloud
         reasons.append(Reason(
             f"the 30-day CPU maximum is {pct(u.cpu_max)} (not below "
@@ -181,14 +179,15 @@ class IdleRule:
             "attached volumes, floating IPs and snapshots are billed separately and are not "
             "counted in the savings: delete them too if they are no longer needed",
         ]
-        if server.source == "cloud":
-            commands = [snapshot_command(server, "before deletion (idle)"),
-                        delete_command(server)]
+        p = adapter(server)
+        if p.deletable(server):
+            commands = [p.snapshot_command(server, "before deletion (idle)"),
+                        p.delete_command(server)]
             preconditions.insert(1, f"a snapshot of {server.name} is taken first (billed per "
                                     "GB per month until you delete it)")
         else:
             commands = [f"# back up whatever you want to keep from {server.name}",
-                        robot_cancel(server)]
+                        p.cancel_command(server)]
             preconditions.insert(1, "a dedicated server is billed until the end of its "
                                     "cancellation period: the savings start then")
         return Recommendation(
@@ -203,7 +202,7 @@ class IdleRule:
     def _powered_off(self, server: Server, a: Assessment,
                      th: Thresholds) -> Recommendation | None:
         """A Cloud server that is off and has too little data: it costs, it does nothing."""
-        if not (th.settings(IdleSettings).powered_off and server.source == "cloud"
+        if not (th.settings(IdleSettings).powered_off and adapter(server).deletable(server)
                 and server.status == "off" and server.monthly_cost is not None):
             return None
         coverage = server.utilisation.cpu_coverage

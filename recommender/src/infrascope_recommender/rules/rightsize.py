@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, RuleResult
+from ..providers import adapter
 from ..settings import fail, money, percent, ratio, setting
 from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
@@ -78,7 +79,7 @@ class RightsizeRule:
         rs = thresholds.settings(RightsizeSettings)
         cat = Catalogue(fleet)
         for server in in_order(fleet):
-            if server.source != "cloud":
+            if not adapter(server).resizable_in_place(server):
                 continue
             a = assess(server, thresholds)
             if not a.cpu_ok:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server
+from ..providers import adapter
 from ..settings import ratio, setting
 from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
@@ -58,7 +59,7 @@ class UnderprovisionedRule:
         result = RuleResult()
         up = thresholds.settings(UnderprovisionedSettings)
         for server in in_order(fleet):
-            if server.source != "cloud":
+            if not adapter(server).resizable_in_place(server):
                 continue  # a dedicated server cannot change type
             a = assess(server, thresholds)
             u = server.utilisation
@@ -104,7 +105,7 @@ class UnderprovisionedRule:
         disk = type_disk(fleet, server)
         larger: list[Candidate] = []
         for c in orderable(fleet, server.location, server.architecture, cpu_types,
-                           exclude=[server.server_type]):
+                           exclude=[server.server_type], provider=server.provider):
             t = c.type
             if t.cores < server.cores or (server.memory_bytes and
                                           t.memory_bytes < server.memory_bytes):
