@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,10 +147,11 @@ class TimedClient(PrometheusClient):
 
     seconds = 0.0
 
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    def query(self, expr: str, at: float | None = None, *,
+              cancel: threading.Event | None = None) -> list[dict[str, Any]]:
         t = time.perf_counter()
         try:
-            return super().query(expr, at)
+            return super().query(expr, at, cancel=cancel)
         finally:
             self.seconds += time.perf_counter() - t
 
