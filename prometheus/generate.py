@@ -151,7 +151,7 @@ def validate_config(raw: Any) -> dict[str, Any]:
     if not isinstance(url, str) or not re.match(r"^https?://\S+[^/]$", url):
         raise ConfigError("runbook_base_url: expected an http(s) URL without a trailing slash")
     cfg["runbook_base_url"] = url
-    names = ("fast", "hourly", "window", "trend", "alerts")
+    names = ("fast", "inventory", "hourly", "window", "trend", "alerts")
     intervals = _mapping(top["intervals"], "intervals", names, names)
     cfg["intervals"] = {}
     for k, v in intervals.items():
@@ -274,6 +274,9 @@ class Record:
     unit: str
     meaning: str
     labels: str
+    #: Labels the rule sets on every sample it records (the rule's own ``labels:``, no
+    #: PromQL: cheaper than ``label_replace`` over every series of a family).
+    set_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -346,7 +349,7 @@ class Builder:
     def recording_groups(self) -> list[Group]:
         iv = self.cfg["intervals"]
         return [
-            *(Group(self.provider_group_name(p), iv["fast"][0], self.provider(p))
+            *(Group(self.provider_group_name(p), iv["inventory"][0], self.provider(p))
               for p in self.cfg["providers"]),
             Group("infrascope-utilisation", iv["fast"][0], self.utilisation()),
             Group("infrascope-utilisation-hourly", iv["hourly"][0], self.hourly()),
@@ -366,21 +369,22 @@ class Builder:
     def provider(self, provider: str) -> list[Record]:
         """The provider's native series renamed into the provider-neutral families of the
         contract (``contract.PROVIDER_SERIES``), with ``provider`` added and the scrape
-        labels ``job`` and ``instance`` dropped."""
+        labels ``job`` and ``instance`` dropped.
+
+        ``provider`` is the rule's own label, not a ``label_replace``: at 10,000 servers
+        the group's ~170,000 series made ``label_replace`` most of its cost (measured in
+        bench/README.md, "Issue 13 check")."""
         job = self.cfg["providers"][provider]
         out = []
         for neutral, native in contract.PROVIDER_SERIES[provider].items():
             f = contract.family(neutral)
-            expr = self.q("""
-                label_replace(
-                    max without (job, instance) ($native{job="$job"}),
-                    "provider", "$provider", "", ""
-                )""", native=native, job=job, provider=provider)
+            expr = self.q('max without (job, instance) ($native{job="$job"})',
+                          native=native, job=job)
             labels = ", ".join(f.labels) + (f", {f.dynamic_labels}<key>…"
                                              if f.dynamic_labels else "")
             out.append(Record(neutral, expr, f.unit or "–",
                               f"{f.help.removesuffix(' Provider-neutral.')} From `{native}`.",
-                              labels))
+                              labels, set_labels={"provider": provider}))
         return out
 
     # ---- shards of the 30-day work
@@ -955,7 +959,10 @@ def runbook_url(cfg: dict[str, Any], name: str) -> str:
 
 def rule_dict(rule: Record | Alert, cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(rule, Record):
-        return {"record": rule.record, "expr": rule.expr}
+        out_rec: dict[str, Any] = {"record": rule.record, "expr": rule.expr}
+        if rule.set_labels:
+            out_rec["labels"] = dict(rule.set_labels)
+        return out_rec
     out: dict[str, Any] = {"alert": rule.alert, "expr": rule.expr}
     if rule.for_seconds:
         out["for"] = rule.for_

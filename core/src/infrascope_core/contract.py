@@ -528,7 +528,7 @@ def _window_figures() -> tuple[Family, ...]:
 
 # ---- rules pack: the provider-neutral layer ------------------------------------------
 # Each provider's exporter keeps its own naming (``hetzner_*``; later ``aws_*``). One
-# rule group per provider (``infrascope-provider-<provider>``, every ``intervals.fast``)
+# rule group per provider (``infrascope-provider-<provider>``, every ``intervals.inventory``)
 # renames its native series into the families below, adds ``provider`` and drops the
 # scrape labels ``job`` and ``instance``: the recommender's loader and the dashboards
 # read only these for inventory, sizes, cost, traffic, the catalogue and pricing.

@@ -25,7 +25,7 @@ Values arrive as strings; money is converted with ``Decimal(text)``, never throu
 float. A malformed or incomplete record is skipped with a warning naming the series;
 the load never fails on one bad record. No ``source_server_id:server_info:normalised``
 at all raises :class:`LoaderError`: an empty fleet would read as "nothing to do". The
-provider-neutral series are recorded (every ``intervals.fast``, 1m by default): right
+provider-neutral series are recorded (every ``intervals.inventory``, 2m by default): right
 after Prometheus starts they appear with the first evaluation of the provider group.
 """
 
