@@ -27,8 +27,14 @@ Targets: the slowest 10,000-server CLI run under 10 s; the number of PromQL quer
 the same for 100 and 10,000 servers and at most 20. Prints ratios against the
 100-server reference measured in the same run; exits 1 on a missed target.
 
+Comparing two versions: ``--compare OTHER/.venv/bin/recommender`` alternates each run
+with one of another checkout's console script against the same Prometheus (this
+checkout's rule files; the other must read series they record) and prints the ratio of
+the medians: runs minutes or days apart differ more than most changes do (Prometheus'
+rule groups take 20-45 s of CPU a minute at 10,000 servers, on 2 cores).
+
 Run: `make bench` or `.venv/bin/python bench/recommender_bench.py [--servers 10000]
-[--reference 100] [--runs 3] [--keep DIR]`.
+[--reference 100] [--runs 3] [--keep DIR] [--compare RECOMMENDER]`.
 """
 
 from __future__ import annotations
@@ -139,6 +145,9 @@ class Measured:
     savings: Decimal = Decimal(0)
     setup: dict[str, float] = field(default_factory=dict)
     samples: int = 0
+    # ``--compare``: the other recommender's runs, alternated with these against the same
+    # Prometheus (wall time of each; its recommendations must be the same number)
+    compare_seconds: list[float] = field(default_factory=list)
 
 
 class TimedClient(PrometheusClient):
@@ -162,7 +171,23 @@ def recommender_cli() -> list[str]:
                                                      "infrascope_recommender"]
 
 
-def measure(n: int, runs: int, work: Path) -> Measured:
+def cli_run(command: list[str], url: str, state: Path, n: int) -> tuple[float, Any]:
+    """One ``recommender run`` as a subprocess: its wall time and the run it recorded."""
+    t = time.perf_counter()
+    proc = subprocess.run([*command, "run", "--prometheus-url", url, "--state-path", str(state)],
+                          capture_output=True, text=True, env=env_without_proxy(), check=False,
+                          timeout=600)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[0]} run exited {proc.returncode}: {proc.stderr[-2000:]}")
+    with Store(state) as store:
+        run = store.last_run()
+    if run is None or not run.success or run.queries is None or run.servers != n:
+        raise RuntimeError(f"{command[0]} run recorded {run}")
+    return seconds, run
+
+
+def measure(n: int, runs: int, work: Path, compare: Path | None = None) -> Measured:
     servers = generated_fleet(n)
     big = n >= 1000
     scenario = Scenario(servers, work, rule_interval="5s" if big else "1s",
@@ -186,26 +211,19 @@ def measure(n: int, runs: int, work: Path) -> Measured:
         if scenario.agent_age() > LOOKBACK_SECONDS - 150:
             scenario.restamp_agents()
         url = scenario.url
-        env = env_without_proxy()
         generated: set[int] = set()
         for i in range(runs):
-            state = work / f"state-{i}.db"
-            t = time.perf_counter()
-            proc = subprocess.run([*recommender_cli(), "run", "--prometheus-url", url,
-                                   "--state-path", str(state)],
-                                  capture_output=True, text=True, env=env, check=False,
-                                  timeout=600)
-            out.cli_seconds.append(time.perf_counter() - t)
-            if proc.returncode != 0:
-                raise RuntimeError(f"recommender run exited {proc.returncode}: "
-                                   f"{proc.stderr[-2000:]}")
-            with Store(state) as store:
-                run = store.last_run()
-            if run is None or not run.success or run.queries is None or run.servers != n:
-                raise RuntimeError(f"recommender run recorded {run}")
+            seconds, run = cli_run(recommender_cli(), url, work / f"state-{i}.db", n)
+            out.cli_seconds.append(seconds)
             out.queries.add(run.queries)
             out.engine_seconds.append(run.duration_seconds)
             generated.add(run.generated)
+            if compare is not None:
+                # right after, against the same Prometheus: what the machine and
+                # Prometheus' background work do to one run, they do to the other
+                seconds, run = cli_run([str(compare)], url, work / f"compare-{i}.db", n)
+                out.compare_seconds.append(seconds)
+                generated.add(run.generated)
         config = load_config(None, env={}, overrides={"prometheus_url": url,
                                                       "state_path": str(work / "x.db")})
         for _ in range(runs):
@@ -307,12 +325,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None,
                         help="work in this directory and keep it (default: a temporary one)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="RECOMMENDER",
+                        help="another `recommender` console script (e.g. another checkout's "
+                             ".venv/bin/recommender): its runs alternate with these against "
+                             "the same Prometheus and the ratio of the medians is printed")
     args = parser.parse_args()
+    if args.compare is not None and not os.access(args.compare, os.X_OK):
+        parser.error(f"--compare {args.compare}: not an executable file")
     work = args.keep or Path(tempfile.mkdtemp(prefix="recommender-bench-"))
     try:
         results = []
         for n in (args.reference, args.servers):
-            m = measure(n, args.runs, work / f"n{n}")
+            m = measure(n, args.runs, work / f"n{n}", args.compare)
             results.append(m)
             s = m.setup
             print(f"{n} servers: backfill {m.samples:,} samples in {s['backfill']:.1f} s, "
@@ -337,6 +361,10 @@ def main() -> int:
           f"ratio of the slowest runs {cli_big / cli_ref:.1f} "
           f"(servers x{big.servers / ref.servers:.0f}); target < {TARGET_SECONDS:g} s -> "
           f"{'OK' if met else 'MISSED'}")
+    for m in results if args.compare is not None else ():
+        print(f"  compared, {m.servers} servers, {args.compare}: {fmt(m.compare_seconds)}; "
+              f"ratio of the medians (this / compared) "
+              f"{statistics.median(m.cli_seconds) / statistics.median(m.compare_seconds):.2f}")
     for name, a, b in (("loader.load (queries + building the fleet)", ref.load_seconds,
                         big.load_seconds),
                        ("  the queries summed (HTTP, Prometheus, JSON; 4 run side by side)",
