@@ -1126,7 +1126,9 @@ def recommendations(q: Q) -> Json:
                           "age", instant=True),
                    steps=thresholds((None, "green"), (7200, "orange"), (86400, "red")))),
           (4, stat("Last run", "Whether the last regeneration succeeded (it fails when "
-                   "Prometheus is unreachable); servers it could not judge need more data.",
+                   "Prometheus is unreachable). Servers left without a recommendation, by "
+                   "cause (too little data, price or size unknown, no type to move to): "
+                   "infrascope_recommender_last_run_excluded_servers{cause}.",
                    "short",
                    target(q("infrascope_recommender_last_run_success"), "success",
                           instant=True),

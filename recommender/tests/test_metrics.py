@@ -95,7 +95,11 @@ def test_values(store: Store) -> None:
     assert value(data, "infrascope_recommender_last_run_timestamp_seconds") == fx.T0
     assert value(data, "infrascope_recommender_last_success_timestamp_seconds") == fx.T0
     assert value(data, "infrascope_recommender_last_run_promql_queries") == 14
-    assert value(data, "infrascope_recommender_last_run_excluded_servers") == 1
+    # by cause, every cause present (a sum over them is the old total)
+    assert value(data, "infrascope_recommender_last_run_excluded_servers", cause="data") == 1
+    for cause in ("inventory", "target"):
+        assert value(data, "infrascope_recommender_last_run_excluded_servers",
+                     cause=cause) == 0
     assert value(data, "infrascope_recommender_runs_total", outcome="success") == 1
     assert value(data, "infrascope_recommender_ready") == 1
     assert ("infrascope_recommender_grafana_push_success", ()) not in data

@@ -183,3 +183,27 @@ def test_exclusions_for_non_production_servers_without_data() -> None:
     assert [s.name for s in rec.servers] == ["shop-staging-db", "shop-staging-web"]
     assert [(e.server.name, e.reason) for e in result.exclusions] == [
         ("shop-staging-worker", "CPU data covers 20% of the 30 days, below the minimum of 25%")]
+
+
+def test_unknown_services_say_why_server_by_server() -> None:
+    """A merge names each server whose services it cannot list, and why: no agent, an
+    agent that is down, or an agent that found none — not "unknown (no agent)" for an
+    agent that reported memory but no services."""
+    web, db, worker = staging_trio()
+    web.services = [Service("docker", "shop-app", "running", ports=["tcp/8080"])]
+    web.agent_up = True
+    db.agent_up = True  # reports memory, lists no service
+    worker.agent_up = None  # no agent target at all
+    [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
+    texts = [r.text for r in rec.risk_reasons]
+    assert ("services not known on shop-staging-db (its agent found no container and no "
+            "systemd service listening on a port); shop-staging-worker (no agent): "
+            "inventory them before moving") in texts
+    assert not any("unknown (no agent)" in t for t in texts)
+    db.agent_up = False
+    [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
+    assert any("shop-staging-db (its agent is down)" in r.text for r in rec.risk_reasons)
+    for s in (db, worker):
+        s.services = [Service("systemd", "cron.service", "active", ports=["tcp/9"])]
+    [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
+    assert not any(r.text.startswith("services not known") for r in rec.risk_reasons)

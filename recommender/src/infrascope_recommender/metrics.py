@@ -17,8 +17,9 @@ server_id, server_names, project, target_type}``
     how many recommendations, every kind and status (zeros included, so rates work).
 ``infrascope_recommender_last_run_timestamp_seconds``, ``..._last_run_duration_seconds``,
 ``..._last_run_success``, ``..._last_success_timestamp_seconds``,
-``..._last_run_promql_queries``, ``..._last_run_excluded_servers``
-    the last regeneration recorded in the state (by this process or another).
+``..._last_run_promql_queries``, ``..._last_run_excluded_servers{cause}``
+    the last regeneration recorded in the state (by this process or another); the
+    excluded servers by cause (``model.EXCLUSION_CAUSES``), every cause present.
 ``infrascope_recommender_runs_total{outcome}``
     regenerations by this process: success, prometheus_error, error.
 ``infrascope_recommender_ready``
@@ -47,7 +48,7 @@ from prometheus_client.registry import Collector
 from infrascope_core import contract
 
 from . import __version__
-from .model import STATUSES
+from .model import EXCLUSION_CAUSES, STATUSES
 from .rules import kinds
 
 if TYPE_CHECKING:
@@ -124,8 +125,10 @@ class RecommenderCollector(Collector):
         if good is not None:
             yield _family("infrascope_recommender_last_success_timestamp_seconds",
                           good.started_at)
-            yield _family("infrascope_recommender_last_run_excluded_servers",
-                          len(good.exclusions))
+            excluded = _family("infrascope_recommender_last_run_excluded_servers")
+            for cause in EXCLUSION_CAUSES:
+                excluded.add_metric([cause], sum(e.cause == cause for e in good.exclusions))
+            yield excluded
 
         runs = _family("infrascope_recommender_runs_total")
         for outcome, count in sorted(service.runs_total.items()):

@@ -4,6 +4,7 @@ provider adapter (:mod:`infrascope_recommender.providers`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -66,6 +67,24 @@ def image_of(server: Server) -> str:
 def service_text(service: Service) -> str:
     text = f"{service.kind} {service.name}"
     return f"{text} ({', '.join(service.ports)})" if service.ports else text
+
+
+def unlisted_services(servers: Iterable[Server]) -> str | None:
+    """Why the services of those of ``servers`` that list none are not known, server by
+    server: no agent, an agent that is down, or an agent that found none (it lists Docker
+    containers and the systemd services that listen on a port). None when every server
+    lists its services."""
+    why: dict[str, list[str]] = {}
+    for s in servers:
+        if not s.services:
+            state = ("no agent" if s.agent_up is None else
+                     "its agent is down" if not s.agent_up else
+                     "its agent found no container and no systemd service listening on a port")
+            why.setdefault(state, []).append(s.name)
+    if not why:
+        return None
+    return "services not known on " + "; ".join(f"{', '.join(names)} ({state})"
+                                                 for state, names in why.items())
 
 
 # --------------------------------------------------------------------------- confidence

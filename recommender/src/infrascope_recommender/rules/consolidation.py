@@ -44,6 +44,7 @@ from ._common import (
     num,
     pct,
     service_text,
+    unlisted_services,
     without_memory,
 )
 from ._fit import Need, backup_ratio, cheapest, orderable, unchanged_components
@@ -229,9 +230,9 @@ class ConsolidationRule:
                 risk_reasons.append(Reason(
                     "ports used on more than one server (need other ports or a reverse "
                     f"proxy): {conflicts}", {"conflicts": conflicts}))
-        else:
-            risk_reasons.append(Reason("the services on these servers are unknown (no agent): "
-                                       "inventory them before moving"))
+        unlisted = unlisted_services(servers)
+        if unlisted:
+            risk_reasons.append(Reason(f"{unlisted}: inventory them before moving"))
         peak_ratio = cpu_peak / t.cores
         if peak_ratio > 1.0:
             risk = "high"
