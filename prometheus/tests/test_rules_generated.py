@@ -151,11 +151,10 @@ def test_one_provider_group_per_provider_from_the_contract() -> None:
     [group] = doc["groups"]
     assert group["name"] == "infrascope-provider-hetzner"
     assert group["interval"] == cfg["intervals"]["inventory"][0]
-    records = {r["record"]: r["expr"] for r in group["rules"]}
     rules = {r["record"]: r for r in group["rules"]}
-    assert set(records) == set(contract.PROVIDER_SERIES["hetzner"])
+    assert set(rules) == set(contract.PROVIDER_SERIES["hetzner"])
     for neutral, native in contract.PROVIDER_SERIES["hetzner"].items():
-        assert f'{native}{{job="hz-prod"}}' in records[neutral]
+        assert f'{native}{{job="hz-prod"}}' in rules[neutral]["expr"]
         assert rules[neutral].get("labels") == {"provider": "hetzner"}
 
 
