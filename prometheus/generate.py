@@ -57,6 +57,11 @@ FIGURE_WORDS = {"avg30d": "30-day average", "max30d": "30-day maximum",
 REQUIRED_ATTRIBUTES = ("server_name", "server_type", "location", "hcloud_project")
 ID = "source, server_id"
 DAYS_30 = 30 * 24  # hours in the 30-day window
+HOUR = 3600
+# The hourly rules' 5-minute grid: twelve points, H-55m … H, of the 5-minute utilisation
+# (agents: rate over [5m]; the Cloud API: the exporter's 5-minute metrics step).
+HOURLY_STEP = "5m"
+HOURLY_INNER = "59m59s"
 SHARD_VALUES = tuple(f"{v:02d}" for v in range(100))  # label `shard`: last two digits of the id
 SHARD_COUNTS = (1, 2, 4, 5, 10, 20, 25, 50, 100)  # divisors of 100
 
@@ -156,7 +161,10 @@ def validate_config(raw: Any) -> dict[str, Any]:
     cfg["intervals"] = {}
     for k, v in intervals.items():
         s = seconds(v, f"intervals.{k}")
-        if not 0 < s <= 300:
+        if k == "hourly":  # read with ranges only: once an hour, or more often (see hourly())
+            if not 0 < s <= HOUR or HOUR % s:
+                raise ConfigError(f"intervals.hourly: {v} must divide 1h")
+        elif not 0 < s <= 300:
             raise ConfigError(f"intervals.{k}: {v} is above 5m (readers would see gaps)")
         cfg["intervals"][k] = (str(v), s)
     shards = top.get("window_shards", 1)
@@ -429,6 +437,39 @@ class Builder:
         return (f"max by ({ID}, {self.ctx['ATTRS']}) "
                 f'(hetzner_server_info{{job="{exporter}", server_id=~"{regex}"}})')
 
+    # The per-server utilisation inputs, one owner for the per-minute ratios and the
+    # clock-aligned hourly rules (which read them directly, not the recorded ratios).
+    def agent_cpu_expr(self) -> str:
+        return self.q("""
+            1 - (
+                sum by ($ID) (rate(node_cpu_seconds_total{$A, mode=~"$IDLE"}[5m]))
+              /
+                sum by ($ID) (rate(node_cpu_seconds_total{$A}[5m]))
+            )""")
+
+    def cloud_cpu_expr(self) -> str:
+        return self.q("""
+            sum by ($ID) (hetzner_server_cpu_cores_used{$E})
+            /
+            sum by ($ID) (hetzner_server_cpu_cores{$E} > 0)""")
+
+    def agent_memory_expr(self) -> str:
+        return self.q("""
+            1 - (
+                sum by ($ID) (node_memory_MemAvailable_bytes{$A})
+              /
+                sum by ($ID) (node_memory_MemTotal_bytes{$A} > 0)
+            )""")
+
+    def raw_utilisation(self, metric: str) -> str:
+        """The 5-minute utilisation of every server from the raw inputs, without
+        attributes: CPU from the agent where it reports, else from the Cloud API (as
+        ``:ratio``); memory from the agent."""
+        if metric == "memory":
+            return self.agent_memory_expr()
+        return (f"{self.agent_cpu_expr()}\nor on ({ID})\n"
+                f"{self.cloud_cpu_expr()}")
+
     def utilisation(self) -> list[Record]:
         ident = "source, server_id"
         out_labels = f"source, server_id, via, {self.ctx['ATTRS']}"
@@ -436,26 +477,13 @@ class Builder:
         agent_mem = "source_server_id:node_memory_utilisation:ratio"
         cloud_cpu = "source_server_id:hetzner_server_cpu_utilisation:ratio"
         return [
-            Record(agent_cpu, self.q("""
-                1 - (
-                    sum by ($ID) (rate(node_cpu_seconds_total{$A, mode=~"$IDLE"}[5m]))
-                  /
-                    sum by ($ID) (rate(node_cpu_seconds_total{$A}[5m]))
-                )"""), "ratio 0-1",
+            Record(agent_cpu, self.agent_cpu_expr(), "ratio 0-1",
                 "CPU busy share measured by the agent over 5 minutes: 1 - idle seconds / all "
                 "seconds, summed over every CPU of the server (idle modes: "
                 f"{', '.join(self.cfg['cpu_idle_modes'])}).", ident),
-            Record(agent_mem, self.q("""
-                1 - (
-                    sum by ($ID) (node_memory_MemAvailable_bytes{$A})
-                  /
-                    sum by ($ID) (node_memory_MemTotal_bytes{$A} > 0)
-                )"""), "ratio 0-1",
+            Record(agent_mem, self.agent_memory_expr(), "ratio 0-1",
                 "Memory in use measured by the agent: 1 - MemAvailable / MemTotal.", ident),
-            Record(cloud_cpu, self.q("""
-                sum by ($ID) (hetzner_server_cpu_cores_used{$E})
-                /
-                sum by ($ID) (hetzner_server_cpu_cores{$E} > 0)"""), "ratio 0-1",
+            Record(cloud_cpu, self.cloud_cpu_expr(), "ratio 0-1",
                 "CPU busy share from the Hetzner Cloud API: average vCPUs busy over the "
                 "exporter's metrics window / vCPUs.", "source, server_id"),
             Record("source_server_id:cpu_utilisation:ratio", self.q("""
@@ -494,7 +522,10 @@ class Builder:
         ]
 
     def hourly_condition(self) -> str:
-        return f"and on () (vector(time()) % 3600 < {self.cfg['intervals']['hourly'][1]})"
+        """Nothing when the hourly group runs once an hour; with a shorter interval, keep
+        one evaluation an hour (the first of the hour)."""
+        every = self.cfg["intervals"]["hourly"][1]
+        return "" if every == HOUR else f"\nand on () (vector(time()) % {HOUR} < {every})"
 
     @staticmethod
     def with_shard(expr: str) -> str:
@@ -508,32 +539,47 @@ class Builder:
                 '    "shard", "$1", "server_id", ".*([0-9][0-9])"\n'
                 ')')
 
+    def clock_hour(self, function: str, metric: str) -> str:
+        """``function`` (``avg_over_time`` | ``max_over_time``) of the 5-minute utilisation
+        over the clock hour before the evaluation: the inner subquery is evaluated at
+        exactly the hour H (the outer one's single point; subquery steps are multiples of
+        their step since the epoch, whatever the group's phase) and its twelve points
+        H-55m … H each see the 5-minute bucket ending there, so together they tile
+        [H-1h, H). ``59m59s`` keeps exactly twelve points on Prometheus 2 (closed ranges)
+        and 3 (left-open); ``last_over_time`` takes H where a closed ``[1h:1h]`` also
+        holds H-1h."""
+        raw = textwrap.indent(self.raw_utilisation(metric), " " * 12)
+        return self.q(f"""
+            last_over_time(
+                $function(
+                    (
+            $raw
+                    )[{HOURLY_INNER}:{HOURLY_STEP}]
+                )[1h:1h]
+            )$cond""", function=function, raw=raw,
+                      cond=self.hourly_condition())
+
     def hourly(self) -> list[Record]:
         out = []
+        when = ("Clock-aligned: the hour [H-1h, H) before the evaluation, whatever the "
+                "evaluation's phase or when the history was loaded; one sample per hour, "
+                "stamped in the hour after it.")
         for metric in ("cpu", "memory"):
-            ratio = f"source_server_id:{metric}_utilisation:ratio"
             name = "CPU" if metric == "cpu" else "Memory"
             lower = "CPU" if metric == "cpu" else "memory"
             out.append(Record(f"source_server_id:{metric}_utilisation:avg1h", self.with_shard(
-                self.q("""
-                (
-                    sum by ($ID) (sum_over_time($ratio[1h]))
-                  /
-                    sum by ($ID) (count_over_time($ratio[1h]))
-                )
-                $cond""", ratio=ratio, cond=self.hourly_condition())), "ratio 0-1",
-                f"{name} utilisation averaged over the past hour. One sample per hour (written "
-                "by the first evaluation of each hour): the input of the 30-day figures. Read "
-                "it with a range (`[1h]` or longer), not as an instant vector. Label `shard` "
-                "(the last two digits of `server_id`) lets each 30-day group select its "
-                "servers by an exact label match.",
+                self.clock_hour("avg_over_time", metric)), "ratio 0-1",
+                f"{name} utilisation averaged over the clock hour before (its twelve 5-minute "
+                f"buckets): the input of the 30-day figures. {when} Read it with a range "
+                "(`[1h]` or longer), not as an instant vector. Label `shard` (the last two "
+                "digits of `server_id`) lets each 30-day group select its servers by an "
+                "exact label match.",
                 "source, server_id, shard"))
             out.append(Record(f"source_server_id:{metric}_utilisation:max1h", self.with_shard(
-                self.q("""
-                max by ($ID) (max_over_time($ratio[1h]))
-                $cond""", ratio=ratio, cond=self.hourly_condition())), "ratio 0-1",
-                f"Highest 5-minute {lower} utilisation of the past hour; one sample per "
-                "hour like `avg1h`.", "source, server_id, shard"))
+                self.clock_hour("max_over_time", metric)), "ratio 0-1",
+                f"Highest 5-minute {lower} utilisation of the clock hour before (the busiest "
+                "of its twelve 5-minute buckets); one sample per hour like `avg1h`.",
+                "source, server_id, shard"))
         return out
 
     FIGURES = {

@@ -87,8 +87,8 @@ RETENTION = "40d"  # >= 35 d: the 30-day windows plus margin
 
 # The live demo rules: a copy of the committed files in which group intervals are 2 s
 # (so the 30-day figures and alerts are there within seconds of the start) except the
-# hourly group, whose rules write one sample in the first 5 minutes of every hour and
-# must keep their 5 minutes; alert `for` durations are divided by 60 (minutes become
+# hourly group, whose rules write one sample an hour (the clock hour before) and keep
+# their hour; alert `for` durations are divided by 60 (minutes become
 # seconds: the 1-hour InfraScopeServerIdle fires after a minute).
 DEMO_INTERVAL = "2s"
 KEEP_INTERVAL = {"infrascope-utilisation-hourly"}

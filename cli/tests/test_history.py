@@ -125,7 +125,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(simulator: dict[str, Any],
     before = sim_requests(simulator["url"])
     assert main(load_args(simulator, data, "--dry-run")) == 0
     out = capfd.readouterr().out
-    assert "history load plan:" in out and "rule pass 3:" in out
+    # pass 1: the per-server inputs and the hourly rules (they read the raw inputs);
+    # pass 2: the per-minute ratios that read pass 1's records
+    assert "history load plan:" in out and "rule pass 2:" in out and "rule pass 3" not in out
     assert f"{DAYS * 12} metrics requests" in out  # one 500-point request per server a day
     assert list(data.iterdir()) == [] and not (tmp_path / "infrascope-history").exists()
     assert sim_requests(simulator["url"]) == before  # no metrics fetched
@@ -138,20 +140,20 @@ def test_an_interrupted_load_resumes_without_refetching_or_duplicating(
     real = history.rules_to_blocks
     calls = {"n": 0}
 
-    def fail_in_pass_3(rule_file: Path, out: Path, *args: Any, **kwargs: Any) -> list[Path]:
-        if rule_file.parent.name == "pass-3":
+    def fail_in_pass_2(rule_file: Path, out: Path, *args: Any, **kwargs: Any) -> list[Path]:
+        if rule_file.parent.name == "pass-2":
             calls["n"] += 1
             raise history.HistoryError("interrupted (test)")
         return real(rule_file, out, *args, **kwargs)
 
-    monkeypatch.setattr(history, "rules_to_blocks", fail_in_pass_3)
+    monkeypatch.setattr(history, "rules_to_blocks", fail_in_pass_2)
     assert main(load_args(simulator, data, "--jobs", "1")) == 1
     assert calls["n"] >= 1
     state = json.loads((tmp_path / "infrascope-history" / "state.json").read_text())
     assert "backfill" in state["done"]
-    assert any(s.startswith("pass-2:infrascope-utilisation:source_server_id:cpu_utilisation"
-                            ":ratio:") for s in state["done"])
-    assert not any(s.startswith("pass-3") for s in state["done"])
+    assert any(s.startswith("pass-1:infrascope-utilisation-hourly:source_server_id:"
+                            "cpu_utilisation:avg1h:") for s in state["done"])
+    assert not any(s.startswith("pass-2") for s in state["done"])
     partial = blocks(data)
     monkeypatch.setattr(history, "rules_to_blocks", real)
 
@@ -159,7 +161,8 @@ def test_an_interrupted_load_resumes_without_refetching_or_duplicating(
     assert main(load_args(simulator, data)) == 0
     assert sim_requests(simulator["url"]) == fetched  # the Hetzner backfill was not redone
     done = blocks(data)
-    assert set(partial) <= set(done) and len(done) == len(partial) + 2  # cpu avg1h, max1h
+    # pass 2 only: the CPU ratio (the memory ratio has no agent input here)
+    assert set(partial) <= set(done) and len(done) == len(partial) + 1
     with Prometheus(data, workdir=tmp_path / "check", retention="60d") as prom:
         assert len(hourly_series(prom, state["start"], state["end"])) == CLOUD_SERVERS
 

@@ -76,6 +76,25 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     assert 'job="hcloud"' in text and 'job="node"' in text
 
 
+@pytest.mark.parametrize(("every", "condition"), [
+    ("1h", None), ("5m", "and on () (vector(time()) % 3600 < 300)")])
+def test_hourly_rules_write_one_sample_an_hour_at_any_interval(
+        tmp_path: Path, every: str, condition: str | None) -> None:
+    """Once an hour (the default) every evaluation writes; more often, only the first of
+    the hour. Either way the value is the clock hour before, from the raw inputs."""
+    cfg = config()
+    cfg["intervals"]["hourly"] = every
+    files = generate(tmp_path, cfg, readme=False)
+    groups = yaml.safe_load(files["infrascope-recording.rules.yml"])["groups"]
+    hourly = next(g for g in groups if g["name"] == "infrascope-utilisation-hourly")
+    assert hourly["interval"] == every and len(hourly["rules"]) == 4
+    for rule in hourly["rules"]:
+        expr = rule["expr"]
+        assert ")[59m59s:5m]" in expr and ")[1h:1h]" in expr
+        assert ":ratio" not in expr  # the raw inputs, not the per-minute records
+        assert (condition in expr) if condition else ("vector(time())" not in expr)
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda c: c.update(thresholds={}), "config.thresholds: unknown key"),
     (lambda c: c["tiers"]["cpu"].update(high=0.2), "tiers.cpu: bounds must increase"),
@@ -86,6 +105,7 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
      "min_coverage: expected a number between 0 and 1"),
     (lambda c: c["alerts"].pop("InfraScopeExporterDown"), "alerts.InfraScopeExporterDown: missing"),
     (lambda c: c["intervals"].update(window="10m"), "intervals.window: 10m is above 5m"),
+    (lambda c: c["intervals"].update(hourly="7m"), "intervals.hourly: 7m must divide 1h"),
     (lambda c: c["alerts"]["InfraScopeDiskNearlyFull"][0].update(**{"for": "soon"}),
      "for: 'soon' is not a duration"),
     (lambda c: c["attributes"].remove("location"), "attributes: location is required"),

@@ -37,13 +37,12 @@ How a fleet gets into Prometheus:
 3. **The committed rule files** (``prometheus/rules/*.rules.yml``) are loaded from a
    temporary copy in which only the group ``interval`` is shortened (a second by
    default): same expressions, so the test need not wait four minutes for the 30-day
-   group.
+   group. The hourly group is left out of the copy: step 1 wrote its output.
 
-What keeps the live rules from disturbing the backfilled history: the hourly group
-writes its sample in the first five minutes of every hour from the 1-minute
-``:ratio`` series, and a run that happened to start at 12:02 would add a 721st
-sample made of a few seconds of live data. The expositions therefore hold no live
-utilisation input: no ``hetzner_server_cpu_cores_used`` (Cloud metrics), no
+What keeps the live rules from disturbing the backfilled history: the per-minute
+ratios would otherwise mix live data into what the loader reads (``via``), and in
+production the hourly group would add a 721st sample of the live hour. The
+expositions therefore hold no live utilisation input: no ``hetzner_server_cpu_cores_used`` (Cloud metrics), no
 ``node_memory_MemAvailable_bytes``, and the CPU counters carry a fixed timestamp (the
 exposition is a snapshot taken once), so every scrape repeats the same sample and
 ``rate()`` over them is empty. The loader's instant queries (cores of a dedicated
@@ -568,13 +567,18 @@ class ExpositionServer:
 # ----------------------------------------------------------------------------
 # Rules and configuration
 # ----------------------------------------------------------------------------
+#: The group whose output the harness backfills itself (left out of the live rules).
+HOURLY_GROUP = "infrascope-utilisation-hourly"
+
+
 def rule_files(out_dir: Path, interval: str) -> list[Path]:
     """Copies of ``prometheus/rules/*.rules.yml`` with every group's interval set to
-    ``interval`` (expressions untouched)."""
+    ``interval`` (expressions untouched), without :data:`HOURLY_GROUP`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in sorted(RULES_DIR.glob("*.rules.yml")):
         doc = yaml.safe_load(src.read_text())
+        doc["groups"] = [g for g in doc["groups"] if g["name"] != HOURLY_GROUP]
         for group in doc["groups"]:
             group["interval"] = interval
         dst = out_dir / src.name
@@ -624,8 +628,14 @@ class Scenario:
     def __init__(self, servers: Sequence[FleetServer], workdir: Path, *,
                  rule_interval: str = "1s", scrape_interval: str = SCRAPE_INTERVAL,
                  single_agent_target: bool = False, workers: int = 1,
-                 split_backfill: bool = False) -> None:
+                 split_backfill: bool = False,
+                 load_history: Callable[[Path, str], None] | None = None) -> None:
+        """``load_history(data_dir, exporter_address)``, if given, puts the history into
+        the data directory instead of the harness' hourly backfill (step 1): e.g. raw
+        inputs through ``infrascope history load``. The servers' ``cpu``/``memory``
+        profiles then only say which resources have data."""
         self.servers = list(servers)
+        self.load_history = load_history
         self.workdir = Path(workdir)
         self.rule_interval = rule_interval
         self.scrape_interval = scrape_interval
@@ -694,8 +704,12 @@ class Scenario:
         history.info = [{"job": "hetzner", "instance": address, **info_labels(s)}
                         for s in self.servers]
         data = self.workdir / "data"
-        self.backfill = backfill(history, self.end, data, self.workdir / "backfill",
-                                 workers=self.workers, split=self.split_backfill)
+        if self.load_history is None:
+            self.backfill = backfill(history, self.end, data, self.workdir / "backfill",
+                                     workers=self.workers, split=self.split_backfill)
+        else:
+            data.mkdir(parents=True, exist_ok=True)
+            self.load_history(data, address)
         self.timings["backfill"] = time.monotonic() - t1
         self.http.start()
 

@@ -10,10 +10,10 @@ repository this package is installed from (``make venv``).
 Backfill: ``promtool tsdb create-blocks-from rules`` evaluates rules against a running
 Prometheus, so a rule reading series another rule records can only be evaluated once
 the blocks of that other rule are loaded. :func:`split_passes` orders the recording
-rules into such passes. Only the groups whose *history* the 30-day figures read are
-backfilled (:data:`BACKFILL_GROUPS`): the per-minute ratios and the hourly averages and
-maxima. The 30-day figures, tiers and cost roll-ups are evaluated by Prometheus itself
-over that history once it runs.
+rules into such passes. Only the groups whose *history* is read are backfilled
+(:data:`BACKFILL_GROUPS`): the hourly averages and maxima (the 30-day figures' input)
+and the per-minute ratios (the charts'). The 30-day figures, tiers and cost roll-ups are
+evaluated by Prometheus itself over that history once it runs.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ RULES_GLOB = "*.rules.yml"
 ENV_RULES_DIR = "INFRASCOPE_RULES_DIR"
 
 # Group -> interval promtool evaluates it at over the history (None: the group's own).
-# The per-minute group runs every 5 minutes: its CPU series are 5-minute rates, so
-# twelve of them tile each hour exactly and the hourly averages stay the same, at a
-# fifth of the evaluations.
+# The per-minute group (what the charts show over the history) runs every 5 minutes, a
+# fifth of the evaluations. The hourly group reads the raw inputs of each clock hour
+# itself (not the per-minute records), so its values do not depend on either group's
+# evaluation phase, which promtool derives from each rule file's path.
 BACKFILL_GROUPS: dict[str, str | None] = {
     "infrascope-utilisation": "5m",
     "infrascope-utilisation-hourly": None,
