@@ -26,11 +26,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter_testlib import ANALYTICS_TOKEN, WEBSHOP_TOKEN, demo_config_data, refresh_all
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB, TRAFFIC_BYTES_PER_TB
 from infrascope_exporter.config import load_config
 from infrascope_exporter.exporter import Exporter
 from infrascope_exporter.model import CloudServer, Pricing, Resource, ServerType, TypePrice
 from infrascope_exporter.pricing import (
-    TIB,
     billed_hours,
     cloud_server_cost,
     dedicated_monthly_price,
@@ -48,6 +48,7 @@ from infrascope_sim.server import Endpoints, running
 from infrascope_sim.state import Simulator
 
 D = Decimal
+TIB = 2**40  # the traffic TB of the API's included_traffic, written out: checks the contract
 CENT = D("0.01")
 
 
@@ -401,7 +402,8 @@ def test_dedicated_without_catalogue_is_unknown(tmp_path: Path) -> None:
 # Pure unit tests of pricing.py.
 # ---------------------------------------------------------------------------
 CX33_FSN1 = TypePrice("fsn1", D("0.0096"), D("5.99"), 20 * 2**40, D("1.00"))
-CX33 = ServerType(104, "cx33", "cost_optimized", 4, 8 * 2**30, 80 * 2**30, "shared", "x86",
+CX33 = ServerType(104, "cx33", "cost_optimized", 4, 8 * MEMORY_BYTES_PER_GB,
+                  80 * DISK_BYTES_PER_GB, "shared", "x86",
                   {"fsn1": CX33_FSN1}, {})
 PRICING = Pricing(
     currency="EUR", vat_rate=D("19"), backup_percentage=D("20"),
@@ -500,7 +502,7 @@ def test_price_override_scales_hourly() -> None:
 def test_traffic_overage_uses_tib_and_per_tb_price() -> None:
     mid = ts("2026-11-16T00:00:00Z")  # 15 of 30 days: projection doubles
     t = traffic_projection(server("2025-01-01T00:00:00Z", outgoing=11 * TIB), CX33_FSN1, mid)
-    assert TIB == 2**40
+    assert TRAFFIC_BYTES_PER_TB == TIB
     assert t.projected_bytes == 22 * TIB
     assert t.included_bytes == 20 * TIB  # server reports 0: the price's included traffic
     assert t.overage_cost == D("2.00")  # 2 TiB × 1.00

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrascope_core import contract
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB, TRAFFIC_BYTES_PER_TB
 from infrascope_exporter.backfill import metric_templates
 from infrascope_exporter.exposition import render
 from infrascope_exporter.families import (
@@ -44,9 +45,10 @@ from infrascope_exporter.snapshot import (
 
 NOW = datetime(2026, 11, 17, 9, 30, tzinfo=UTC).timestamp()
 CREATED = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-GIB = 1024**3
-CX22 = ServerType(1, "cx22", "shared", 2, 4 * GIB, 40 * GIB, "shared", "x86",
-                  {"fsn1": TypePrice("fsn1", D("0.006"), D("3.79"), 20 * 2**40, D("1.00"))},
+CX22 = ServerType(1, "cx22", "shared", 2, 4 * MEMORY_BYTES_PER_GB, 40 * DISK_BYTES_PER_GB,
+                  "shared", "x86",
+                  {"fsn1": TypePrice("fsn1", D("0.006"), D("3.79"), 20 * TRAFFIC_BYTES_PER_TB,
+                                     D("1.00"))},
                   {"fsn1": TypeLocation(True, True, False)})
 PRICING = Pricing("EUR", D("19"), D("20"), D("0.044"), D("0.011"), {}, {}, {}, {})
 
@@ -54,7 +56,8 @@ PRICING = Pricing("EUR", D("19"), D("20"), D("0.044"), D("0.011"), {}, {}, {}, {
 def cloud_server(server_id: int, location: str = "fsn1") -> CloudServer:
     return CloudServer("shop", server_id, f"web-{server_id}", "running", CREATED, CX22,
                        location, "eu-central", {"env": "prod"}, True, "192.0.2.1", None, None,
-                       None, (), 40 * GIB, 20 * 2**40, 10**9, 2 * 10**9, "debian-12")
+                       None, (), 40 * DISK_BYTES_PER_GB, 20 * TRAFFIC_BYTES_PER_TB, 10**9,
+                       2 * 10**9, "debian-12")
 
 
 def snapshot(*servers: CloudServer, metrics: dict[int, MetricsSample] | None = None,

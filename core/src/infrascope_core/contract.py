@@ -46,6 +46,42 @@ def excluded_fstypes_regex() -> str:
     return "|".join(EXCLUDED_FSTYPES)
 
 
+# ---- units: the provider's "GB" and "TB" in bytes -------------------------------------
+# The Hetzner APIs give sizes as bare numbers of "GB" or "TB"; every *_bytes series is in
+# bytes. Each conversion has one owner, here: the exporter, the simulator and the
+# recommender's texts use these. The tests that check a unit against an independent
+# model of the machine keep their own literal on purpose (else they would check nothing).
+# Source of the field texts quoted: the Hetzner Cloud API reference
+# (https://docs.hetzner.cloud/), as the official hcloud-python client repeats it.
+
+DISK_BYTES_PER_GB = 10**9
+"""Disks are decimal GB. ``server_types[].disk``: "Disk size a server of this type will
+have in GB"; ``servers[].primary_disk_size`` (GB) "Size of the primary Disk";
+``volumes[].size``: "Size in GB of the Volume". Storage is sold in decimal GB (a Robot
+product's "2 x 512 GB NVMe SSD" are 512·10^9-byte drives). Converts the API's figure for
+``hetzner_server_disk_bytes``, ``hetzner_server_type_disk_bytes`` and the neutral
+``source_server_id:server_disk_bytes:normalised`` /
+``server_type:server_type_disk_bytes:normalised``. Checked by
+``recommender/tests/test_scenario_disk_units.py::test_disk_sizes_match_the_agents_filesystems``:
+on a real Prometheus the agent's ``/`` filesystem (modelled independently: ext4 on an
+N GB disk, N·10^9 bytes less 2 %) is 95-100 % of the recorded disk size (with GiB: 91 %)."""
+MEMORY_BYTES_PER_GB = 2**30
+"""Memory is binary GB (GiB). ``server_types[].memory``: "Memory a server of this type
+will have in GB" (a float); a server is given that many GiB (a cx23's "4 GB" are 4 GiB of
+RAM, the guest's ``MemTotal`` that less what the kernel reserves), as every hypervisor
+and DIMM counts. Converts the API's figure for ``hetzner_server_memory_bytes`` and
+``hetzner_server_type_memory_bytes``. Checked by
+``recommender/tests/test_scenario_disk_units.py::test_memory_sizes_match_the_agents_memtotal``
+(the agent's ``MemTotal``, modelled independently in GiB, against the recorded size)."""
+TRAFFIC_BYTES_PER_TB = 2**40
+"""Traffic is binary TB (TiB). ``server_types[].prices[].included_traffic`` "Free traffic
+per month in bytes" and ``servers[].included_traffic``: a server's "20 TB" is
+21990232555520 = 20·2^40 bytes there; ``price_per_tb_traffic`` is per that TB. Used by
+the exporter's traffic overage and the simulator's included traffic. Checked by
+``exporter/tests/test_exporter_cost.py::test_traffic_overage_uses_tib_and_per_tb_price``
+(10.5·10^12 bytes, projected to 21·10^12, are no overage of 20 TB)."""
+
+
 # ---- components ------------------------------------------------------------------
 
 EXPORTER = "exporter"
@@ -169,7 +205,8 @@ _EXPORTER = (
        'Memory of the server type.',
        ID, EXPORTER, INVENTORY, cached=True),
     _g('hetzner_server_disk_bytes', 'bytes',
-       "Primary disk size (may exceed or trail the type's disk after a rescale).",
+       "Primary disk size (the API's GB × 10^9; may exceed or trail the type's disk after "
+       "a rescale).",
        ID, EXPORTER, INVENTORY, cached=True),
     _g('hetzner_server_created_timestamp_seconds', 'seconds',
        'When the server was created.',
@@ -243,7 +280,7 @@ _EXPORTER = (
        'Memory of a server type.',
        ('server_type',), EXPORTER, CATALOGUE, cached=True),
     _g('hetzner_server_type_disk_bytes', 'bytes',
-       'Disk of a server type.',
+       "Disk of a server type (the API's GB × 10^9).",
        ('server_type',), EXPORTER, CATALOGUE, cached=True),
     _g('hetzner_server_type_monthly_price_euros', 'euros',
        'Monthly price of a server type in a location (new orders).',
@@ -567,7 +604,7 @@ _NEUTRAL = (
     _n("source_server_id", "server_memory_bytes", "bytes",
        "Memory of the server.", PROVIDER_ID),
     _n("source_server_id", "server_disk_bytes", "bytes",
-       "Primary disk size of the server.", PROVIDER_ID),
+       "Primary disk size of the server (the API's GB × 10^9).", PROVIDER_ID),
     _n("source_server_id", "server_price_known", "",
        "1 if the server's price is known (else no cost series).", PROVIDER_ID),
     _n("source_server_id", "server_monthly_cost_euros", "euros",
@@ -596,7 +633,7 @@ _NEUTRAL = (
     _n("server_type", "server_type_memory_bytes", "bytes",
        "Memory of a server type.", ("provider", "server_type")),
     _n("server_type", "server_type_disk_bytes", "bytes",
-       "Disk of a server type.", ("provider", "server_type")),
+       "Disk of a server type (the API's GB × 10^9).", ("provider", "server_type")),
     _n("server_type_location", "server_type_monthly_price_euros", "euros",
        "Monthly price of a server type in a location (new orders).",
        ("provider", "server_type", "location")),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-GB = 1024**3  # Hetzner's GB for memory and disks are GiB
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB
 
 
 class RecordError(ValueError):
@@ -134,8 +134,8 @@ def parse_server_type(raw: Any, mode: str) -> ServerType:
         name=_req(raw, "name", str, what),
         category=str(raw.get("category") or ""),
         cores=_req(raw, "cores", int, what),
-        memory_bytes=int(round(float(memory) * GB)),
-        disk_bytes=int(_req(raw, "disk", int, what)) * GB,
+        memory_bytes=int(round(float(memory) * MEMORY_BYTES_PER_GB)),
+        disk_bytes=int(_req(raw, "disk", int, what)) * DISK_BYTES_PER_GB,
         cpu_type=str(raw.get("cpu_type") or ""),
         architecture=str(raw.get("architecture") or ""),
         prices=prices,
@@ -205,7 +205,8 @@ def parse_cloud_server(raw: Any, project: str, mode: str) -> CloudServer:
         ipv6_net=ipv6.get("ip") if isinstance(ipv6, Mapping) else None,
         ipv6_id=ipv6.get("id") if isinstance(ipv6, Mapping) else None,
         private_nets=tuple(private),
-        primary_disk_bytes=(disk if isinstance(disk, int) else stype.disk_bytes // GB) * GB,
+        primary_disk_bytes=(disk if isinstance(disk, int)
+                            else stype.disk_bytes // DISK_BYTES_PER_GB) * DISK_BYTES_PER_GB,
         included_traffic=opt_int("included_traffic") or 0,
         outgoing_traffic=opt_int("outgoing_traffic"),
         ingoing_traffic=opt_int("ingoing_traffic"),

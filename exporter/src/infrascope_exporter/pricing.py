@@ -14,7 +14,8 @@ Billing rules applied (per resource, for the current calendar month in UTC):
   twice. Automatic backup images cost nothing extra (the surcharge pays them).
 - Traffic: outgoing bytes so far this month, extrapolated to the month's end,
   above the server's included traffic, at the location's price per TB
-  (Hetzner's TB here is 2^40 bytes, as ``included_traffic`` values show).
+  (Hetzner's TB here is 2^40 bytes, as ``included_traffic`` values show:
+  :data:`infrascope_core.contract.TRAFFIC_BYTES_PER_TB`).
 - Dedicated servers cost their monthly price (configured per server or per
   product, or the Robot catalogue's list price).
 """
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from infrascope_core.contract import TRAFFIC_BYTES_PER_TB
+
 from .model import CloudServer, DedicatedProduct, DedicatedServer, Pricing, Resource, TypePrice
 
-TIB = 2**40
 CENT = Decimal("0.01")
 
 
@@ -173,7 +175,7 @@ def traffic_projection(server: CloudServer, price: TypePrice, now: float) -> Tra
         projected = int(outgoing * (end - begin) / elapsed)
     over = max(0, projected - included)
     return Traffic(included, outgoing, projected,
-                   Decimal(over) / TIB * price.per_tb_traffic)
+                   Decimal(over) / TRAFFIC_BYTES_PER_TB * price.per_tb_traffic)
 
 
 def dedicated_monthly_price(server: DedicatedServer, *, by_server: Mapping[int, Decimal],

@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import GB, CloudServer, DedicatedServer
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB
+
+from .model import CloudServer, DedicatedServer
 from .snapshot import Snapshot
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -62,8 +64,8 @@ def cloud_group(server: CloudServer, mode: str, port: int) -> dict[str, Any] | N
         "__meta_hetzner_hcloud_server_type": t.name,
         "__meta_hetzner_hcloud_cpu_cores": str(t.cores),
         "__meta_hetzner_hcloud_cpu_type": t.cpu_type,
-        "__meta_hetzner_hcloud_memory_size_gb": f"{t.memory_bytes / GB:g}",
-        "__meta_hetzner_hcloud_disk_size_gb": str(server.primary_disk_bytes // GB),
+        "__meta_hetzner_hcloud_memory_size_gb": f"{t.memory_bytes / MEMORY_BYTES_PER_GB:g}",
+        "__meta_hetzner_hcloud_disk_size_gb": str(server.primary_disk_bytes // DISK_BYTES_PER_GB),
         "__meta_hetzner_hcloud_image_name": server.image,
         "__meta_hetzner_hcloud_project": server.project,
     }
