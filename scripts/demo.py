@@ -62,6 +62,7 @@ from typing import Any
 import yaml
 
 from infrascope_cli.history import plan_range
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB
 from infrascope_core.durations import parse_duration
 from infrascope_core.procfs import proc_status
 from infrascope_core.prometheus import free_port
@@ -357,8 +358,8 @@ class Demo:
             "number": THIS_MACHINE_NUMBER, "name": THIS_MACHINE_NAME,
             "product": "this machine", "dc": "FSN1-DC1",
             "cores": os.cpu_count() or 1,
-            "memory_gb": max(1, round(pages / 1024**3)),
-            "disk_gb": max(1, round(shutil.disk_usage("/").total / 1e9)),
+            "memory_gb": max(1, round(pages / MEMORY_BYTES_PER_GB)),
+            "disk_gb": max(1, round(shutil.disk_usage("/").total / DISK_BYTES_PER_GB)),
             "paid_until": "2026-12-31",
             # Nothing to pay: it is the machine the demo runs on. Priced, so the
             # bill and the roll-ups know it (an unpriced server is flagged).

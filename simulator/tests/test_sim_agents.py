@@ -61,6 +61,10 @@ def test_memory_filesystem_and_identity(fleet) -> None:
     assert 1 - avail / total == pytest.approx(server.workload.mem_at(NOW), abs=1e-6)
     fs = (("device", "/dev/md2"), ("fstype", "ext4"), ("mountpoint", "/"))
     assert parsed[("node_filesystem_avail_bytes", fs)] < parsed[("node_filesystem_size_bytes", fs)]
+    # the product's 3840 GB of disk are decimal GB; ext4 keeps 2 % (whole 4 KiB blocks)
+    assert server.disk_gb == 3840
+    assert parsed[("node_filesystem_size_bytes", fs)] == pytest.approx(3840 * 10**9 * 0.98,
+                                                                       abs=4096)
     uname = [labels for (name, labels) in parsed if name == "node_uname_info"][0]
     assert dict(uname)["nodename"] == "db-primary"
     assert ("node_boot_time_seconds", ()) in parsed
@@ -69,6 +73,18 @@ def test_memory_filesystem_and_identity(fleet) -> None:
                     "state": "active", "sub_state": "running"}]
     ports = [dict(labels) for (name, labels) in parsed if name == "infrascope_listen_port_info"]
     assert ports[0]["port"] == "5432" and ports[0]["process"] == "postgresql"
+
+
+def test_the_root_filesystem_is_the_primary_disk_in_decimal_gb(fleet) -> None:
+    """A Cloud server's ``/`` is its primary disk (the API's ``primary_disk_size``, kept at
+    160 GB by a CPU/RAM-only upgrade to a ccx33, whose own disk is 240 GB) in GB of 10^9
+    bytes, less ext4's 2 %: what the exporter's ``hetzner_server_disk_bytes`` must match."""
+    server = fleet.find("cloud", 41000103)  # shop-db-1
+    assert (server.server_type.disk_gb, server.primary_disk_size) == (240, 160)
+    fs = (("device", "/dev/sda1"), ("fstype", "ext4"), ("mountpoint", "/"))
+    size = samples(render_agent(server, NOW))[("node_filesystem_size_bytes", fs)]
+    assert size == pytest.approx(160 * 10**9 * 0.98, abs=4096)
+    assert size % 4096 == 0
 
 
 def test_counters_reset_only_at_reboot(fleet) -> None:

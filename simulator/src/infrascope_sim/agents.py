@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from infrascope_core.contract import DISK_BYTES_PER_GB
 from infrascope_core.exposition import TEXT_CONTENT_TYPE, TextExposition
 
 from .fleet import CloudServer, DedicatedServer
@@ -29,6 +30,10 @@ CPU_MODE_SHARES = {  # share of busy time per mode; idle is the rest
     "user": 0.72, "nice": 0.01, "system": 0.17, "iowait": 0.04, "irq": 0.01, "softirq": 0.03,
     "steal": 0.02,
 }
+
+EXT4_OVERHEAD = 0.02
+"""Share of a disk that ext4 keeps for itself (inode tables, journal): ``/`` of an N GB
+disk is ``N × DISK_BYTES_PER_GB × (1 - EXT4_OVERHEAD)`` bytes, in whole 4 KiB blocks."""
 
 Server = CloudServer | DedicatedServer
 
@@ -73,7 +78,7 @@ def render_agent(server: Server, now: float) -> str:
         out.family(f"node_memory_{field}_bytes", "gauge",
                    f"Memory information field {field}_bytes.", [({}, value)])
 
-    disk_bytes = (int(server.disk_gb * 1024**3 * 0.98) // 4096) * 4096
+    disk_bytes = (int(server.disk_gb * DISK_BYTES_PER_GB * (1 - EXT4_OVERHEAD)) // 4096) * 4096
     device = "/dev/sda1" if cloud else "/dev/md2"
     fs = {"device": device, "fstype": "ext4", "mountpoint": "/"}
     used = min(0.99, w.params.disk_used_ratio)

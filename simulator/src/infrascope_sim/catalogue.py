@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any
 
+from infrascope_core.contract import TRAFFIC_BYTES_PER_TB
+
 TEN_PLACES = Decimal("0.0000000001")
 HOURS_PER_MONTH_PRICE_DIVISOR = Decimal(624)
 VAT_RATE = Decimal("19.00")
 
-TB = 2**40  # Hetzner's "20 TB" is 21990232555520 bytes in the API
-INCLUDED_TRAFFIC_EU = 20 * TB
-INCLUDED_TRAFFIC_US = 1 * TB
-INCLUDED_TRAFFIC_SIN = TB // 2
+# Hetzner's "20 TB" is 21990232555520 bytes in the API (TB = 2^40)
+INCLUDED_TRAFFIC_EU = 20 * TRAFFIC_BYTES_PER_TB
+INCLUDED_TRAFFIC_US = 1 * TRAFFIC_BYTES_PER_TB
+INCLUDED_TRAFFIC_SIN = TRAFFIC_BYTES_PER_TB // 2
 
 
 def money(value: Decimal | str | int) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from infrascope_core.contract import MEMORY_BYTES_PER_GB
+
 from .catalogue import LOAD_BALANCER_TYPES, LOCATIONS, ROBOT_PRODUCTS, SERVER_TYPES, ServerType
 from .workload import Workload, params_from_config
 
@@ -159,7 +161,7 @@ class CloudServer:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self.server_type.memory_gb * 1024**3)
+        return int(self.server_type.memory_gb * MEMORY_BYTES_PER_GB)
 
     @property
     def disk_gb(self) -> int:
@@ -208,7 +210,7 @@ class DedicatedServer:
 
     @property
     def memory_bytes(self) -> int:
-        return self.memory_gb * 1024**3
+        return self.memory_gb * MEMORY_BYTES_PER_GB
 
 
 @dataclass
