@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB
+
 from ..model import (
     Action,
     Exclusion,
@@ -29,7 +31,6 @@ from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
 if TYPE_CHECKING:
     from ..thresholds import ConfidenceBands, Thresholds
 
-GiB = 1024 ** 3
 _LEVELS: tuple[Level, ...] = ("high", "medium", "low")
 
 
@@ -47,12 +48,13 @@ def num(value: float, digits: int = 2) -> str:
 
 
 def gib(size: float) -> str:
-    return f"{num(size / GiB, 1)} GiB"
+    """Memory in GiB, the unit of the provider's memory GB (``MEMORY_BYTES_PER_GB``)."""
+    return f"{num(size / MEMORY_BYTES_PER_GB, 1)} GiB"
 
 
 def gb(size: float) -> str:
-    """Disks in Hetzner's GB (10^9 bytes)."""
-    return f"{num(size / 1e9, 0)} GB"
+    """Disks in the provider's GB (``DISK_BYTES_PER_GB``: 10^9 bytes), as it sells them."""
+    return f"{num(size / DISK_BYTES_PER_GB, 0)} GB"
 
 
 def eur(amount: Decimal) -> str:

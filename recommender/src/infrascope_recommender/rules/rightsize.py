@@ -29,6 +29,7 @@ from ._common import (
     downsize_options,
     eur,
     exclusion,
+    gb,
     in_order,
     no_catalogue,
     no_price,
@@ -135,7 +136,7 @@ class RightsizeRule:
                 alt = anywhere.candidate.type
                 reasons.append(Reason(
                     f"{alt.name} would save {eur(chosen.projected - anywhere.projected)} a "
-                    f"month more, but its {alt.disk_bytes // 10 ** 9} GB disk is smaller than "
+                    f"month more, but its {gb(alt.disk_bytes)} disk is smaller than "
                     f"{server.name}'s and Hetzner cannot shrink a disk: it would need a new "
                     "server and a migration",
                     {"alternative": alt.name,
