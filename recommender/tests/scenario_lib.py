@@ -33,7 +33,11 @@ How a fleet gets into Prometheus:
    every agent's series and ``honor_labels``, for fleets too big for a target
    each). Agent series: ``node_memory_MemTotal_bytes``, ``node_cpu_seconds_total``
    (one ``cpu`` per core), ``node_filesystem_{size,avail,free}_bytes`` of ``/`` and
-   ``infrascope_service_info``.
+   ``infrascope_service_info``. Sizes on the exporter's side are what the exporter's
+   own parsing (``infrascope_exporter.model``) makes of the catalogue's API objects;
+   on the agent's side they come from the harness's own model of the machine (an ext4
+   ``/`` on a disk of decimal GB, memory in GiB: "Sizes" below), so the two meet only
+   if the contract's units are right.
 3. **The committed rule files** (``prometheus/rules/*.rules.yml``) are loaded from a
    temporary copy in which only the group ``interval`` is shortened (a second by
    default): same expressions, so the test need not wait four minutes for the 30-day
@@ -54,6 +58,7 @@ exactly what the backfill wrote. The price: ``source_server_id:cpu_utilisation:r
 
 from __future__ import annotations
 
+import functools
 import gzip
 import http.server
 import json
@@ -76,6 +81,7 @@ import yaml
 from infrascope_cli.history import openmetrics_to_blocks
 from infrascope_core.exposition import OpenMetricsWriter, TextExposition
 from infrascope_core.prometheus import Prometheus, block_stats
+from infrascope_exporter import model as exporter_model
 from infrascope_sim.catalogue import (
     BACKUP_PERCENTAGE,
     LOCATIONS,
@@ -88,7 +94,6 @@ from infrascope_sim.catalogue import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"
-GIB = 1024**3
 HOUR = 3600
 HOURS_30D = 720
 BLOCK = 54 * HOUR  # promtool --max-block-duration=72h writes 54-hour blocks
@@ -173,6 +178,46 @@ def stats(avg1h: FloatArray, max1h: FloatArray) -> Stats:
 
 
 # ----------------------------------------------------------------------------
+# Sizes: what the exporter makes of the API, and what the machine shows its agent
+# ----------------------------------------------------------------------------
+# The exporter's side goes through the exporter's own parsing of the API objects
+# (``infrascope_exporter.model``, with the units of ``infrascope_core.contract``). The
+# agent's side is this harness's own model of the machine, written out here and not
+# taken from the contract, so that ``test_scenario_disk_units.py`` compares two
+# independent paths: a unit changed in the contract shows up as a mismatch.
+MACHINE_BYTES_PER_DISK_GB = 10**9
+"""A disk sold as N GB holds N·10^9 bytes."""
+MACHINE_BYTES_PER_MEMORY_GB = 2**30
+"""A server with N GB of memory has N GiB."""
+MACHINE_EXT4_SHARE = 0.98
+"""The share of a disk an ext4 filesystem on it offers (the rest: inodes, journal)."""
+MACHINE_BLOCK = 4096
+
+
+def root_filesystem_bytes(disk_gb: float) -> int:
+    """``node_filesystem_size_bytes`` of ``/``: an ext4 over the whole disk."""
+    return (int(disk_gb * MACHINE_BYTES_PER_DISK_GB * MACHINE_EXT4_SHARE) // MACHINE_BLOCK
+            * MACHINE_BLOCK)
+
+
+@functools.cache
+def exporter_type(name: str) -> exporter_model.ServerType:
+    """A type of the simulator's catalogue as the exporter parses its API object."""
+    return exporter_model.parse_server_type(SERVER_TYPES[name].to_api(), "net")
+
+
+@functools.cache
+def exporter_primary_disk_bytes(server_type: str, disk_gb: int) -> int:
+    """``primary_disk_bytes`` the exporter parses from a server of the API with this
+    type and ``primary_disk_size``."""
+    stype = SERVER_TYPES[server_type]
+    raw = {"id": 1, "name": "harness", "status": "running", "created": "2025-01-01T00:00:00Z",
+           "location": {"name": stype.locations[0]}, "server_type": stype.to_api(),
+           "primary_disk_size": disk_gb}
+    return exporter_model.parse_cloud_server(raw, "harness", "net").primary_disk_bytes
+
+
+# ----------------------------------------------------------------------------
 # The fleet
 # ----------------------------------------------------------------------------
 @dataclass
@@ -203,7 +248,7 @@ class FleetServer:
     agent: bool = True
     cores: int | None = None
     memory_gb: float | None = None
-    disk_used_gb: float = 10.0  # the agent's "/" filesystem: used
+    disk_used_gb: float = 10.0  # the agent's "/" filesystem: used (GB of 10^9 bytes)
     services: tuple[tuple[str, str], ...] = ()  # (kind, name) the agent found
     monthly_price: Decimal | None = None  # dedicated: configured monthly price
     datacenter: str = ""  # dedicated: e.g. FSN1-DC14
@@ -226,20 +271,44 @@ class FleetServer:
         return ROBOT_PRODUCTS[self.server_type].cores
 
     @property
-    def memory_bytes(self) -> int:
+    def machine_memory_gb(self) -> float:
+        """The GB of memory the machine has (the type's, the product's, or ``memory_gb``)."""
         if self.memory_gb is not None:
-            return int(round(self.memory_gb * GIB))
+            return self.memory_gb
         if self.cloud:
-            return int(round(SERVER_TYPES[self.server_type].memory_gb * GIB))
-        return ROBOT_PRODUCTS[self.server_type].memory_gb * GIB
+            return SERVER_TYPES[self.server_type].memory_gb
+        return ROBOT_PRODUCTS[self.server_type].memory_gb
+
+    @property
+    def machine_disk_gb(self) -> int:
+        """The GB of its disk: the primary disk (``disk_gb``, else the type's) of a Cloud
+        server, the product's disk of a dedicated one."""
+        if self.disk_gb is not None:
+            return self.disk_gb
+        if self.cloud:
+            return SERVER_TYPES[self.server_type].disk_gb
+        return ROBOT_PRODUCTS[self.server_type].disk_gb
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the agent measures: ``MemTotal`` (the harness's machine model)."""
+        return int(round(self.machine_memory_gb * MACHINE_BYTES_PER_MEMORY_GB))
+
+    @property
+    def root_filesystem_bytes(self) -> int:
+        """What the agent measures: the size of ``/`` (the harness's machine model)."""
+        return root_filesystem_bytes(self.machine_disk_gb)
+
+    @property
+    def exporter_memory_bytes(self) -> int:
+        """``hetzner_server_memory_bytes`` of a Cloud server: the exporter's own parsing."""
+        return exporter_type(self.server_type).memory_bytes
 
     @property
     def primary_disk_bytes(self) -> int:
-        if self.disk_gb is not None:
-            return self.disk_gb * GIB
-        if self.cloud:
-            return SERVER_TYPES[self.server_type].disk_gb * GIB
-        return ROBOT_PRODUCTS[self.server_type].disk_gb * GIB
+        """``hetzner_server_disk_bytes`` of a Cloud server: the exporter's own parsing of
+        the API's ``primary_disk_size``."""
+        return exporter_primary_disk_bytes(self.server_type, self.machine_disk_gb)
 
     def cost_components(self) -> dict[str, Decimal]:
         """``hetzner_server_monthly_cost_breakdown_euros`` (net, a whole month)."""
@@ -434,7 +503,7 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
               {**ids, **{f"label_{k}": v for k, v in sorted(s.labels.items())}}, 1)
         if s.cloud:
             e.add("hetzner_server_cpu_cores", ids, s.type_cores)
-            e.add("hetzner_server_memory_bytes", ids, s.memory_bytes)
+            e.add("hetzner_server_memory_bytes", ids, s.exporter_memory_bytes)
             e.add("hetzner_server_disk_bytes", ids, s.primary_disk_bytes)
             e.add("hetzner_server_created_timestamp_seconds", ids, 1_700_000_000)
             e.add("hetzner_server_backups_enabled", ids, int(s.backups))
@@ -454,8 +523,9 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
                                            "architecture": t.architecture,
                                            "category": t.category}, 1)
         e.add("hetzner_server_type_cpu_cores", tl, t.cores)
-        e.add("hetzner_server_type_memory_bytes", tl, int(round(t.memory_gb * GIB)))
-        e.add("hetzner_server_type_disk_bytes", tl, t.disk_gb * GIB)
+        parsed = exporter_type(t.name)
+        e.add("hetzner_server_type_memory_bytes", tl, parsed.memory_bytes)
+        e.add("hetzner_server_type_disk_bytes", tl, parsed.disk_bytes)
         for loc in t.locations:
             ll = {**tl, "location": loc}
             e.add("hetzner_server_type_monthly_price_euros", ll, _money(t.monthly_net(loc)))
@@ -495,8 +565,8 @@ def agent_exposition(servers: Iterable[FleetServer], snapshot_ms: int,
             for mode, seconds in (("idle", 9_000_000), ("user", 1_000_000)):
                 e.add("node_cpu_seconds_total", {**ids, "cpu": str(cpu), "mode": mode},
                       seconds, type_="counter", timestamp=snapshot_ms / 1000)
-        size = s.primary_disk_bytes
-        avail = max(0, size - int(s.disk_used_gb * GIB))
+        size = s.root_filesystem_bytes
+        avail = max(0, size - int(s.disk_used_gb * MACHINE_BYTES_PER_DISK_GB))
         fs = {**ids, "device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}
         e.add("node_filesystem_size_bytes", fs, size)
         e.add("node_filesystem_avail_bytes", fs, avail)

@@ -59,7 +59,6 @@ from typing import Any
 
 import pytest
 from scenario_lib import (
-    GIB,
     FleetServer,
     Profile,
     Scenario,
@@ -454,10 +453,10 @@ def test_memory_sizes_reach_the_recommender(scenarios: Scenarios, tmp_path: Path
     result, _ = run_engine(scenarios.crafted, tmp_path / "state.db")
     servers = {str(k): s for k, s in result.fleet.servers.items()}
     build = servers["dedicated/2001"]
-    assert (build.cores, build.memory_bytes) == (14, 64 * GIB)
-    assert build.disk_used_bytes == 40 * GIB
-    assert servers["cloud/1002"].disk_bytes == 40 * GIB
-    assert servers["cloud/1004"].disk_bytes == 320 * GIB
+    assert (build.cores, build.memory_bytes) == (14, 64 * 2**30)
+    assert build.disk_used_bytes == 40 * 10**9
+    assert servers["cloud/1002"].disk_bytes == 40 * 10**9
+    assert servers["cloud/1004"].disk_bytes == 320 * 10**9
     assert servers["cloud/1008"].utilisation.memory_avg is None
     assert servers["cloud/1002"].backups is True
     assert servers["cloud/1011"].labels == {"env": "staging"}
