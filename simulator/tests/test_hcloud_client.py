@@ -268,7 +268,96 @@ def test_bad_label_selector_is_invalid_input(served: Endpoints) -> None:
 
 
 # --------------------------------------------------------------------------
-# 4. Server types
+# 4. Placement groups: the list, and the object every server embeds
+# --------------------------------------------------------------------------
+
+PLACEMENT_FLEET = {"cloud": {"projects": [{
+    "name": "ha", "token": "ha-token",
+    "placement_groups": [
+        {"name": "db-spread", "labels": {"role": "db"}, "created": "2025-03-01T08:00:00Z"},
+        {"name": "web-spread", "type": "spread", "labels": {"role": "web"}},
+        {"name": "empty-spread"},
+    ],
+    "servers": [
+        {"name": "db-a", "type": "cx33", "placement_group": "db-spread"},
+        {"name": "db-b", "type": "cx33", "placement_group": "db-spread"},
+        {"name": "web-a", "type": "cx23", "placement_group": "web-spread"},
+        {"name": "web-b", "type": "cx23", "placement_group": "web-spread"},
+        {"name": "web-c", "type": "cx23", "placement_group": "web-spread"},
+        {"name": "lonely", "type": "cx23"},
+    ],
+}]}}
+
+
+def test_placement_groups_page_and_filter_through_the_library(
+        serve_fleet: Callable[..., Endpoints]) -> None:
+    endpoints = serve_fleet(PLACEMENT_FLEET)
+    project = project_named(endpoints.sim, "ha")  # type: ignore[attr-defined]
+    server_ids = {s.name: s.id for s in project.servers}
+    client = hcloud_client(endpoints, "ha-token")
+    client.placement_groups.max_per_page = 2  # get_all pages by 2: two pages
+    groups = client.placement_groups.get_all()
+    assert [(g.id, g.name, g.type) for g in groups] == [
+        (g.id, g.name, "spread") for g in project.placement_groups]
+    by_name = {g.name: g for g in groups}
+    assert by_name["db-spread"].servers == [server_ids["db-a"], server_ids["db-b"]]
+    assert by_name["web-spread"].servers == [server_ids[n] for n in ("web-a", "web-b", "web-c")]
+    assert by_name["empty-spread"].servers == []
+    assert by_name["db-spread"].labels == {"role": "db"}
+    assert by_name["db-spread"].created == datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+    with httpx.Client(base_url=endpoints.control, timeout=10) as control:
+        assert requests_seen(control, "GET /placement_groups", project="ha", status=200) == 2
+
+    assert [g.name for g in client.placement_groups.get_all(label_selector="role=web")] == [
+        "web-spread"]
+    assert [g.name for g in client.placement_groups.get_all(name="empty-spread")] == [
+        "empty-spread"]
+    assert [g.name for g in client.placement_groups.get_all(sort=["name:desc"])] == [
+        "web-spread", "empty-spread", "db-spread"]
+    page = client.placement_groups.get_list(type="spread", page=2, per_page=2)
+    assert [g.name for g in page.placement_groups] == ["empty-spread"]
+    assert page.meta.pagination is not None
+    assert (page.meta.pagination.total_entries, page.meta.pagination.last_page) == (3, 2)
+    with pytest.raises(APIException) as bad_type:
+        client.placement_groups.get_list(type="cluster")
+    assert bad_type.value.code == "invalid_input"
+
+    one = client.placement_groups.get_by_id(by_name["web-spread"].id)
+    assert (one.name, one.servers) == ("web-spread", by_name["web-spread"].servers)
+    with pytest.raises(APIException) as missing:
+        client.placement_groups.get_by_id(1)
+    assert missing.value.code == "not_found"
+
+
+def test_servers_embed_their_placement_group(
+        serve_fleet: Callable[..., Endpoints]) -> None:
+    endpoints = serve_fleet(PLACEMENT_FLEET)
+    client = hcloud_client(endpoints, "ha-token")
+    servers = {s.name: s for s in client.servers.get_all()}
+    db_a = servers["db-a"].placement_group
+    assert db_a is not None
+    # the embedded object is the whole group: nothing more to fetch
+    assert (db_a.name, db_a.type, db_a.labels) == ("db-spread", "spread", {"role": "db"})
+    assert db_a.servers == [servers["db-a"].id, servers["db-b"].id]
+    assert db_a.complete
+    assert servers["web-c"].placement_group is not None
+    assert servers["web-c"].placement_group.name == "web-spread"
+    assert servers["lonely"].placement_group is None
+    with httpx.Client(base_url=endpoints.control, timeout=10) as control:
+        assert requests_seen(control, "GET /placement_groups") == 0
+        assert requests_seen(control, "GET /placement_groups/{id}") == 0
+
+
+def test_demo_servers_are_in_no_placement_group(cloud: httpx.Client) -> None:
+    servers = cloud.get("/servers", params={"per_page": 50}).raise_for_status().json()
+    assert servers["servers"] and all(s["placement_group"] is None for s in servers["servers"])
+    groups = cloud.get("/placement_groups").raise_for_status().json()
+    assert groups["placement_groups"] == []
+    assert groups["meta"]["pagination"]["total_entries"] == 0
+
+
+# --------------------------------------------------------------------------
+# 5. Server types
 # --------------------------------------------------------------------------
 
 
@@ -321,7 +410,7 @@ def test_server_types_parse_with_prices_and_locations(served: Endpoints) -> None
 
 
 # --------------------------------------------------------------------------
-# 5. Pricing (hcloud 2.27 has no pricing client: use its request path)
+# 6. Pricing (hcloud 2.27 has no pricing client: use its request path)
 # --------------------------------------------------------------------------
 
 
@@ -349,7 +438,7 @@ def test_pricing_through_client_request(served: Endpoints) -> None:
 
 
 # --------------------------------------------------------------------------
-# 6. Metrics
+# 7. Metrics
 # --------------------------------------------------------------------------
 
 
@@ -422,7 +511,7 @@ def test_metrics_single_type_and_string_times(
 
 
 # --------------------------------------------------------------------------
-# 7. Rate limiting: the 429 body and the library's retries
+# 8. Rate limiting: the 429 body and the library's retries
 # --------------------------------------------------------------------------
 
 
@@ -485,7 +574,7 @@ def test_library_gives_up_after_five_retries(
 
 
 # --------------------------------------------------------------------------
-# 8. Authentication
+# 9. Authentication
 # --------------------------------------------------------------------------
 
 

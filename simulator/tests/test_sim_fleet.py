@@ -76,11 +76,48 @@ def test_prices_are_decimal_strings_and_hourly_is_capped_by_monthly() -> None:
      "duplicate server name 'a'"),
     ({"robot": {"user": "u", "password": "p", "servers": [{"name": "x", "product": "ZZ1"}]}},
      "product 'ZZ1' is not in the catalogue"),
+    ({"cloud": {"projects": [{"name": "p", "token": "t", "servers": [
+        {"name": "a", "type": "cx23", "placement_group": "db-spread"}]}]}},
+     "servers[0].placement_group: no placement group named 'db-spread' in project p"),
+    ({"cloud": {"projects": [
+        {"name": "p", "token": "t", "placement_groups": [{"name": "db-spread"}]},
+        {"name": "q", "token": "u", "servers": [
+            {"name": "a", "type": "cx23", "placement_group": "db-spread"}]}]}},
+     "cloud.projects[1].servers[0].placement_group: no placement group named 'db-spread' "
+     "in project q"),
+    ({"cloud": {"projects": [{"name": "p", "token": "t", "placement_groups": [
+        {"name": "g", "type": "cluster"}]}]}},
+     "placement_groups[0].type: 'cluster' is not a placement group type (spread)"),
+    ({"cloud": {"projects": [{"name": "p", "token": "t", "placement_groups": [
+        {"name": "g"}, {"name": "g"}]}]}},
+     "placement_groups[1].name: duplicate placement group name 'g'"),
+    ({"cloud": {"projects": [{"name": "p", "token": "t",
+                              "placement_groups": [{"type": "spread"}]}]}},
+     "cloud.projects[0].placement_groups[0]: missing required key 'name'"),
 ])
 def test_bad_fleet_files_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(FleetError) as err:
         load_fleet_data(data)
     assert message in str(err.value)
+
+
+def test_placement_groups_of_a_fleet_file() -> None:
+    fleet = load_fleet_data({"cloud": {"projects": [{
+        "name": "p", "token": "t",
+        "placement_groups": [{"name": "db-spread", "labels": {"role": "db"}},
+                             {"name": "spare", "id": 77, "type": "spread"}],
+        "servers": [{"name": "db-a", "type": "cx23", "placement_group": "db-spread"},
+                    {"name": "web", "type": "cx23"},
+                    {"name": "db-b", "type": "cx23", "placement_group": "db-spread"}],
+    }]}})
+    [project] = fleet.projects
+    db, spare = project.placement_groups
+    assert (db.name, db.type, db.labels, spare.id) == ("db-spread", "spread", {"role": "db"}, 77)
+    servers = {s.name: s for s in project.servers}
+    assert db.server_ids == [servers["db-a"].id, servers["db-b"].id] and spare.server_ids == []
+    assert servers["db-a"].placement_group == servers["db-b"].placement_group == db.id
+    assert servers["web"].placement_group is None
+    assert project.placement_group(db.id) is db and project.placement_group(None) is None
 
 
 def test_generated_fleet_is_deterministic_and_sized() -> None:

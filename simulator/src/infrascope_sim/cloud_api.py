@@ -22,7 +22,17 @@ from starlette.routing import Route
 from . import catalogue
 from .catalogue import LOAD_BALANCER_TYPES, LOCATIONS, SERVER_TYPES, SERVER_TYPES_BY_ID
 from .faults import Fault
-from .fleet import CloudProject, CloudServer, FloatingIP, Image, LoadBalancer, PrimaryIP, Volume
+from .fleet import (
+    PLACEMENT_GROUP_TYPES,
+    CloudProject,
+    CloudServer,
+    FloatingIP,
+    Image,
+    LoadBalancer,
+    PlacementGroup,
+    PrimaryIP,
+    Volume,
+)
 from .http import apply_pre_faults, json_response, pagination_fault, post_faults
 from .labelselector import LabelSelectorError, compile_selector
 from .ratelimit import RateDecision
@@ -113,6 +123,7 @@ def server_json(server: CloudServer, project: CloudProject, sim: Simulator,
     floating = [f.id for f in project.floating_ips if f.server_id == server.id]
     image = _SYSTEM_IMAGE_BY_NAME.get((server.image, stype.architecture))
     outgoing = sim.outgoing_traffic(server, now)
+    group = project.placement_group(server.placement_group)
     return {
         "id": server.id,
         "name": server.name,
@@ -149,8 +160,14 @@ def server_json(server: CloudServer, project: CloudProject, sim: Simulator,
         "volumes": list(server.volume_ids),
         "load_balancers": list(server.load_balancer_ids),
         "primary_disk_size": server.primary_disk_size,
-        "placement_group": None,
+        "placement_group": None if group is None else placement_group_json(group),
     }
+
+
+def placement_group_json(g: PlacementGroup) -> dict[str, Any]:
+    """As ``GET /placement_groups`` lists it and a server embeds it."""
+    return {"id": g.id, "name": g.name, "type": g.type, "servers": list(g.server_ids),
+            "labels": dict(g.labels), "created": iso(g.created)}
 
 
 def volume_json(v: Volume) -> dict[str, Any]:
@@ -339,6 +356,8 @@ class CloudAPI:
             ("/load_balancer_types", "GET /load_balancer_types", self.list_lb_types),
             ("/images", "GET /images", self.list_images),
             ("/images/{id}", "GET /images/{id}", self.get_image),
+            ("/placement_groups", "GET /placement_groups", self.list_placement_groups),
+            ("/placement_groups/{id}", "GET /placement_groups/{id}", self.get_placement_group),
         ]
         routes = [Route(p + path, self._wrap(name, fn), methods=["GET"], name=name)
                   for path, name, fn in table]
@@ -548,6 +567,25 @@ class CloudAPI:
             if item["id"] == wanted:
                 return json_response({"image": item})
         raise ApiError(404, "not_found", f"image with ID '{wanted}' not found")
+
+    def list_placement_groups(self, request: Request, project: CloudProject) -> Response:
+        items = _filter_labels(request, list(project.placement_groups), lambda g: g.labels)
+        name = request.query_params.get("name")
+        if name:
+            items = [g for g in items if g.name == name]
+        types = _multi(request, "type")
+        for t in types:
+            if t not in PLACEMENT_GROUP_TYPES:
+                raise invalid_field("type", f"'{t}' is not a valid placement group type")
+        if types:
+            items = [g for g in items if g.type in types]
+        items = _sort(request, items, {"id": lambda g: g.id, "name": lambda g: g.name,
+                                       "created": lambda g: g.created})
+        return paginate(request, "placement_groups", items, placement_group_json)
+
+    def get_placement_group(self, request: Request, project: CloudProject) -> Response:
+        group = _find(project.placement_groups, request.path_params["id"], "placement_group")
+        return json_response({"placement_group": placement_group_json(group)})
 
     def not_found(self, request: Request, project: CloudProject) -> Response:
         return error_response(404, "not_found", "not found")

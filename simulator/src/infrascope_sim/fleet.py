@@ -31,6 +31,8 @@ CLOUD_STATUSES = (
 _LABEL_KEY = re.compile(r"^([a-z0-9A-Z]([a-z0-9A-Z\-_.]{0,61}[a-z0-9A-Z])?/)?"
                         r"[a-z0-9A-Z]([a-z0-9A-Z\-_.]{0,61}[a-z0-9A-Z])?$")
 _LABEL_VALUE = re.compile(r"^([a-z0-9A-Z]([a-z0-9A-Z\-_.]{0,61}[a-z0-9A-Z])?)?$")
+PLACEMENT_GROUP_TYPES = ("spread",)
+"""Hetzner's placement group types: ``spread`` keeps its servers on different hosts."""
 
 
 class FleetError(ValueError):
@@ -134,6 +136,18 @@ class Image:
 
 
 @dataclass
+class PlacementGroup:
+    """A Cloud placement group (a server names it in its ``placement_group``)."""
+
+    id: int
+    name: str
+    type: str
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+    server_ids: list[int] = field(default_factory=list)  # its servers, in the project's order
+
+
+@dataclass
 class CloudServer:
     id: int
     name: str
@@ -154,6 +168,7 @@ class CloudServer:
     volume_ids: list[int] = field(default_factory=list)
     load_balancer_ids: list[int] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
+    placement_group: int | None = None  # the id of its PlacementGroup
 
     @property
     def cores(self) -> int:
@@ -179,6 +194,10 @@ class CloudProject:
     floating_ips: list[FloatingIP] = field(default_factory=list)
     load_balancers: list[LoadBalancer] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
+    placement_groups: list[PlacementGroup] = field(default_factory=list)
+
+    def placement_group(self, group_id: int | None) -> PlacementGroup | None:
+        return next((g for g in self.placement_groups if g.id == group_id), None)
 
 
 @dataclass
@@ -271,7 +290,7 @@ class _Ids:
     def __init__(self) -> None:
         self.next = {"server": 40_000_001, "volume": 100_001, "primary_ip": 50_000_001,
                      "floating_ip": 900_001, "load_balancer": 300_001, "image": 200_000_001,
-                     "dedicated": 2_100_001}
+                     "dedicated": 2_100_001, "placement_group": 1_000_001}
 
     def take(self, kind: str, explicit: Any = None) -> int:
         if explicit is not None:
@@ -307,6 +326,31 @@ def _services(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _placement_groups(pdata: dict[str, Any], pwhere: str, ids: _Ids,
+                      default_created: float) -> dict[str, PlacementGroup]:
+    """A project's ``placement_groups: [{name, type, labels, id, created}]`` by name."""
+    entries = pdata.get("placement_groups") or []
+    if not isinstance(entries, list):
+        raise FleetError(f"{pwhere}.placement_groups: must be a list")
+    out: dict[str, PlacementGroup] = {}
+    for gi, gdata in enumerate(entries):
+        gwhere = f"{pwhere}.placement_groups[{gi}]"
+        if not isinstance(gdata, dict):
+            raise FleetError(f"{gwhere}: must be a mapping with at least a name")
+        gname = str(_require(gdata, "name", gwhere))
+        if gname in out:
+            raise FleetError(f"{gwhere}.name: duplicate placement group name {gname!r}")
+        gtype = str(gdata.get("type", "spread"))
+        if gtype not in PLACEMENT_GROUP_TYPES:
+            raise FleetError(f"{gwhere}.type: {gtype!r} is not a placement group type "
+                             f"({', '.join(PLACEMENT_GROUP_TYPES)})")
+        out[gname] = PlacementGroup(
+            ids.take("placement_group", gdata.get("id")), gname, gtype,
+            parse_time(gdata.get("created", default_created), f"{gwhere}.created"),
+            _check_labels(gdata.get("labels") or {}, f"{gwhere}.labels"))
+    return out
+
+
 def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
     if not isinstance(data, dict):
         raise FleetError(f"{name}: a fleet file must be a mapping")
@@ -322,6 +366,8 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
             token=str(_require(pdata, "token", pwhere)),
             rate_limit=int(pdata.get("rate_limit", 3600)),
         )
+        groups = _placement_groups(pdata, pwhere, ids, default_created)
+        project.placement_groups = list(groups.values())
         by_name: dict[str, CloudServer] = {}
         for si, sdata in enumerate(pdata.get("servers") or []):
             where = f"{pwhere}.servers[{si}]"
@@ -359,6 +405,13 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 image=str(sdata.get("image", "ubuntu-24.04")),
                 services=_services(sdata, where),
             )
+            group = sdata.get("placement_group")
+            if group is not None:
+                if str(group) not in groups:
+                    raise FleetError(f"{where}.placement_group: no placement group named "
+                                     f"{group!r} in project {project.name}")
+                server.placement_group = groups[str(group)].id
+                groups[str(group)].server_ids.append(sid)
             if sdata.get("ipv4", True) is not False:
                 ip = sdata.get("ipv4")
                 server.ipv4 = str(ip) if isinstance(ip, str) else _ipv4_for(ip_seq)
