@@ -43,7 +43,7 @@ from infrascope_exporter.config import (
 )
 from infrascope_exporter.exporter import Exporter
 from infrascope_exporter.exposition import CACHED, label_name
-from infrascope_sim.fleet import load_fleet
+from infrascope_sim.fleet import PlacementGroup, load_fleet
 from infrascope_sim.state import Simulator
 
 EXPORTER_CLI = Path(sys.executable).parent / "infrascope-exporter"
@@ -154,6 +154,37 @@ def test_label_keys_are_sanitised(sim: Simulator, served, make_config) -> None:
     assert sd["41000101"]["__meta_hetzner_hcloud_labelpresent_cost_center"] == "true"
     assert sd["2391006"]["__meta_hetzner_robot_label_backup_policy"] == "none"
     # Still a valid exposition.
+    if (promtool := Promtool()).available():
+        result = promtool.check_metrics(exporter.rendered)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_placement_groups_come_from_the_servers_list(sim: Simulator, served,
+                                                     make_config) -> None:
+    """Each Cloud server in a placement group gets one info series, read from the group
+    the server embeds in GET /servers: the exporter asks /placement_groups nothing."""
+    webshop = sim.fleet.projects[0]
+    web1, web2 = (next(s for s in webshop.servers if s.name == n)
+                  for n in ("shop-web-1", "shop-web-2"))
+    group = PlacementGroup(4242, "web-spread", "spread", web1.created, {"role": "web"},
+                           [web1.id, web2.id])
+    webshop.placement_groups.append(group)
+    web1.placement_group = web2.placement_group = group.id
+    exporter = Exporter(make_config(demo_config_data(served)))
+    refresh_all(exporter, metrics=False)
+    try:
+        fams = families(exporter.rendered.decode())
+    finally:
+        exporter.stop()
+    info = fams["hetzner_server_placement_group_info"]
+    assert info.documentation.endswith(CACHED)
+    assert {s.labels["server_id"]: (s.labels, s.value) for s in info.samples} == {
+        str(s.id): ({"source": "cloud", "server_id": str(s.id), "placement_group_id": "4242",
+                     "placement_group": "web-spread", "placement_group_type": "spread"}, 1.0)
+        for s in (web1, web2)}
+    endpoints = {row["endpoint"] for row in sim.stats()["rows"]}
+    assert "GET /servers" in endpoints
+    assert not any("placement_groups" in e for e in endpoints)
     if (promtool := Promtool()).available():
         result = promtool.check_metrics(exporter.rendered)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -29,10 +29,12 @@ from infrascope_exporter.model import (
     CloudServer,
     DedicatedServer,
     MetricsSample,
+    PlacementGroup,
     Pricing,
     ServerType,
     TypeLocation,
     TypePrice,
+    parse_placement_group,
 )
 from infrascope_exporter.sd import sd_groups
 from infrascope_exporter.snapshot import (
@@ -133,6 +135,30 @@ def test_render_is_a_function_of_a_frozen_snapshot() -> None:
     total = sum(len(v) for v in got.values())  # + the live series a scrape appends
     assert got[SERIES_FAMILY] == [({}, float(total - 1 + 1 + 7))]
     assert first.series == total + 7
+
+
+def test_only_a_server_in_a_placement_group_has_its_info_series() -> None:
+    grouped = dataclasses.replace(cloud_server(1),
+                                  placement_group=PlacementGroup(77, "db-spread", "spread"))
+    got = samples(render(snapshot(grouped, cloud_server(2))).text)
+    assert got["hetzner_server_placement_group_info"] == [(
+        {"source": "cloud", "server_id": "1", "placement_group_id": "77",
+         "placement_group": "db-spread", "placement_group_type": "spread"}, 1.0)]
+    assert "hetzner_server_placement_group_info" not in samples(
+        render(snapshot(cloud_server(2))).text)
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [
+    ({"id": 77, "name": "db-spread", "type": "spread", "servers": [1, 2], "labels": {},
+      "created": "2025-03-01T08:00:00+00:00"}, PlacementGroup(77, "db-spread", "spread")),
+    (None, None),
+    ({"id": "77", "name": "db-spread", "type": "spread"}, None),  # unusable: left out
+    ({"id": 77}, None),
+    ({"id": 77, "name": "db-spread"}, PlacementGroup(77, "db-spread", "")),
+])
+def test_the_embedded_placement_group_is_parsed_leniently(raw: object,
+                                                         parsed: PlacementGroup | None) -> None:
+    assert parse_placement_group(raw) == parsed
 
 
 def test_a_server_without_a_price_is_counted_as_skipped_in_its_rendering() -> None:

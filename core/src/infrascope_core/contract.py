@@ -198,6 +198,11 @@ _EXPORTER = (
     _g('hetzner_server_labels', '',
        'Hetzner labels of the server as label_<key> (1).',
        ID, EXPORTER, INVENTORY, cached=True, dynamic_labels='label_'),
+    _g('hetzner_server_placement_group_info', '',
+       'The placement group of the server (1); a spread group keeps its servers on '
+       'different physical hosts.',
+       (*ID, 'placement_group_id', 'placement_group', 'placement_group_type'), EXPORTER,
+       INVENTORY, cached=True, when='a server is in a placement group'),
     _g('hetzner_server_cpu_cores', '',
        'vCPUs of the server.',
        ID, EXPORTER, INVENTORY, cached=True),
@@ -597,6 +602,11 @@ _NEUTRAL = (
     _n("source_server_id", "server_labels", "",
        "The provider's labels (tags) of the server as label_<key> (1).", PROVIDER_ID,
        dynamic_labels="label_"),
+    _n("source_server_id", "server_placement_group_info", "",
+       "The placement group of the server (1): a spread group keeps its servers on "
+       "different physical hosts.",
+       (*PROVIDER_ID, "placement_group_id", "placement_group", "placement_group_type"),
+       when="a server is in a placement group"),
     _n("source_server_id", "server_backups_enabled", "",
        "1 if automatic backups are on.", PROVIDER_ID),
     _n("source_server_id", "server_cpu_cores", "",

@@ -334,6 +334,14 @@ def _cloud_info(o: CloudServerObject) -> Iterable[Sample]:
               "product": ""}, 1)]
 
 
+def _placement_group(o: CloudServerObject) -> Iterable[Sample]:
+    group = o.server.placement_group
+    if group is None:
+        return ()
+    return [({**o.ids, "placement_group_id": str(group.id), "placement_group": group.name,
+              "placement_group_type": group.type}, 1)]
+
+
 def _cost(o: CloudServerObject, part: Callable[[ServerCost], Value]) -> Iterable[Sample]:
     return () if o.cost is None else ((o.ids, part(o.cost)),)
 
@@ -347,6 +355,7 @@ CLOUD_SERVER: Sequence[FamilyGenerator[CloudServerObject]] = (
     g("hetzner_server_status", lambda o: [({**o.ids, "status": o.server.status}, 1)]),
     g("hetzner_server_labels", lambda o: [(
         {**o.ids, **{label_name(k): v for k, v in sorted(o.server.labels.items())}}, 1)]),
+    g("hetzner_server_placement_group_info", _placement_group),
     g("hetzner_server_cpu_cores", lambda o: [(o.ids, o.server.server_type.cores)]),
     g("hetzner_server_memory_bytes", lambda o: [(o.ids, o.server.server_type.memory_bytes)]),
     g("hetzner_server_disk_bytes", lambda o: [(o.ids, o.server.primary_disk_bytes)]),

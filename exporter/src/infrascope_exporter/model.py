@@ -144,6 +144,27 @@ def parse_server_type(raw: Any, mode: str) -> ServerType:
 
 
 @dataclass(frozen=True)
+class PlacementGroup:
+    """The placement group a Cloud server is in, as the server embeds it (``spread``: its
+    servers run on different physical hosts, the customer's HA intent)."""
+
+    id: int
+    name: str
+    type: str
+
+
+def parse_placement_group(raw: Any) -> PlacementGroup | None:
+    """A server's embedded ``placement_group`` (null when none; an unusable one is left
+    out rather than failing the server)."""
+    if not isinstance(raw, Mapping):
+        return None
+    gid, name = raw.get("id"), raw.get("name")
+    if not isinstance(gid, int) or isinstance(gid, bool) or not isinstance(name, str):
+        return None
+    return PlacementGroup(gid, name, str(raw.get("type") or ""))
+
+
+@dataclass(frozen=True)
 class CloudServer:
     project: str
     id: int
@@ -165,6 +186,7 @@ class CloudServer:
     outgoing_traffic: int | None
     ingoing_traffic: int | None
     image: str
+    placement_group: PlacementGroup | None = None
 
 
 def parse_cloud_server(raw: Any, project: str, mode: str) -> CloudServer:
@@ -212,6 +234,7 @@ def parse_cloud_server(raw: Any, project: str, mode: str) -> CloudServer:
         ingoing_traffic=opt_int("ingoing_traffic"),
         image=str(image.get("name") or image.get("description") or "")
         if isinstance(image, Mapping) else "",
+        placement_group=parse_placement_group(raw.get("placement_group")),
     )
 
 
