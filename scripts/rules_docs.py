@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write what the docs say of each recommendation rule from the rules' own declarations
-(``infrascope_recommender.rulebook``): in ``recommender/docs/rules.md`` the rule sections
-and the precedence list, in ``recommender/README.md`` the table of rules, each between
-``<!-- BEGIN GENERATED: <part> (scripts/rules_docs.py) -->`` and
+(``infrascope_recommender.rulebook``): in ``recommender/docs/rules.md`` the rule sections,
+the precedence list and the table of ``rules.ha``, in ``recommender/README.md`` the table
+of rules, each between ``<!-- BEGIN GENERATED: <part> (scripts/rules_docs.py) -->`` and
 ``<!-- END GENERATED: <part> -->``. ``--check``: print what is out of date (a diff) and
 exit 1, writing nothing.
 
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES_MD = ROOT / "recommender" / "docs" / "rules.md"
 README = ROOT / "recommender" / "README.md"
 PARTS: dict[Path, dict[str, Callable[[], str]]] = {
-    RULES_MD: {"rules": rulebook.rules_sections, "precedence": rulebook.precedence},
+    RULES_MD: {"rules": rulebook.rules_sections, "precedence": rulebook.precedence,
+               "ha-settings": rulebook.ha_settings},
     README: {"rules-table": rulebook.readme_table},
 }
 

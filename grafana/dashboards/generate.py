@@ -1127,7 +1127,8 @@ def recommendations(q: Q) -> Json:
                    steps=thresholds((None, "green"), (7200, "orange"), (86400, "red")))),
           (4, stat("Last run", "Whether the last regeneration succeeded (it fails when "
                    "Prometheus is unreachable). Servers left without a recommendation, by "
-                   "cause (too little data, price or size unknown, no type to move to): "
+                   "cause (too little data, price or size unknown, no type to move to, "
+                   "kept for high availability): "
                    "infrascope_recommender_last_run_excluded_servers{cause}.",
                    "short",
                    target(q("infrascope_recommender_last_run_success"), "success",

@@ -22,6 +22,7 @@ from typing import Any
 
 from infrascope_recommender.model import (
     Fleet,
+    PlacementGroup,
     Server,
     ServerKey,
     ServerType,
@@ -103,7 +104,7 @@ def cloud(server_id: int | str, name: str, server_type: str = "cx33", *,
           labels: dict[str, str] | None = None, status: str = "running",
           disk_used_gb: float | None = None, services: list[Service] | None = None,
           types: dict[str, ServerType] | None = None, backup_ratio: str = "0.2",
-          image: str = "") -> Server:
+          image: str = "", placement_group: PlacementGroup | None = None) -> Server:
     """A Cloud server priced like the exporter does: type price (+ backups) + IPv4.
 
     ``cost`` overrides the server component (an older price the server kept).
@@ -126,7 +127,7 @@ def cloud(server_id: int | str, name: str, server_type: str = "cx33", *,
         disk_used_bytes=int(disk_used_gb * GB) if disk_used_gb is not None else None,
         backups=backups, monthly_cost=monthly, cost_breakdown=breakdown,
         total_monthly_cost=monthly, utilisation=utilisation or Utilisation(),
-        services=list(services or []))
+        services=list(services or []), placement_group=placement_group)
 
 
 def dedicated(number: int | str, name: str, product: str = "EX44", *,

@@ -24,7 +24,7 @@ from infrascope_recommender.loader import (
     cost_history,
     load,
 )
-from infrascope_recommender.model import ServerKey, Service
+from infrascope_recommender.model import PlacementGroup, ServerKey, Service
 from infrascope_recommender.promql import PrometheusClient, PrometheusError
 
 GiB = 1024 ** 3
@@ -66,6 +66,13 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
                                                     label_role="web")),
         sample(loader.LABELS, "1", **ids(*stg, label_env="staging", label_x="")),
         sample(loader.LABELS, "1", **ids(*ded)),
+        # the placement group comes with the labels (HA peers), in the same query
+        sample(loader.PLACEMENT_GROUP, "1", **ids(*web, placement_group_id="4242",
+                                                  placement_group="web-spread",
+                                                  placement_group_type="spread")),
+        sample(loader.PLACEMENT_GROUP, "1", **ids(*stg, placement_group_id="",
+                                                  placement_group="",
+                                                  placement_group_type="spread")),
     ]
     sizes = [
         sample(loader.CORES, "4", **ids(*web)),
@@ -214,8 +221,12 @@ def test_loads_every_family() -> None:
         Service("systemd", "nginx.service", "active", ports=["tcp/80", "tcp/443"]),
     ]
 
+    assert web.placement_group == PlacementGroup("4242", "web-spread", "spread")
+    assert str(web.placement_group) == "spread placement group web-spread"
+
     stg = fleet.servers[ServerKey("cloud", "104")]
     assert (stg.status, stg.backups, stg.labels) == ("off", False, {"env": "staging"})
+    assert stg.placement_group is None  # a record without id or name is skipped
     assert stg.utilisation.cpu_p95 is None and stg.total_monthly_cost is None
 
     ded = fleet.servers[ServerKey("dedicated", "2391007")]
@@ -410,6 +421,10 @@ def test_malformed_records_are_skipped_with_a_warning(caplog: pytest.LogCaptureF
         sample(loader.CORES, "many", **ids("cloud", "104")),
         sample(loader.BREAKDOWN, "1", **ids("cloud", "104")),
     ]
+    responses[q["labels"]].append(  # a second group of a server (moved between groups)
+        sample(loader.PLACEMENT_GROUP, "1", **ids("cloud", "101", placement_group_id="9999",
+                                                  placement_group="zz-old-spread",
+                                                  placement_group_type="spread")))
     responses[q["catalogue"]].append(
         sample(loader.TYPE_INFO, "1", server_type="cx99", architecture="x86"))
     responses[q["utilisation"]].append(
@@ -423,9 +438,13 @@ def test_malformed_records_are_skipped_with_a_warning(caplog: pytest.LogCaptureF
     assert stg.monthly_cost == Decimal("3.99")  # the NaN duplicate was skipped
     assert stg.cores == 2 and stg.cost_breakdown == {}
     assert "cx99" not in fleet.types
+    web = fleet.servers[ServerKey("cloud", "101")]
+    assert web.placement_group is not None and web.placement_group.name == "web-spread"
     text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "a second placement group for cloud/101 (kept the first)" in text
     for series in [loader.INFO, loader.MONTHLY_COST, loader.CORES, loader.BREAKDOWN,
-                   loader.TYPE_INFO, "source_server_id:cpu_utilisation:p95_30d"]:
+                   loader.TYPE_INFO, "source_server_id:cpu_utilisation:p95_30d",
+                   loader.PLACEMENT_GROUP]:
         assert f"skipping a {series} record" in text, series
     assert "unknown provider 'moonbase'" in text
 

@@ -97,7 +97,7 @@ def test_values(store: Store) -> None:
     assert value(data, "infrascope_recommender_last_run_promql_queries") == 14
     # by cause, every cause present (a sum over them is the old total)
     assert value(data, "infrascope_recommender_last_run_excluded_servers", cause="data") == 1
-    for cause in ("inventory", "target"):
+    for cause in ("inventory", "target", "ha"):
         assert value(data, "infrascope_recommender_last_run_excluded_servers",
                      cause=cause) == 0
     assert value(data, "infrascope_recommender_runs_total", outcome="success") == 1

@@ -305,6 +305,36 @@ def test_exclusions_are_grouped_by_their_real_reason() -> None:
         "target": {"title": "No type to move to", "count": 1}}
 
 
+def test_an_idle_replica_kept_for_high_availability_has_its_own_group() -> None:
+    from rules_fixtures import cloud, fleet, util
+
+    from infrascope_recommender.engine import generate
+    from infrascope_recommender.state import exclusion_to_dict
+    from infrascope_recommender.thresholds import Thresholds
+
+    ha = {"ha_group": "pg"}
+    standby = cloud(21, "standby-1", "cx23", labels=ha,
+                    utilisation=util(cpu_avg=0.01, cpu_max=0.03, mem_p95=0.1))
+    primary = cloud(22, "primary-1", "cx23", labels=ha,
+                    utilisation=util(cpu_avg=0.45, cpu_max=0.8, mem_p95=0.6))
+    result = generate(fleet(standby, primary), Thresholds(), now=fx.T0)
+    [kept] = result.exclusions
+    assert (kept.server.name, kept.cause) == ("standby-1", "ha")
+    assert exclusion_from_dict(exclusion_to_dict(kept)) == kept  # kept in the state as is
+    view = view_from_result(result)
+    table = render(view, "table")
+    assert ("Excluded: 1 server(s) without a recommendation (1 kept for high availability; "
+            "see the end)") in table
+    tail = table[table.index("Excluded servers\n"):]
+    assert "Kept for high availability (1)" in tail and "primary-1" in tail
+    html = render(view, "html")
+    assert '<h3 id="excluded-ha">Kept for high availability (1)</h3>' in html
+    data = json.loads(render(view, "json"))
+    assert data["totals"]["excluded_by_cause"] == {
+        "ha": {"title": "Kept for high availability", "count": 1}}
+    assert data["exclusions"][0]["cause"] == "ha"
+
+
 def test_exclusions_recorded_before_causes_get_theirs_from_the_wording() -> None:
     base = {"server": {"source": "dedicated", "server_id": "1", "name": "x",
                        "server_type": "EX44", "location": "fsn1"}, "rule": "dedicated_to_cloud"}

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from rules_fixtures import cloud, fleet, util
 
-from infrascope_recommender.model import Server, Service
+from infrascope_recommender.model import PlacementGroup, Server, ServerKey, Service
 from infrascope_recommender.rules.consolidation import RULE, nonprod_reason
-from infrascope_recommender.thresholds import Thresholds
+from infrascope_recommender.thresholds import HighAvailability, Thresholds
 
 TH = Thresholds()
 STAGING = {"env": "staging"}
@@ -207,3 +207,93 @@ def test_unknown_services_say_why_server_by_server() -> None:
         s.services = [Service("systemd", "cron.service", "active", ports=["tcp/9"])]
     [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
     assert not any(r.text.startswith("services not known") for r in rec.risk_reasons)
+
+
+# --------------------------------------------------------------------- HA replicas
+
+SPREAD = PlacementGroup("4242", "staging-spread", "spread")
+HA_WHY = ("shop-staging-web left out: in spread placement group staging-spread with "
+          "shop-staging-db — merging replicas removes the HA")
+
+
+def test_two_servers_of_a_spread_placement_group_are_never_merged_together() -> None:
+    web, db, worker = staging_trio()
+    web.placement_group = db.placement_group = SPREAD
+    [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
+    # web needs more (0.2 cores at p95) than db (0.16): web is left out, db stays
+    assert [s.name for s in rec.servers] == ["shop-staging-db", "shop-staging-worker"]
+    # 6.49 + 3.99 -> one cx23 (3.49 + 0.50): 2.56 GiB peak / 0.8 fits its 4 GiB
+    assert (rec.target_type, rec.current_monthly_cost, rec.projected_monthly_cost) == \
+        ("cx23", Decimal("10.48"), Decimal("3.99"))
+    [why] = [r for r in rec.reasons if "left out" in r.text]
+    assert why.text == HA_WHY
+    assert why.figures == {"server": "shop-staging-web", "peer": "shop-staging-db",
+                           "ha": "spread placement group staging-spread"}
+    # db's replica stays outside the merge: the new server must not share its host
+    assert ("shop-staging-db is a replica of shop-staging-web (spread placement group "
+            "staging-spread): keep staging-consolidated-fsn1 on other hosts than them "
+            "(create it in the same placement group)") in rec.preconditions
+
+
+def test_a_replica_pair_alone_is_never_merged() -> None:
+    _, db, _ = staging_trio()
+    other = dataclasses.replace(db, key=ServerKey("cloud", "107"), name="shop-staging-db-2",
+                                labels=dict(STAGING))
+    [rec] = RULE.evaluate(fleet(db, other), TH).recommendations  # not replicas: merged
+    assert len(rec.servers) == 2
+    db.placement_group = other.placement_group = SPREAD
+    assert RULE.evaluate(fleet(db, other), TH).recommendations == []
+    db.placement_group = other.placement_group = None
+    db.labels["ha_group"] = other.labels["ha_group"] = "pg"
+    result = RULE.evaluate(fleet(db, other), TH)
+    assert (result.recommendations, result.exclusions) == ([], [])
+
+
+def test_servers_sharing_the_replica_label_are_replicas_too() -> None:
+    web, db, worker = staging_trio()
+    web.labels["ha_group"] = db.labels["ha_group"] = "staging-db"
+    [rec] = RULE.evaluate(fleet(web, db, worker), TH).recommendations
+    assert [s.name for s in rec.servers] == ["shop-staging-db", "shop-staging-worker"]
+    assert ("shop-staging-web left out: in label ha_group=staging-db with shop-staging-db "
+            "— merging replicas removes the HA") in [r.text for r in rec.reasons]
+    # another label, once configured (a Hetzner key sanitised as the exporter does)
+    web.labels["replica_of"] = db.labels["replica_of"] = "x"
+    web.labels.pop("ha_group")
+    db.labels.pop("ha_group")
+    assert len(RULE.evaluate(fleet(web, db, worker), TH).recommendations[0].servers) == 3
+    other = dataclasses.replace(TH, ha=dataclasses.replace(TH.ha, replica_label="replica-of"))
+    [rec] = RULE.evaluate(fleet(web, db, worker), other).recommendations
+    assert "shop-staging-web" not in [s.name for s in rec.servers]
+
+
+def test_what_makes_replicas_is_configurable() -> None:
+    web, db, worker = staging_trio()
+    web.placement_group = db.placement_group = SPREAD
+    web.labels["ha_group"] = db.labels["ha_group"] = "pg"
+    off = dataclasses.replace(TH, ha=HighAvailability(replica_label="",
+                                                      placement_group_types=()))
+    [rec] = RULE.evaluate(fleet(web, db, worker), off).recommendations
+    assert len(rec.servers) == 3 and not any("left out" in r.text for r in rec.reasons)
+    # a placement group of a type that is not configured makes no replicas
+    web.labels.pop("ha_group")
+    db.labels.pop("ha_group")
+    web.placement_group = db.placement_group = PlacementGroup("7", "batch", "cluster")
+    assert len(RULE.evaluate(fleet(web, db, worker), TH).recommendations[0].servers) == 3
+
+
+def test_a_replica_taken_by_an_earlier_rule_is_still_a_replica() -> None:
+    """The engine gives consolidation the fleet without the servers earlier rules took;
+    the merge still knows the replica outside it (from the whole inventory)."""
+    web, db, worker = staging_trio()
+    web.placement_group = db.placement_group = SPREAD
+    db.services = [Service("systemd", "postgresql@16-main.service", "active",
+                           ports=["tcp/5432"])]
+    whole = fleet(web, db, worker)
+    view = dataclasses.replace(whole, servers={k: s for k, s in whole.servers.items()
+                                               if s is not web})
+    assert view.inventory is whole.inventory
+    [rec] = RULE.evaluate(view, TH).recommendations
+    assert [s.name for s in rec.servers] == ["shop-staging-db", "shop-staging-worker"]
+    assert not any("left out" in r.text for r in rec.reasons)  # web was not in the group
+    assert any(p.startswith("shop-staging-db is a replica of shop-staging-web")
+               for p in rec.preconditions)

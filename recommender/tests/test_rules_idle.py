@@ -8,7 +8,7 @@ from decimal import Decimal
 from rules_fixtures import GiB, cloud, dedicated, fleet, util
 
 from infrascope_recommender import engine
-from infrascope_recommender.model import Service
+from infrascope_recommender.model import PlacementGroup, Reason, Server, Service, Utilisation
 from infrascope_recommender.rules.idle import MOVE, RULE
 from infrascope_recommender.thresholds import Thresholds
 
@@ -206,3 +206,122 @@ def test_stable_id_and_json_round_trip() -> None:
     data = a.to_dict()
     assert data["monthly_savings"] == "19.09"
     assert type(a).from_dict(data).to_dict() == data
+
+
+# --------------------------------------------------------------------- HA replicas
+
+PG = {"ha_group": "pg", "env": "production"}
+QUIET = util(cpu_avg=0.01, cpu_p95=0.02, cpu_max=0.03, mem_p95=0.1)
+
+
+def pair(primary_load: Utilisation | None) -> tuple[Server, Server]:
+    standby = cloud(21, "standby-1", "cx23", labels=PG, utilisation=QUIET)
+    primary = cloud(22, "primary-1", "cx23", labels=PG, utilisation=primary_load)
+    return standby, primary
+
+
+def test_an_idle_standby_whose_primary_is_busy_is_kept_for_high_availability() -> None:
+    standby, primary = pair(util(cpu_avg=0.45, cpu_p95=0.55, cpu_max=0.8, mem_p95=0.6))
+    result = RULE.evaluate(fleet(standby, primary), TH)
+    assert result.recommendations == []
+    [kept] = result.exclusions
+    assert (kept.server.name, kept.rule, kept.cause) == ("standby-1", "idle", "ha")
+    assert kept.reason == ("idle, but its HA peer primary-1 (label ha_group=pg: 30-day average "
+                           "CPU 45%) is busy: deleting standby-1 would leave primary-1 without "
+                           "its replica")
+    # without the replica label, the standby is an idle server like any other
+    off = dataclasses.replace(TH, ha=dataclasses.replace(TH.ha, replica_label=""))
+    [rec] = RULE.evaluate(fleet(standby, primary), off).recommendations
+    assert (rec.servers[0].name, rec.action) == ("standby-1", "delete")
+
+
+def test_busy_means_anything_but_nothing_ran() -> None:
+    """The peer must pass the tests that would delete it: its memory, its CPU maximum and
+    its data all count; a peer the run cannot judge is busy too."""
+    cases = {
+        "p95 memory 60%": util(cpu_avg=0.01, cpu_max=0.03, mem_p95=0.6),
+        "30-day CPU maximum 40%: something runs on it": util(cpu_avg=0.01, cpu_max=0.4,
+                                                             mem_p95=0.1),
+        "its load is unknown (CPU data covers 10% of the 30 days, below the minimum of "
+        "25%)": util(cpu_avg=0.01, cpu_coverage=0.1),
+    }
+    for why, load in cases.items():
+        standby, primary = pair(load)
+        [kept] = [e for e in RULE.evaluate(fleet(standby, primary), TH).exclusions
+                  if e.server.name == "standby-1"]
+        assert (kept.cause, kept.reason) == ("ha", f"idle, but its HA peer primary-1 (label "
+                                             f"ha_group=pg: {why}) is busy: deleting standby-1 "
+                                             "would leave primary-1 without its replica"), why
+
+
+def test_replicas_that_are_all_idle_are_deleted_and_say_so() -> None:
+    standby, primary = pair(QUIET)
+    result = RULE.evaluate(fleet(standby, primary), TH)
+    assert result.exclusions == []
+    assert sorted((r.servers[0].name, r.action) for r in result.recommendations) == [
+        ("primary-1", "delete"), ("standby-1", "delete")]
+    by_name = {r.servers[0].name: r for r in result.recommendations}
+    assert Reason("its HA peer primary-1 (label ha_group=pg) is idle too: the service they "
+                  "replicate does not run", {"ha_peers": "primary-1"}) in \
+        by_name["standby-1"].reasons
+
+
+def test_a_spread_placement_group_names_every_busy_peer() -> None:
+    group = PlacementGroup("4242", "db-spread", "spread")
+    a = cloud(31, "db-a", "cx33", placement_group=group,
+              utilisation=util(cpu_avg=0.35, cpu_max=0.7, mem_p95=0.5))
+    b = cloud(32, "db-b", "cx33", placement_group=group, utilisation=QUIET)
+    c = cloud(33, "db-c", "cx33", placement_group=group,
+              utilisation=util(cpu_avg=0.2, cpu_max=0.5, mem_p95=0.5))
+    [kept] = RULE.evaluate(fleet(a, b, c), TH).exclusions
+    assert (kept.server.name, kept.cause) == ("db-b", "ha")
+    assert kept.reason == (
+        "idle, but its HA peers db-a (spread placement group db-spread: 30-day average CPU "
+        "35%), db-c (spread placement group db-spread: 30-day average CPU 20%) are busy: "
+        "deleting db-b would leave them without their replica")
+
+
+def test_a_peer_another_rule_took_counts_as_busy() -> None:
+    """The engine runs under-provisioned first: it upsizes the saturated primary, which
+    leaves the view idle sees; the standby still knows its peer, and stays."""
+    standby, primary = pair(util(cpu_avg=0.9, cpu_p95=0.95, cpu_max=1.0, mem_p95=0.6))
+    run = engine.generate(fleet(standby, primary), TH, now=0)
+    assert [(r.kind, r.servers[0].name) for r in run.recommendations] == [
+        ("underprovisioned", "primary-1")]
+    [kept] = run.exclusions
+    assert (kept.server.name, kept.rule, kept.cause) == ("standby-1", "idle", "ha")
+    assert kept.reason == ("idle, but its HA peer primary-1 (label ha_group=pg: another "
+                           "recommendation of this run changes it) is busy: deleting standby-1 "
+                           "would leave primary-1 without its replica")
+
+
+def test_a_powered_off_standby_beside_a_busy_primary_is_kept() -> None:
+    standby, primary = pair(util(cpu_avg=0.45, cpu_max=0.8, mem_p95=0.6))
+    standby.status, standby.utilisation = "off", Utilisation()
+    [kept] = RULE.evaluate(fleet(standby, primary), TH).exclusions
+    assert (kept.server.name, kept.cause) == ("standby-1", "ha")
+    assert kept.reason.startswith("powered off, but its HA peer primary-1 (label ha_group=pg: "
+                                  "30-day average CPU 45%) is busy")
+
+
+def test_moving_an_idle_replica_to_a_smaller_type_is_not_held_back() -> None:
+    standby = cloud(41, "standby-2", "cx33", disk_gb=40, labels=PG,
+                    utilisation=util(cpu_avg=0.02, cpu_max=0.3, mem_p95=0.1))
+    primary = cloud(42, "primary-2", "cx33", labels=PG,
+                    utilisation=util(cpu_avg=0.45, cpu_max=0.8, mem_p95=0.6))
+    [rec] = MOVE.evaluate(fleet(standby, primary), TH).recommendations
+    assert (rec.servers[0].name, rec.action, rec.target_type) == ("standby-2", "change_type",
+                                                                  "cx23")
+
+
+def test_a_reason_names_a_few_peers_and_counts_the_rest() -> None:
+    """A replica label set on many servers (by mistake, say) keeps the reason readable."""
+    busy = util(cpu_avg=0.45, cpu_max=0.8, mem_p95=0.6)
+    standby = cloud(50, "standby", "cx23", labels=PG, utilisation=QUIET)
+    others = [cloud(51 + i, f"node-{i}", "cx23", labels=PG, utilisation=busy) for i in range(8)]
+    [kept] = [e for e in RULE.evaluate(fleet(standby, *others), TH).exclusions
+              if e.server.name == "standby"]
+    assert kept.reason == (
+        "idle, but its HA peers " + ", ".join(
+            f"node-{i} (label ha_group=pg: 30-day average CPU 45%)" for i in range(5))
+        + " and 3 more are busy: deleting standby would leave them without their replica")

@@ -58,7 +58,8 @@ def test_kinds_labels_and_thresholds_come_from_the_rules() -> None:
     assert kind_labels()["gone"] == "gone"  # a kind from a removed rule, still in a state file
     assert set(Thresholds().rules) == set(kinds())
     with pytest.raises(ConfigError, match=r"^rules\.nope: unknown key \(known: confidence, "
-                                          r"consolidation, dedicated_to_cloud, headroom, idle"):
+                                          r"consolidation, dedicated_to_cloud, ha, headroom, "
+                                          r"idle"):
         parse_thresholds({"nope": {}})
 
 

@@ -27,6 +27,7 @@ def test_defaults_are_documented_values() -> None:
     assert t.rightsize.min_savings_percent == Decimal("10")
     assert t.consolidation.env_values == ("staging", "stage", "dev", "development", "test")
     assert t.dedicated_to_cloud.locations == {"fsn1": "fsn1", "nbg1": "nbg1", "hel1": "hel1"}
+    assert (t.ha.replica_label, t.ha.placement_group_types) == ("ha_group", ("spread",))
     assert parse_thresholds(None) == Thresholds()
 
 
@@ -47,6 +48,7 @@ def test_overrides_are_applied() -> None:
         "confidence": {"high": 0.95},
         "headroom": {"cpu": 0.7},
         "same_cpu_type": False,
+        "ha": {"replica_label": " replica-of ", "placement_group_types": []},
         "idle": {"cpu_avg_max": 0.03, "delete_cpu_max": 0.2, "min_savings_euros": "2.50"},
         "consolidation": {"env_values": ["qa", "preview"], "name_pattern": "",
                           "name_patterns": {"webshop": "^ws-dev-"}, "min_servers": 3},
@@ -59,6 +61,10 @@ def test_overrides_are_applied() -> None:
     assert t.confidence.high == 0.95 and t.confidence.medium == 0.5
     assert t.headroom.cpu == 0.7 and t.headroom.memory == 0.8
     assert t.same_cpu_type is False
+    assert (t.ha.replica_label, t.ha.placement_group_types) == ("replica-of", ())
+    assert parse_thresholds({"ha": {"replica_label": ""}}).ha.replica_label == ""
+    assert parse_thresholds({"ha": {"placement_group_types": ["spread", " x "]}}
+                            ).ha.placement_group_types == ("spread", "x")
     assert t.idle.cpu_avg_max == 0.03 and t.idle.min_savings_euros == Decimal("2.50")
     assert t.consolidation.env_values == ("qa", "preview")
     assert t.consolidation.name_pattern == ""
@@ -86,6 +92,12 @@ def test_overrides_are_applied() -> None:
     ({"confidence": {"medium": 0.95}}, "rules.confidence.medium"),
     ({"headroom": {"cpu": 1.5}}, "rules.headroom.cpu"),
     ({"headroom": {"network": 0.5}}, "rules.headroom.network"),
+    ({"ha": {"replica_label": None}}, "rules.ha.replica_label"),
+    ({"ha": {"replica_label": ["ha_group"]}}, "rules.ha.replica_label"),
+    ({"ha": {"placement_group_types": "spread"}}, "rules.ha.placement_group_types"),
+    ({"ha": {"placement_group_types": [""]}}, "rules.ha.placement_group_types"),
+    ({"ha": {"label": "x"}}, "rules.ha.label"),
+    ({"ha": "spread"}, "rules.ha"),
     ({"unknown_rule": {}}, "rules.unknown_rule"),
     ({"consolidation": {"name_pattern": "(unclosed"}}, "rules.consolidation.name_pattern"),
     ({"consolidation": {"name_patterns": {"shop": "[x"}}},

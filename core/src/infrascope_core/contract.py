@@ -520,7 +520,8 @@ _RECOMMENDER = (
     _g("infrascope_recommender_last_run_excluded_servers", "",
        "Servers the last successful regeneration left without a recommendation, by cause: "
        "data (too little measured data to judge), inventory (price or size unknown), target "
-       "(judged, but no type to move to fits or can be ordered). Every cause, 0 included.",
+       "(judged, but no type to move to fits or can be ordered), ha (idle, but kept as the "
+       "replica of a busy server). Every cause, 0 included.",
        ("cause",), RECOMMENDER, "Grafana", when="after the first successful regeneration"),
     _c("infrascope_recommender_runs_total", "",
        "Regenerations this process ran, by outcome (success, prometheus_error, error).",

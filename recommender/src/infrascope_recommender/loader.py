@@ -10,7 +10,8 @@ Sources:
 
 - the rules pack's provider-neutral layer (``<level>:<metric>:normalised``, one rule
   group per provider, carrying ``provider``, ``source``, ``server_id``): inventory
-  (``server_info``, ``_status``, ``_labels``, ``_backups_enabled``), sizes and cost
+  (``server_info``, ``_status``, ``_labels``, ``_placement_group_info``,
+  ``_backups_enabled``), sizes and cost
   (``server_cpu_cores``, ``_memory_bytes``, ``_disk_bytes``, ``_monthly_cost_euros``,
   ``_monthly_cost_breakdown_euros``), the catalogue (``server_type_*``), the price mode
   and backup surcharge. The loader never reads a provider's own (exporter) series;
@@ -49,7 +50,7 @@ from typing import Any
 from infrascope_core import contract
 
 from .config import PrometheusSettings
-from .model import CostSummary, Fleet, Server, ServerKey, ServerType, Service
+from .model import CostSummary, Fleet, PlacementGroup, Server, ServerKey, ServerType, Service
 from .promql import PrometheusClient, PrometheusError, QueryCancelled, display_url
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ _TIER = "source_server_id:utilisation:tier30d"
 _n = contract.neutral
 INFO, STATUS, LABELS, BACKUPS = (_n("server_info"), _n("server_status"), _n("server_labels"),
                                  _n("server_backups_enabled"))
+PLACEMENT_GROUP = _n("server_placement_group_info")
 CORES, MEMORY, DISK = _n("server_cpu_cores"), _n("server_memory_bytes"), _n("server_disk_bytes")
 MONTHLY_COST, BREAKDOWN = _n("server_monthly_cost_euros"), _n("server_monthly_cost_breakdown_euros")
 TYPE_INFO, TYPE_CORES, TYPE_MEMORY, TYPE_DISK = (
@@ -123,7 +125,8 @@ def queries(settings: PrometheusSettings) -> list[Query]:
         Query("inventory",
               f"max by (__name__, provider, source, server_id, {info_labels}) ("
               f'{{__name__=~"{_any_of(INFO, STATUS, BACKUPS)}"}})'),
-        Query("labels", LABELS),
+        # the placement group (HA peers) comes with the labels: no query of its own
+        Query("labels", f'{{__name__=~"{_any_of(LABELS, PLACEMENT_GROUP)}"}}'),
         Query("sizes_and_cost",
               "max by (__name__, source, server_id, component) ("
               f'{{__name__=~"{_any_of(CORES, MEMORY, DISK, MONTHLY_COST, BREAKDOWN)}"}})'),
@@ -398,6 +401,21 @@ def _inventory(result: list[dict[str, Any]], skip: _Skips) -> Index:
         server = servers.get(_id(_metric(sample)))
         if server is not None:
             server.backups = _float(sample) == 1
+    for sample in sorted(families.get(PLACEMENT_GROUP, []),
+                         key=lambda s: sorted(_metric(s).items())):
+        m = _metric(sample)
+        server = servers.get(_id(m))
+        if server is None or _float(sample) != 1:
+            continue
+        if not m.get("placement_group_id") or not m.get("placement_group"):
+            skip(PLACEMENT_GROUP, "no placement_group_id or placement_group", m)
+            continue
+        if server.placement_group is not None:
+            skip(PLACEMENT_GROUP, f"a second placement group for {server.key} (kept the "
+                                  "first)", m)
+            continue
+        server.placement_group = PlacementGroup(m["placement_group_id"], m["placement_group"],
+                                                m.get("placement_group_type", ""))
     for server in servers.values():
         if server.source == "dedicated" and not server.project:
             server.project = server.labels.get(PROJECT_LABEL, "")

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from infrascope_core import contract
 
@@ -90,6 +90,19 @@ class Service:
     ports: list[str] = field(default_factory=list)  # e.g. tcp/5432 (infrascope_listen_port_info)
 
 
+@dataclass(frozen=True)
+class PlacementGroup:
+    """The placement group a server is in (``source_server_id:server_placement_group_info:
+    normalised``); a ``spread`` group keeps its servers on different physical hosts."""
+
+    id: str
+    name: str
+    type: str
+
+    def __str__(self) -> str:
+        return f"{self.type} placement group {self.name}".lstrip()
+
+
 @dataclass
 class Server:
     key: ServerKey
@@ -115,6 +128,7 @@ class Server:
     utilisation: Utilisation = field(default_factory=Utilisation)
     services: list[Service] = field(default_factory=list)
     provider: str = "hetzner"  # whose server (label provider): picks the provider adapter
+    placement_group: PlacementGroup | None = None
 
     @property
     def source(self) -> Source:
@@ -147,6 +161,25 @@ class CostSummary:
     by_project: dict[str, Decimal] = field(default_factory=dict)
 
 
+class HaPeer(NamedTuple):
+    """Another server that is a replica of a server (high availability), and why."""
+
+    key: ServerKey
+    why: str  # "spread placement group db-spread", "label ha_group=pg"
+
+
+@dataclass(frozen=True)
+class HaGroup:
+    """Servers that are replicas of each other: one placement group of an HA type, or one
+    value of the replica label (:meth:`Fleet.ha_groups`)."""
+
+    why: str  # "spread placement group db-spread", "label ha_group=pg"
+    members: tuple[ServerKey, ...]  # at least two, sorted
+
+
+_LABEL_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+
+
 @dataclass
 class Fleet:
     """Everything one run knows, loaded with a fixed number of queries."""
@@ -158,6 +191,53 @@ class Fleet:
     costs: CostSummary = field(default_factory=CostSummary)
     loaded_at: float = 0.0  # unix seconds of the query evaluation time
     queries: int = 0  # PromQL requests it took
+    #: Every server the load found (default: ``servers``). The engine gives each rule a
+    #: view without the servers earlier rules claimed (``dataclasses.replace(fleet,
+    #: servers=...)``); the view keeps the whole inventory here, so a server's HA peers
+    #: are known even when another rule has taken them.
+    inventory: dict[ServerKey, Server] = field(default_factory=dict)
+    _ha: dict[tuple[str, tuple[str, ...]], dict[ServerKey, tuple[HaGroup, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.inventory:
+            self.inventory = self.servers
+
+    def ha_groups(self, replica_label: str, placement_group_types: Iterable[str]
+                  ) -> Mapping[ServerKey, tuple[HaGroup, ...]]:
+        """Each server of the inventory that has replicas -> its HA groups: its placement
+        group when the group's type is one of ``placement_group_types``, and the servers
+        with its value of the Hetzner label ``replica_label`` (the key sanitised as the
+        exporter does; ``""``: no label). Computed once per fleet object and settings."""
+        types = tuple(placement_group_types)
+        found = self._ha.get((replica_label, types))
+        if found is None:
+            found = self._ha[(replica_label, types)] = _ha_groups(self.inventory,
+                                                                  replica_label, types)
+        return found
+
+
+def _ha_groups(servers: Mapping[ServerKey, Server], replica_label: str,
+               types: tuple[str, ...]) -> dict[ServerKey, tuple[HaGroup, ...]]:
+    # (kind, id) -> (why, members); placement groups first, so they are named first
+    by_group: dict[tuple[str, str], tuple[str, list[ServerKey]]] = {}
+    ordered = sorted(servers.items())
+    for key, server in ordered:
+        pg = server.placement_group
+        if pg is not None and pg.type in types:
+            by_group.setdefault(("placement group", pg.id), (str(pg), []))[1].append(key)
+    label = _LABEL_INVALID.sub("_", replica_label.strip())
+    for key, server in ordered if label else ():
+        value = server.labels.get(label, "")
+        if value:
+            by_group.setdefault(("label", value), (f"label {label}={value}", []))[1].append(key)
+    out: dict[ServerKey, list[HaGroup]] = {}
+    for why, keys in by_group.values():
+        if len(keys) > 1:
+            group = HaGroup(why, tuple(keys))
+            for key in keys:
+                out.setdefault(key, []).append(group)
+    return {key: tuple(groups) for key, groups in out.items()}
 
 
 @dataclass
@@ -287,16 +367,18 @@ class Recommendation:
         )
 
 
-ExclusionCause = Literal["data", "inventory", "target"]
+ExclusionCause = Literal["data", "inventory", "target", "ha"]
 
 #: Why a server got no recommendation, in the order reports show them, with their titles:
 #: ``data`` — too little measured data to judge it (no or too short a history, no agent);
 #: ``inventory`` — what it costs or how big it is is unknown (no price, no core count);
-#: ``target`` — it was judged, but nothing it could move to fits or can be ordered.
+#: ``target`` — it was judged, but nothing it could move to fits or can be ordered;
+#: ``ha`` — it was judged idle, but it is the replica of a busy server (high availability).
 EXCLUSION_CAUSES: dict[ExclusionCause, str] = {
     "data": "Not enough data to judge",
     "inventory": "Price or size unknown",
     "target": "No type to move to",
+    "ha": "Kept for high availability",
 }
 
 

@@ -201,7 +201,7 @@ class ReportView:
         return out
 
     def exclusions_by_cause(self) -> list[tuple[ExclusionCause, str, list[Exclusion]]]:
-        """The exclusions grouped by their real cause (data, inventory, target), each
+        """The exclusions grouped by their real cause (data, inventory, target, ha), each
         group with its title, in that order; causes without exclusions left out."""
         return [(cause, title, items) for cause, title in EXCLUSION_CAUSES.items()
                 if (items := [e for e in self.exclusions if e.cause == cause])]

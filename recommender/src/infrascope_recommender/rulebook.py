@@ -4,7 +4,8 @@ writes it into the files, and checks it there).
 
 Rules appear in the order they run (their first step's priority); each with its label,
 kind and steps, its description, its settings table (every setting's default and why,
-from :func:`~infrascope_recommender.settings.setting`) and its details.
+from :func:`~infrascope_recommender.settings.setting`) and its details. The settings of
+``rules.ha`` (which servers are replicas), which two rules read, get their table too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from .rules import Rule, RuleSettings, registered, steps
+from .rules import HighAvailability, Rule, RuleSettings, registered, steps
 from .settings import table
 
 _BASE = tuple(f.name for f in dataclasses.fields(RuleSettings))  # documented once
@@ -58,3 +59,8 @@ def readme_table(rules: Sequence[Rule] | None = None) -> str:
     for rule in _in_run_order(rules or registered()):
         rows.append(f"| {rule.label} | `{rule.kind}` | {rule.description} |")
     return "\n".join(rows) + "\n"
+
+
+def ha_settings() -> str:
+    """The table of ``rules.ha``: which servers are replicas of each other."""
+    return table(HighAvailability, prefix="rules.ha.")

@@ -115,6 +115,20 @@ def strings(value: Any, key: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value)
 
 
+def optional_text(value: Any, key: str) -> str:
+    """A string, stripped; ``""`` switches off what it names."""
+    if not isinstance(value, str):
+        fail(key, f"expected a string (\"\" for none), got {value!r}")
+    return value.strip()
+
+
+def optional_strings(value: Any, key: str) -> tuple[str, ...]:
+    """A list of non-empty strings, stripped; ``[]`` switches off what it names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        fail(key, f"expected a list of strings ([] for none), got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
 def mapping_of(check: Check) -> Check:
     """A mapping of non-empty string keys to values that pass ``check``."""
     def parse(value: Any, key: str) -> dict[str, Any]:
@@ -187,8 +201,9 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-def table(cls: type[Any], skip: tuple[str, ...] = ()) -> str:
-    """The Markdown table ``| key | default | why |`` of a settings dataclass."""
+def table(cls: type[Any], skip: tuple[str, ...] = (), prefix: str = "") -> str:
+    """The Markdown table ``| key | default | why |`` of a settings dataclass (each key
+    after ``prefix``, e.g. ``rules.ha.``)."""
     rows = ["| key | default | why |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -196,5 +211,5 @@ def table(cls: type[Any], skip: tuple[str, ...] = ()) -> str:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         cell = shown(default).replace("|", "\\|")
-        rows.append(f"| `{f.name}` | `{cell}` | {f.metadata.get('why', '')} |")
+        rows.append(f"| `{prefix}{f.name}` | `{cell}` | {f.metadata.get('why', '')} |")
     return "\n".join(rows) + "\n"

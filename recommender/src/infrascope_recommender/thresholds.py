@@ -1,5 +1,6 @@
 """The ``rules:`` section of the configuration: the settings every rule shares
-(coverage, confidence, headroom) and each registered rule's own.
+(coverage, confidence, headroom, which servers are replicas) and each registered rule's
+own.
 
 The general settings are declared here; each rule declares its own in its module (see
 :mod:`infrascope_recommender.rules`), so :class:`Thresholds` holds one settings object
@@ -18,6 +19,7 @@ YAML layout (every key optional; unknown keys are refused)::
       confidence: {high: 0.9, medium: 0.5}
       headroom: {cpu: 0.6, memory: 0.8, disk: 0.8}
       same_cpu_type: true
+      ha: {replica_label: ha_group, placement_group_types: [spread]}
       <kind>: {enabled: true, <setting>: <value>, ...}   # one section per rule
 
 A bad value raises :class:`infrascope_recommender.config.ConfigError` naming the key,
@@ -32,11 +34,11 @@ from typing import Any
 
 # The Thresholds type lives with the rules (they are its fields' types; one module, no
 # import cycle); this module parses the configuration's ``rules:`` into it.
-from .rules import GENERAL, ConfidenceBands, Headroom, Thresholds, rule_kinds
+from .rules import GENERAL, ConfidenceBands, Headroom, HighAvailability, Thresholds, rule_kinds
 from .settings import Check, fail, parsed
 
-__all__ = ["GENERAL", "ConfidenceBands", "Headroom", "Thresholds", "parse_thresholds",
-           "rule_kinds"]
+__all__ = ["GENERAL", "ConfidenceBands", "Headroom", "HighAvailability", "Thresholds",
+           "parse_thresholds", "rule_kinds"]
 
 
 def parse_thresholds(data: Mapping[str, Any] | None) -> Thresholds:

@@ -40,7 +40,17 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..model import Fleet, Recommendation, RuleResult, server_names
-from ..settings import Check, boolean, checks, parse_section, ratio, section, setting
+from ..settings import (
+    Check,
+    boolean,
+    checks,
+    optional_strings,
+    optional_text,
+    parse_section,
+    ratio,
+    section,
+    setting,
+)
 
 ENTRY_POINT_GROUP = "infrascope_recommender.rules"
 _KIND = re.compile(r"[a-z][a-z0-9_]*")
@@ -267,12 +277,30 @@ class Headroom:
                                       "only)")
 
 
+@dataclass(frozen=True)
+class HighAvailability:
+    """Which servers are replicas of each other (HA peers): never merged together, and
+    none deleted as idle while a peer is busy."""
+
+    replica_label: str = setting(
+        "ha_group", optional_text,
+        "servers with the same value of this Hetzner label (e.g. `ha_group=pg` on a primary "
+        "and its standby) are replicas: the label says what no measurement can; `\"\"`: no "
+        "label makes replicas")
+    placement_group_types: tuple[str, ...] = setting(
+        ("spread",), optional_strings,
+        "servers in one placement group of these types are replicas: a `spread` group keeps "
+        "its servers on different physical hosts, which only matters for replicas; `[]`: "
+        "placement groups make no replicas")
+
+
 #: The general keys of ``rules:``; every other key is a rule kind.
 GENERAL: dict[str, Check] = {
     "min_coverage": ratio,  # the rules pack's tiers.min_coverage
     "confidence": section(ConfidenceBands),
     "headroom": section(Headroom),
     "same_cpu_type": boolean,  # in-place changes keep shared/dedicated vCPUs
+    "ha": section(HighAvailability),  # replicas: never merged, not deleted beside a busy one
 }
 
 
@@ -300,10 +328,12 @@ class Thresholds:
     confidence: ConfidenceBands
     headroom: Headroom
     same_cpu_type: bool
+    ha: HighAvailability
     rules: Mapping[str, RuleSettings]
 
     def __init__(self, min_coverage: float = 0.25, confidence: ConfidenceBands | None = None,
                  headroom: Headroom | None = None, same_cpu_type: bool = True,
+                 ha: HighAvailability | None = None,
                  rules: Mapping[str, RuleSettings] | None = None,
                  **by_kind: RuleSettings) -> None:
         if rules is None:
@@ -319,6 +349,7 @@ class Thresholds:
         set_(self, "confidence", confidence if confidence is not None else ConfidenceBands())
         set_(self, "headroom", headroom if headroom is not None else Headroom())
         set_(self, "same_cpu_type", same_cpu_type)
+        set_(self, "ha", ha if ha is not None else HighAvailability())
         set_(self, "rules", merged)
 
     if not TYPE_CHECKING:  # typed code uses settings(): mypy would accept any attribute

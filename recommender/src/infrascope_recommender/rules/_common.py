@@ -16,11 +16,13 @@ from ..model import (
     Exclusion,
     ExclusionCause,
     Fleet,
+    HaPeer,
     Kind,
     Level,
     Reason,
     Recommendation,
     Server,
+    ServerKey,
     ServerRef,
     Service,
     cents,
@@ -263,6 +265,35 @@ def not_assessed(a: Assessment) -> Unjudged:
 def no_price(server: Server) -> Unjudged:
     return Unjudged(f"no price known for the server ({adapter(server).unpriced_hint()})",
                     "inventory")
+
+
+# ------------------------------------------------------------------- high availability
+
+def ha_peers(server: Server, fleet: Fleet, th: Thresholds) -> list[HaPeer]:
+    """The replicas of ``server`` in the whole inventory (``rules.ha``: the other servers
+    of its spread placement group, and those with its value of the replica label), each
+    once with why, by name. A peer another rule has already taken is still a peer."""
+    seen: dict[ServerKey, str] = {}
+    for group in fleet.ha_groups(th.ha.replica_label, th.ha.placement_group_types).get(
+            server.key, ()):
+        for key in group.members:
+            if key != server.key:
+                seen.setdefault(key, group.why)
+    return sorted((HaPeer(key, why) for key, why in seen.items()),
+                  key=lambda p: (name_of(fleet, p.key), p.key))
+
+
+def shortlist(items: list[str], most: int = 5) -> str:
+    """``a, b, c`` — at most ``most`` of them, then how many more (a replica label set on
+    a whole fleet by mistake must not make a reason of ten thousand names)."""
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def name_of(fleet: Fleet, key: ServerKey) -> str:
+    """The name of a server of the inventory (its key when it has none)."""
+    server = fleet.inventory.get(key)
+    return server.name if server is not None and server.name else str(key)
 
 
 # -------------------------------------------------------------------------------- risk

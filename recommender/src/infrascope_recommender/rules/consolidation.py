@@ -14,6 +14,10 @@ When the whole group does not fit one type (or would not be cheaper), the most d
 server is left out and the rest tried again, down to ``min_servers``. The new server is
 billed like the group's servers: the type's price, the backup surcharge if any member
 had backups, and the most expensive member's primary IPs.
+
+Replicas (``rules.ha``: the servers of one spread placement group, or with one value of
+the replica label) are never merged together: of two, the more demanding is left out
+and the reasons say why, so a pair alone is never merged.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..model import Fleet, Level, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..model import (
+    Fleet,
+    HaPeer,
+    Level,
+    Reason,
+    Recommendation,
+    RuleResult,
+    Server,
+    ServerKey,
+    ServerRef,
+)
 from ..providers import adapter
 from ..settings import integer, mapping_of, money, regex, setting, strings, text
 from . import Rule, RuleSettings, servers_of, target_of
@@ -36,14 +50,17 @@ from ._common import (
     exclusion,
     gb,
     gib,
+    ha_peers,
     image_of,
     in_order,
     lowest,
+    name_of,
     no_price,
     not_assessed,
     num,
     pct,
     service_text,
+    shortlist,
     unlisted_services,
     without_memory,
 )
@@ -58,6 +75,8 @@ DEFAULT_NONPROD_NAME_PATTERN = (
 
 if TYPE_CHECKING:
     from ..thresholds import Thresholds
+
+Member = tuple[Server, Assessment, str]  # a server, its figures, why it is non-production
 
 
 @dataclass(frozen=True)
@@ -97,8 +116,7 @@ class ConsolidationRule:
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
         c = thresholds.settings(ConsolidationSettings)
-        groups: dict[tuple[str, str, str], list[tuple[Server, Assessment, str]]] = \
-            defaultdict(list)
+        groups: dict[tuple[str, str, str], list[Member]] = defaultdict(list)
         for server in in_order(fleet):
             if not adapter(server).deletable(server):
                 continue  # merged servers are deleted (a dedicated server is cancelled)
@@ -116,13 +134,35 @@ class ConsolidationRule:
                 (server, a, why))
         for (_project, location, arch), members in sorted(groups.items()):
             members.sort(key=lambda m: (self._demand(m[0], m[1]), m[0].key))
-            while len(members) >= c.min_servers:
-                rec = self._merge(members, fleet, thresholds, location, arch)
+            while True:
+                kept, apart = self._apart(members, fleet, thresholds)
+                if len(kept) < c.min_servers:
+                    break
+                rec = self._merge(kept, fleet, thresholds, location, arch, apart)
                 if rec is not None:
                     result.recommendations.append(rec)
                     break
-                members = members[:-1]  # leave out the most demanding server, try again
+                # leave out the most demanding server, try again
+                members = [m for m in members if m is not kept[-1]]
         return result
+
+    @staticmethod
+    def _apart(members: list[Member], fleet: Fleet, th: Thresholds
+               ) -> tuple[list[Member], list[tuple[Server, HaPeer]]]:
+        """``members`` (least demanding first) without the replicas of one kept before
+        them: merging replicas onto one machine removes the high availability they are
+        there for. The ones left out, each with the peer it stays apart from."""
+        kept: list[Member] = []
+        apart: list[tuple[Server, HaPeer]] = []
+        taken: set[ServerKey] = set()
+        for member in members:
+            clash = next((p for p in ha_peers(member[0], fleet, th) if p.key in taken), None)
+            if clash is not None:
+                apart.append((member[0], clash))
+                continue
+            kept.append(member)
+            taken.add(member[0].key)
+        return kept, apart
 
     @staticmethod
     def _demand(server: Server, a: Assessment) -> tuple[float, float]:
@@ -132,8 +172,8 @@ class ConsolidationRule:
             else float(server.memory_bytes or 0)
         return cores, memory
 
-    def _merge(self, members: list[tuple[Server, Assessment, str]], fleet: Fleet,
-               th: Thresholds, location: str, arch: str) -> Recommendation | None:
+    def _merge(self, members: list[Member], fleet: Fleet, th: Thresholds, location: str,
+               arch: str, apart: list[tuple[Server, HaPeer]]) -> Recommendation | None:
         # Which servers take part follows their demand (the caller drops the most
         # demanding first); how they are shown does not: by name, so that the same merge
         # reads the same on every run, whatever small differences the figures have.
@@ -184,6 +224,11 @@ class ConsolidationRule:
             {"servers": str(len(servers)), "location": location})]
         for s, _, why in members:
             reasons.append(Reason(f"{s.name}: {why}", {"server": s.name}))
+        for s, peer in apart:
+            peer_name = name_of(fleet, peer.key)
+            reasons.append(Reason(
+                f"{s.name} left out: in {peer.why} with {peer_name} — merging replicas "
+                "removes the HA", {"server": s.name, "peer": peer_name, "ha": peer.why}))
         mem_text = (f"{gib(sum(measured))} peak memory" if measured else "")
         if unmeasured:
             mem_text += (" plus " if mem_text else "") + \
@@ -254,6 +299,15 @@ class ConsolidationRule:
             "attached volumes and floating IPs are billed separately and not counted: "
             "re-attach or delete them",
         ]
+        merged = {s.key for s in servers}
+        for s in servers:
+            outside = [p for p in ha_peers(s, fleet, th) if p.key not in merged]
+            if outside:
+                preconditions.append(
+                    f"{s.name} is a replica of "
+                    + shortlist([f"{name_of(fleet, p.key)} ({p.why})" for p in outside])
+                    + f": keep {new_name} on other hosts than them (create it in the same "
+                    "placement group)")
         if disk_unknown:
             preconditions.append(
                 "disk usage of " + ", ".join(s.name for s in disk_unknown)
@@ -297,7 +351,11 @@ without a snapshot transfer, and a merge must stay in one place). The demand of 
 is the **sum** of p95 CPU (cores), peak memory (unmeasured memory counted at its full
 size) and used disk (unmeasured: the whole primary disk); summing p95s over-estimates
 the p95 of the sum, on the safe side. When the whole group does not fit one type or is
-not cheaper, the most demanding server is left out and the rest tried again. Commands:
+not cheaper, the most demanding server is left out and the rest tried again. Two HA
+replicas (see [High availability](#high-availability-replicas)) are never in one merge: the
+more demanding is left out ("shop-db-b left out: in spread placement group db-spread with
+shop-db-a — merging replicas removes the HA"), and a member whose replica stays outside
+the merge gets a precondition to keep the new server on other hosts. Commands:
 `hcloud server create --name <env>-consolidated-<location> --type <type> --location
 <location> --image <image>` (the servers' image, else `ubuntu-24.04`), a step per server
 to move its services and data, then a snapshot and `hcloud server delete` per server.

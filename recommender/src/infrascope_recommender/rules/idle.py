@@ -13,6 +13,10 @@ measured, p95 memory below ``memory_p95_max`` (30 %):
 A Cloud server that is powered off and has too little data to judge is recommended
 for deletion with low confidence (``powered_off``): it still costs its full price.
 
+A server with HA replicas (``rules.ha``) is only deleted when every replica is idle by
+the same tests (nothing ran on it either); a replica that is busy, cannot be judged or
+was taken by an earlier rule keeps it, as an exclusion of cause ``ha`` that names it.
+
 The two outcomes rank differently (see ``engine``): a delete (``RULE``, priority 20)
 comes before consolidation, since nothing beats removing a server that does nothing; a
 move (its second step, :data:`MOVE`, priority 45) is a resize and comes after
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerRef
+from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerKey, ServerRef
 from ..providers import adapter
 from ..settings import boolean, fail, money, ratio, setting
 from . import Rule, RuleSettings, Step, servers_of, target_of, types_of
@@ -38,7 +42,9 @@ from ._common import (
     eur,
     exclusion,
     gib,
+    ha_peers,
     in_order,
+    name_of,
     no_catalogue,
     no_price,
     not_assessed,
@@ -47,6 +53,7 @@ from ._common import (
     savings_enough,
     savings_figures,
     service_text,
+    shortlist,
     sizing_need,
     sizing_reasons,
     without_memory,
@@ -94,18 +101,20 @@ class IdleRule:
     def evaluate(self, fleet: Fleet, thresholds: Thresholds) -> RuleResult:
         result = RuleResult()
         cat = Catalogue(fleet)
+        busy: dict[ServerKey, str | None] = {}  # HA peer -> why it is busy (None: idle)
         for server in in_order(fleet):
             if not self.delete and not adapter(server).resizable_in_place(server):
                 continue  # only Cloud servers can move to another type
             a = assess(server, thresholds)
             if not a.cpu_ok:
-                off = self._powered_off(server, a, thresholds) if self.delete else None
-                if off is not None:
+                off = (self._powered_off(server, a, fleet, thresholds, busy) if self.delete
+                       else None)
+                if isinstance(off, Recommendation):
                     result.recommendations.append(off)
                 else:
-                    result.exclusions.append(exclusion(server, self.name, not_assessed(a)))
+                    result.exclusions.append(exclusion(server, self.name, off or not_assessed(a)))
                 continue
-            rec = self._judge(server, a, fleet, thresholds, cat)
+            rec = self._judge(server, a, fleet, thresholds, cat, busy)
             if isinstance(rec, Unjudged):
                 result.exclusions.append(exclusion(server, self.name, rec))
             elif rec is not None:
@@ -115,7 +124,8 @@ class IdleRule:
     # ----------------------------------------------------------------------------------
 
     def _judge(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
-               cat: Catalogue) -> Recommendation | Unjudged | None:
+               cat: Catalogue, busy: dict[ServerKey, str | None]
+               ) -> Recommendation | Unjudged | None:
         u = server.utilisation
         idle = th.settings(IdleSettings)
         assert u.cpu_avg is not None and u.cpu_max is not None
@@ -136,11 +146,14 @@ class IdleRule:
         else:
             without_memory(a, "idle judged on CPU alone", {"memory": "not measured"})
         if u.cpu_max < idle.delete_cpu_max:
+            if not self.delete:
+                return None
             reasons.append(Reason(
                 f"even the busiest 5 minutes of the 30 days used only {pct(u.cpu_max)} CPU "
                 f"(below {pct(idle.delete_cpu_max)}): nothing ran on it",
                 {"cpu_max_30d": pct(u.cpu_max), "delete_cpu_max": pct(idle.delete_cpu_max)}))
-            return self._delete(server, a, reasons) if self.delete else None
+            kept = self._replicas(server, fleet, th, "idle", reasons, busy)
+            return kept if kept is not None else self._delete(server, a, reasons)
         if not adapter(server).resizable_in_place(server) or not self.move:
             return None  # a dedicated server that does wake up: see dedicated_to_cloud
         reasons.append(Reason(
@@ -163,6 +176,58 @@ class IdleRule:
                 return resize_recommendation("idle", server, option, need, a, th, fleet,
                                              reasons)
         return None  # already on the smallest type that fits
+
+    def _replicas(self, server: Server, fleet: Fleet, th: Thresholds, state: str,
+                  reasons: list[Reason], busy_cache: dict[ServerKey, str | None]
+                  ) -> Unjudged | None:
+        """Why ``server`` must stay for its HA replicas (one of them is busy, unknown or
+        not in this view), or None; when every replica is idle too, ``reasons`` say so."""
+        peers = ha_peers(server, fleet, th)
+        if not peers:
+            return None
+        busy = []
+        for p in peers:
+            if p.key not in busy_cache:
+                busy_cache[p.key] = self._busy(p.key, fleet, th)
+            why = busy_cache[p.key]
+            if why is not None:
+                busy.append(f"{name_of(fleet, p.key)} ({p.why}: {why})")
+        if busy:
+            one = len(busy) == 1
+            first = name_of(fleet, next(p.key for p in peers if busy_cache[p.key]))
+            return Unjudged(
+                f"{state}, but its HA peer{'' if one else 's'} {shortlist(busy)} "
+                f"{'is' if one else 'are'} busy: deleting {server.name} would leave "
+                f"{first if one else 'them'} without {'its' if one else 'their'} replica",
+                "ha")
+        one = len(peers) == 1
+        reasons.append(Reason(
+            f"its HA peer{'' if one else 's'} "
+            f"{shortlist([f'{name_of(fleet, p.key)} ({p.why})' for p in peers])} "
+            f"{'is' if one else 'are'} idle too: the service they replicate does not run",
+            {"ha_peers": shortlist([name_of(fleet, p.key) for p in peers])}))
+        return None
+
+    @staticmethod
+    def _busy(key: ServerKey, fleet: Fleet, th: Thresholds) -> str | None:
+        """Why the HA peer ``key`` counts as busy, or None when nothing ran on it either
+        (the tests that delete a server)."""
+        peer = fleet.servers.get(key)
+        if peer is None:
+            return "another recommendation of this run changes it"
+        a = assess(peer, th)
+        if not a.cpu_ok:
+            return f"its load is unknown ({not_assessed(a).reason})"
+        u = peer.utilisation
+        idle = th.settings(IdleSettings)
+        assert u.cpu_avg is not None and u.cpu_max is not None
+        if u.cpu_avg >= idle.cpu_avg_max:
+            return f"30-day average CPU {pct(u.cpu_avg)}"
+        if a.memory_ok and u.memory_p95 is not None and u.memory_p95 >= idle.memory_p95_max:
+            return f"p95 memory {pct(u.memory_p95)}"
+        if u.cpu_max >= idle.delete_cpu_max:
+            return f"30-day CPU maximum {pct(u.cpu_max)}: something runs on it"
+        return None
 
     def _delete(self, server: Server, a: Assessment,
                 reasons: list[Reason]) -> Recommendation:
@@ -199,8 +264,8 @@ class IdleRule:
             confidence_reasons=list(a.reasons), risk_reasons=risk_reasons,
             preconditions=preconditions, commands=commands)
 
-    def _powered_off(self, server: Server, a: Assessment,
-                     th: Thresholds) -> Recommendation | None:
+    def _powered_off(self, server: Server, a: Assessment, fleet: Fleet, th: Thresholds,
+                     busy: dict[ServerKey, str | None]) -> Recommendation | Unjudged | None:
         """A Cloud server that is off and has too little data: it costs, it does nothing."""
         if not (th.settings(IdleSettings).powered_off and adapter(server).deletable(server)
                 and server.status == "off" and server.monthly_cost is not None):
@@ -218,7 +283,8 @@ class IdleRule:
             f"{server.name} is powered off but a Cloud server is billed while off "
             f"({server.server_type}{', ' + gib(memory) if memory else ''})",
             {"status": "off"})]
-        return self._delete(server, a, reasons)
+        kept = self._replicas(server, fleet, th, "powered off", reasons, busy)
+        return kept if kept is not None else self._delete(server, a, reasons)
 
 
 def title(rec: Recommendation) -> str:
@@ -249,6 +315,11 @@ RULE = Rule(
   that fits (in place when the disk allows, else onto a new server: see right-sizing).
 - Network traffic is not part of the judgement: the preconditions ask to confirm nobody
   needs the server.
+- A server with HA replicas (see [High availability](#high-availability-replicas)) is
+  deleted only when nothing ran on any replica either (the reasons name them); if one is
+  busy, cannot be judged or is taken by an earlier rule, the server is excluded with
+  cause `ha`: "idle, but its HA peer db-a (spread placement group db-spread: 30-day
+  average CPU 35%) is busy: deleting db-b would leave db-a without its replica".
 
 The two outcomes are two steps of one rule because they rank differently: deleting beats
 everything but a safety fix; a move is a resize and ranks after consolidation and
