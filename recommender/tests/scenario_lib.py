@@ -220,6 +220,15 @@ def exporter_primary_disk_bytes(server_type: str, disk_gb: int) -> int:
 # ----------------------------------------------------------------------------
 # The fleet
 # ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlacementGroup:
+    """A Cloud placement group, as the exporter labels ``hetzner_server_placement_group_info``."""
+
+    id: str
+    name: str
+    type: str = "spread"
+
+
 @dataclass
 class FleetServer:
     """One server as the exporter and its agent would show it.
@@ -253,6 +262,7 @@ class FleetServer:
     monthly_price: Decimal | None = None  # dedicated: configured monthly price
     datacenter: str = ""  # dedicated: e.g. FSN1-DC14
     ipv4: bool = True  # a primary IPv4 (Cloud)
+    placement_group: PlacementGroup | None = None  # Cloud: the group it is in
 
     @property
     def key(self) -> str:
@@ -501,6 +511,11 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
         e.add("hetzner_server_status", {**ids, "status": s.status}, 1)
         e.add("hetzner_server_labels",
               {**ids, **{f"label_{k}": v for k, v in sorted(s.labels.items())}}, 1)
+        if s.placement_group is not None:
+            pg = s.placement_group
+            e.add("hetzner_server_placement_group_info",
+                  {**ids, "placement_group_id": pg.id, "placement_group": pg.name,
+                   "placement_group_type": pg.type}, 1)
         if s.cloud:
             e.add("hetzner_server_cpu_cores", ids, s.type_cores)
             e.add("hetzner_server_memory_bytes", ids, s.exporter_memory_bytes)
@@ -816,6 +831,8 @@ class Scenario:
             "count(server_type_location:server_type_monthly_price_euros:normalised)":
                 sum(len(t.locations) for t in SERVER_TYPES.values()),
             "count(provider:cost_info:normalised)": 1,
+            "count(source_server_id:server_placement_group_info:normalised)":
+                sum(1 for s in self.servers if s.placement_group is not None),
             'count(up{job="infrascope-agent"} == 1)': 1 if self.single_agent_target
             else agents,
             "count(node_memory_MemTotal_bytes)": agents,
