@@ -145,7 +145,8 @@ def load_config(path: Path) -> dict[str, Any]:
 def validate_config(raw: Any) -> dict[str, Any]:
     top = _mapping(raw, "config", ("jobs", "runbook_base_url", "intervals", "window_shards",
                                    "utilisation", "attributes", "cost_labels", "tiers",
-                                   "alerts", "disk_fstype_exclude", "providers"),
+                                   "alerts", "disk_fstype_exclude", "netdev_exclude",
+                                   "providers"),
                    ("jobs", "runbook_base_url", "intervals", "utilisation", "attributes",
                     "cost_labels", "tiers", "alerts"))
     cfg: dict[str, Any] = {}
@@ -200,6 +201,12 @@ def validate_config(raw: Any) -> dict[str, Any]:
         raise ConfigError("disk_fstype_exclude: expected a regular expression without "
                           "quotes or backslashes")
     cfg["disk_fstype_exclude"] = fstype
+    # default: the devices that are not the server's own traffic (the series contract)
+    netdev = top.get("netdev_exclude", contract.excluded_netdevs_regex())
+    if not isinstance(netdev, str) or not netdev or '"' in netdev or "\\" in netdev:
+        raise ConfigError("netdev_exclude: expected a regular expression without "
+                          "quotes or backslashes")
+    cfg["netdev_exclude"] = netdev
     cfg["alerts"] = _alerts(top["alerts"])
     cfg["providers"] = _providers(top.get("providers"), cfg["jobs"]["exporter"])
     return cfg
@@ -339,6 +346,7 @@ class Builder:
             "UNATTACHED": f'hetzner_resource_monthly_cost_euros{{job="{exporter}", server_id=""}}',
             "ATTACHED": f'hetzner_resource_monthly_cost_euros{{job="{exporter}", server_id!=""}}',
             "FSTYPE": cfg["disk_fstype_exclude"],
+            "NETDEV": cfg["netdev_exclude"],
         }
 
     def q(self, template: str, **extra: Any) -> str:
@@ -461,12 +469,36 @@ class Builder:
                 sum by ($ID) (node_memory_MemTotal_bytes{$A} > 0)
             )""")
 
+    def agent_network_expr(self) -> str:
+        """Bytes per second through the server's own interfaces, label ``direction``."""
+        return self.q("""
+            label_replace(
+                sum by ($ID) (rate(node_network_receive_bytes_total{$A, device!~"$NETDEV"}[5m])),
+                "direction", "in", "", ""
+            )
+            or
+            label_replace(
+                sum by ($ID) (rate(node_network_transmit_bytes_total{$A, device!~"$NETDEV"}[5m])),
+                "direction", "out", "", ""
+            )""")
+
+    def cloud_network_expr(self) -> str:
+        """Bytes per second through the public interface (Cloud API), label ``direction``."""
+        return self.q("""
+            sum by ($ID, direction) (
+                hetzner_server_network_bandwidth_bytes_per_second{$E, direction=~"in|out"}
+            )""")
+
     def raw_utilisation(self, metric: str) -> str:
         """The 5-minute utilisation of every server from the raw inputs, without
         attributes: CPU from the agent where it reports, else from the Cloud API (as
-        ``:ratio``); memory from the agent."""
+        ``:ratio``); memory from the agent; network (bytes/s, label ``direction``) from
+        the agent where it reports, else from the Cloud API."""
         if metric == "memory":
             return self.agent_memory_expr()
+        if metric == "network":
+            return (f"(\n{self.agent_network_expr()}\n)\nor on ({ID}, direction)\n"
+                    f"{self.cloud_network_expr()}")
         return (f"{self.agent_cpu_expr()}\nor on ({ID})\n"
                 f"{self.cloud_cpu_expr()}")
 
@@ -519,6 +551,28 @@ class Builder:
                 "ratio 0-1",
                 "Memory utilisation of every server with an agent (the Cloud API has no memory "
                 "figure); `via` is always `agent`.", out_labels),
+            Record("source_server_id:network_bytes_per_second:rate5m", self.q("""
+                (
+                    (
+                        label_replace($agent, "via", "agent", "", "")
+                      or on ($ID, direction)
+                        label_replace($cloud, "via", "cloud", "", "")
+                    )
+                    * on ($ID) group_left ($ATTRS)
+                      $INFO
+                )
+                or on ($ID, direction)
+                  label_replace($agent, "via", "agent", "", "")
+                  * on ($ID) group_left (server_name)
+                    $TARGET_NAME""",
+                agent=textwrap.indent(self.agent_network_expr(), " " * 4).strip(),
+                cloud=textwrap.indent(self.cloud_network_expr(), " " * 4).strip()),
+                "bytes/s",
+                "Network throughput of every server over 5 minutes, per `direction` (in, "
+                "out): the agent's where one reports (every interface but loopback, "
+                "container and bridge devices: `netdev_exclude`), the Cloud API's public "
+                "interface otherwise (`via` says which).",
+                f"source, server_id, direction, via, {self.ctx['ATTRS']}"),
         ]
 
     def hourly_condition(self) -> str:
@@ -559,39 +613,47 @@ class Builder:
             )$cond""", function=function, raw=raw,
                       cond=self.hourly_condition())
 
+    # metric -> (record prefix, unit, Name, lower, extra labels of the per-server series)
+    RESOURCES = {
+        "cpu": ("source_server_id:cpu_utilisation", "ratio 0-1", "CPU utilisation",
+                "CPU utilisation", ""),
+        "memory": ("source_server_id:memory_utilisation", "ratio 0-1", "Memory utilisation",
+                   "memory utilisation", ""),
+        "network": ("source_server_id:network_bytes_per_second", "bytes/s",
+                    "Network throughput (bytes/s, per `direction`)",
+                    "network throughput (bytes/s, per `direction`)", "direction, "),
+    }
+
     def hourly(self) -> list[Record]:
         out = []
         when = ("Clock-aligned: the hour [H-1h, H) before the evaluation, whatever the "
                 "evaluation's phase or when the history was loaded; one sample per hour, "
                 "stamped in the hour after it.")
-        for metric in ("cpu", "memory"):
-            name = "CPU" if metric == "cpu" else "Memory"
-            lower = "CPU" if metric == "cpu" else "memory"
-            out.append(Record(f"source_server_id:{metric}_utilisation:avg1h", self.with_shard(
-                self.clock_hour("avg_over_time", metric)), "ratio 0-1",
-                f"{name} utilisation averaged over the clock hour before (its twelve 5-minute "
+        for metric, (prefix, unit, name, lower, extra) in self.RESOURCES.items():
+            labels = f"source, server_id, {extra}shard"
+            out.append(Record(f"{prefix}:avg1h", self.with_shard(
+                self.clock_hour("avg_over_time", metric)), unit,
+                f"{name} averaged over the clock hour before (its twelve 5-minute "
                 f"buckets): the input of the 30-day figures. {when} Read it with a range "
                 "(`[1h]` or longer), not as an instant vector. Label `shard` (the last two "
                 "digits of `server_id`) lets each 30-day group select its servers by an "
-                "exact label match.",
-                "source, server_id, shard"))
-            out.append(Record(f"source_server_id:{metric}_utilisation:max1h", self.with_shard(
-                self.clock_hour("max_over_time", metric)), "ratio 0-1",
-                f"Highest 5-minute {lower} utilisation of the clock hour before (the busiest "
-                "of its twelve 5-minute buckets); one sample per hour like `avg1h`.",
-                "source, server_id, shard"))
+                "exact label match.", labels))
+            out.append(Record(f"{prefix}:max1h", self.with_shard(
+                self.clock_hour("max_over_time", metric)), unit,
+                f"Highest 5-minute {lower} of the clock hour before (the busiest of its "
+                "twelve 5-minute buckets); one sample per hour like `avg1h`.", labels))
         return out
 
     FIGURES = {
         "avg30d": ("avg1h", "avg_over_time({x}[30d])",
-                   "{Name} utilisation averaged over 30 days (mean of the hourly averages)."),
+                   "{Name} averaged over 30 days (mean of the hourly averages)."),
         "max30d": ("max1h", "max_over_time({x}[30d])",
-                   "Highest 5-minute {lower} utilisation of the 30 days."),
+                   "Highest 5-minute {lower} of the 30 days."),
         "p95_30d": ("avg1h", "quantile_over_time(0.95, {x}[30d])",
                     "95th percentile of the hourly {lower} averages over 30 days (exceeded in "
                     "36 of the 720 hours)."),
         "coverage30d": ("avg1h", f"clamp_max(count_over_time({{x}}[30d]) / {DAYS_30}, 1)",
-                        f"Share of the 30 days with {{lower}} data: hours with at least one "
+                        f"Share of the 30 days with {{short}} data: hours with at least one "
                         f"value / {DAYS_30}. Tells a quiet server from one nothing is known "
                         "about."),
     }
@@ -604,28 +666,28 @@ class Builder:
         them, whose instant selectors touch only the newest data."""
         out: list[Record] = []
         shard = self.shard_matcher(j)
-        bare_labels = "shard, source, server_id"
-        labels = f"source, server_id, {self.ctx['ATTRS']}"
         bare: list[Record] = []
         final: list[Record] = []
-        for metric in ("cpu", "memory"):
-            name = "CPU" if metric == "cpu" else "Memory"
-            lower = "CPU" if metric == "cpu" else "memory"
+        for metric, (prefix, unit, name, lower, extra) in self.RESOURCES.items():
+            short = metric if metric != "cpu" else "CPU"
+            bare_labels = f"shard, source, server_id{', ' + extra.strip(', ') if extra else ''}"
+            labels = f"source, server_id, {extra}{self.ctx['ATTRS']}"
             for fig, (hourly, template, meaning) in self.FIGURES.items():
-                x = self.sel(f"source_server_id:{metric}_utilisation:{hourly}", shard)
-                text = meaning.format(Name=name, lower=lower)
-                bare_name = f"shard_source_server_id:{metric}_utilisation:{fig}"
+                x = self.sel(f"{prefix}:{hourly}", shard)
+                text = meaning.format(Name=name, lower=lower, short=short)
+                figure_unit = "ratio 0-1" if fig == "coverage30d" else unit
+                bare_name = f"shard_{prefix}:{fig}"
                 bare.append(Record(
-                    bare_name, template.format(x=x), "ratio 0-1",
+                    bare_name, template.format(x=x), figure_unit,
                     f"{text} Before the attributes are joined: read "
-                    f"`source_server_id:{metric}_utilisation:{fig}` instead.", bare_labels))
+                    f"`{prefix}:{fig}` instead.", bare_labels))
                 final.append(Record(
-                    f"source_server_id:{metric}_utilisation:{fig}",
+                    f"{prefix}:{fig}",
                     self.q("""
                         max without (shard) ($bare)
                         * on ($ID) group_left ($ATTRS)
                           $info""", bare=self.sel(bare_name, shard), info=self.shard_info(j)),
-                    "ratio 0-1", text, labels))
+                    figure_unit, text, labels))
         out = bare + final
         out.append(self.tier_number(shard))
         out.append(self.tier(j, shard))

@@ -41,9 +41,21 @@ DIRECTIONS = ("read", "write", "in", "out")
 """Value of ``direction`` in the Cloud metrics (disk: read/write; network: in/out)."""
 
 
+EXCLUDED_NETDEVS = ("lo", "veth.*", "docker.*", "br-.*", "virbr.*", "cni.*", "flannel.*",
+                    "cali.*", "vxlan.*", "tun.*", "tap.*", "kube-ipvs.*", "cilium.*")
+"""Network devices whose bytes are not the server's own traffic (loopback, container and
+bridge devices: they repeat what crosses the real interfaces): left out of every
+network figure. VPN devices (``wg*``, ``tailscale*``) stay: their traffic is work."""
+
+
 def excluded_fstypes_regex() -> str:
     """``EXCLUDED_FSTYPES`` as the right-hand side of a PromQL ``fstype!~"..."``."""
     return "|".join(EXCLUDED_FSTYPES)
+
+
+def excluded_netdevs_regex() -> str:
+    """``EXCLUDED_NETDEVS`` as the right-hand side of a PromQL ``device!~"..."``."""
+    return "|".join(EXCLUDED_NETDEVS)
 
 
 # ---- units: the provider's "GB" and "TB" in bytes -------------------------------------
@@ -558,6 +570,14 @@ _FIGURES_30D = {
 }
 
 
+_NETWORK_FIGURES_30D = {
+    "avg30d": "Network throughput (bytes/s, per direction) averaged over 30 days.",
+    "max30d": "Highest 5-minute network throughput (bytes/s, per direction) of the 30 days.",
+    "p95_30d": "95th percentile of the hourly network throughput averages over 30 days.",
+    "coverage30d": "Share of the 30 days with network data (hours with a value / 720).",
+}
+
+
 def _window_figures() -> tuple[Family, ...]:
     out = []
     for metric, name, lower in (("cpu", "CPU", "CPU"), ("memory", "Memory", "memory")):
@@ -568,6 +588,13 @@ def _window_figures() -> tuple[Family, ...]:
                           ("shard", *ID)))
             out.append(_r(f"source_server_id:{metric}_utilisation:{fig}", "ratio", meaning,
                           (*ID, *ATTRIBUTES)))
+    for fig, meaning in _NETWORK_FIGURES_30D.items():
+        unit = "ratio" if fig == "coverage30d" else "bytes_per_second"
+        out.append(_r(f"shard_source_server_id:network_bytes_per_second:{fig}", unit,
+                      meaning + " Before the attributes are joined.",
+                      ("shard", *ID, "direction")))
+        out.append(_r(f"source_server_id:network_bytes_per_second:{fig}", unit, meaning,
+                      (*ID, "direction", *ATTRIBUTES)))
     return tuple(out)
 
 
@@ -682,6 +709,17 @@ _RULES = (
        "otherwise (label via).", (*ID, "via", *ATTRIBUTES)),
     _r("source_server_id:memory_utilisation:ratio", "ratio",
        "Memory utilisation of every server with an agent.", (*ID, "via", *ATTRIBUTES)),
+    _r("source_server_id:network_bytes_per_second:rate5m", "bytes_per_second",
+       "Network throughput of every server over 5 minutes, per direction: the agent's "
+       "(its interfaces but loopback, container and bridge devices) where one reports, the "
+       "Cloud API's public interface otherwise (label via).",
+       (*ID, "direction", "via", *ATTRIBUTES)),
+    _r("source_server_id:network_bytes_per_second:avg1h", "bytes_per_second",
+       "Network throughput averaged over the clock hour before, per direction (one sample "
+       "per hour).", (*ID, "direction", "shard")),
+    _r("source_server_id:network_bytes_per_second:max1h", "bytes_per_second",
+       "Highest 5-minute network throughput of the clock hour before, per direction (one "
+       "sample per hour).", (*ID, "direction", "shard")),
     _r("source_server_id:cpu_utilisation:avg1h", "ratio",
        "CPU utilisation averaged over the clock hour before (one sample per hour).",
        (*ID, "shard")),
