@@ -77,9 +77,12 @@ def util(cpu_avg: float | None = None, cpu_p95: float | None = None,
          cpu_max: float | None = None, cpu_coverage: float | None = None,
          mem_avg: float | None = None, mem_p95: float | None = None,
          mem_max: float | None = None, mem_coverage: float | None = None,
-         via: str | None = None, tier: str | None = None) -> Utilisation:
+         via: str | None = None, tier: str | None = None,
+         net_in: float | None = 1500.0, net_out: float | None = 2500.0) -> Utilisation:
     """30-day figures. Missing CPU (memory) figures default from the given ones
-    (avg = p95, max = p95), coverage to 1.0; memory figures imply ``via="agent"``."""
+    (avg = p95, max = p95), coverage to 1.0; memory figures imply ``via="agent"``.
+    Traffic (bytes/s; with CPU figures only): a quiet server's by default, ``None``
+    for not measured; p95 and max = the average."""
     if cpu_avg is not None or cpu_p95 is not None:
         cpu_p95 = cpu_avg if cpu_p95 is None else cpu_p95
         cpu_avg = cpu_p95 if cpu_avg is None else cpu_avg
@@ -91,9 +94,15 @@ def util(cpu_avg: float | None = None, cpu_p95: float | None = None,
         mem_max = mem_p95 if mem_max is None else mem_max
         mem_coverage = 1.0 if mem_coverage is None else mem_coverage
         via = via or "agent"
+    if cpu_p95 is None or net_in is None or net_out is None:
+        net_in = net_out = None
     return Utilisation(cpu_avg=cpu_avg, cpu_max=cpu_max, cpu_p95=cpu_p95,
                        cpu_coverage=cpu_coverage, memory_avg=mem_avg, memory_max=mem_max,
                        memory_p95=mem_p95, memory_coverage=mem_coverage,
+                       network_in_avg=net_in, network_out_avg=net_out,
+                       network_in_p95=net_in, network_out_p95=net_out,
+                       network_in_max=net_in, network_out_max=net_out,
+                       network_coverage=None if net_in is None else cpu_coverage,
                        via=via or ("cloud" if cpu_p95 is not None else None), tier=tier)
 
 

@@ -108,7 +108,15 @@ HOURLY_SERIES = {
     ("cpu", "max"): "source_server_id:cpu_utilisation:max1h",
     ("memory", "avg"): "source_server_id:memory_utilisation:avg1h",
     ("memory", "max"): "source_server_id:memory_utilisation:max1h",
+    # one family, two directions: written one after the other (families are contiguous)
+    ("network_in", "avg"): "source_server_id:network_bytes_per_second:avg1h",
+    ("network_out", "avg"): "source_server_id:network_bytes_per_second:avg1h",
+    ("network_in", "max"): "source_server_id:network_bytes_per_second:max1h",
+    ("network_out", "max"): "source_server_id:network_bytes_per_second:max1h",
 }
+RESOURCES = ("cpu", "memory", "network_in", "network_out")
+#: Extra labels of a resource's hourly series.
+RESOURCE_LABELS = {"network_in": {"direction": "in"}, "network_out": {"direction": "out"}}
 
 
 # ----------------------------------------------------------------------------
@@ -157,6 +165,28 @@ class Profile:
         avg, top = hourly_matrix([self.level], [self.swing], hours,
                                  None if self.peak is None else [self.peak])
         return avg[0], top[0]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Network throughput of 30 days, bytes/s: means ``inbound`` and ``outbound``, with a
+    daily ``swing``; each hour's busiest 5 minutes are 50 % above its mean."""
+
+    inbound: float
+    outbound: float
+    swing: float = 0.2
+
+    def hourly(self, hours: int) -> dict[str, tuple[FloatArray, FloatArray]]:
+        out = {}
+        for res, level in (("network_in", self.inbound), ("network_out", self.outbound)):
+            avg = np.round(np.maximum(level * (1 + self.swing * daily_shape(hours)), 0.0), 3)
+            out[res] = (avg, np.round(avg * 1.5, 3))
+        return out
+
+
+#: A server's traffic when the scenario does not say: a quiet box (updates, NTP, the
+#: agent's own scrapes), far below the idle rule's threshold.
+QUIET = Traffic(1500.0, 2500.0)
 
 
 @dataclass(frozen=True)
@@ -249,6 +279,7 @@ class FleetServer:
     labels: dict[str, str] = field(default_factory=dict)
     cpu: Profile | None = None  # None: no utilisation history at all
     memory: Profile | None = None  # None: no memory history (no agent)
+    network: Traffic | None = QUIET  # None: no network history
     hours: int = HOURS_30D  # hours of history (coverage = hours / 720)
     backups: bool = False
     disk_gb: int | None = None
@@ -344,6 +375,13 @@ class FleetServer:
             out["memory"] = self.memory.hourly(self.hours)
         return out
 
+    def network_history(self) -> dict[str, tuple[FloatArray, FloatArray]]:
+        """``{"network_in"|"network_out": (avg1h, max1h)}`` (bytes/s), if it has data
+        (with CPU data only: the same hours)."""
+        if self.network is None or self.cpu is None:
+            return {}
+        return self.network.hourly(self.hours)
+
     def expected(self) -> dict[str, Stats]:
         return {res: stats(*arrays) for res, arrays in self.history().items()}
 
@@ -369,9 +407,9 @@ class History:
     def of(cls, servers: Sequence[FleetServer]) -> History:
         n = len(servers)
         values = {k: np.zeros((n, HOURS_30D)) for k in HOURLY_SERIES}
-        has = {r: np.zeros(n, dtype=bool) for r in ("cpu", "memory")}
+        has = {r: np.zeros(n, dtype=bool) for r in RESOURCES}
         for i, s in enumerate(servers):
-            for res, (avg, top) in s.history().items():
+            for res, (avg, top) in {**s.history(), **s.network_history()}.items():
                 values[(res, "avg")][i, HOURS_30D - avg.size:] = avg
                 values[(res, "max")][i, HOURS_30D - top.size:] = top
                 has[res][i] = True
@@ -400,8 +438,12 @@ def write_history(path: Path, history: History, end: int,
         (ts >= window[0]) & (ts < window[1]))
     with OpenMetricsWriter(path) as om:
         if cols.size:
+            family = None
             for (res, stat), name in HOURLY_SERIES.items():
-                om.family(name)
+                if name != family:
+                    om.family(name)
+                    family = name
+                extra = RESOURCE_LABELS.get(res, {})
                 first = HOURS_30D - history.hours  # first column with data, per server
                 rows = np.flatnonzero(history.has[res])
                 # group servers by their first column so each group shares timestamps
@@ -410,7 +452,7 @@ def write_history(path: Path, history: History, end: int,
                     use = cols[cols >= start]
                     if not use.size:
                         continue
-                    om.series([history.labels[i] for i in idx],
+                    om.series([{**history.labels[i], **extra} for i in idx],
                               history.values[(res, stat)][np.ix_(idx, use)], ts[use])
         info_ts = end - np.asarray(INFO_OFFSETS, dtype=np.int64)
         if window is not None:
@@ -547,6 +589,8 @@ def exporter_exposition(servers: Iterable[FleetServer], projects: Iterable[str] 
             e.add("hetzner_server_type_hourly_price_euros", ll, _money(t.hourly_net(loc)))
             e.add("hetzner_server_type_included_traffic_bytes", ll,
                   LOCATIONS[loc].included_traffic)
+            e.add("hetzner_server_type_traffic_tebibyte_price_euros", ll,
+                  _money(LOCATIONS[loc].price_per_tb))
             e.add("hetzner_server_type_available", ll, int(not t.legacy))
             e.add("hetzner_server_type_deprecated", ll, int(t.legacy))
     for p in sorted(ROBOT_PRODUCTS.values(), key=lambda p: p.id):
@@ -820,6 +864,7 @@ class Scenario:
         n = len(history.labels)
         with_cpu = int(history.has["cpu"].sum())
         with_memory = int(history.has["memory"].sum())
+        with_network = int(history.has["network_in"].sum() + history.has["network_out"].sum())
         return {
             "count(hetzner_server_info)": n,
             "count(hetzner_server_type_info)": len(SERVER_TYPES),
@@ -842,6 +887,7 @@ class Scenario:
             "count(source_server_id:cpu_utilisation:p95_30d)": with_cpu,
             "count(source_server_id:memory_utilisation:max30d)": with_memory,
             "count(source_server_id:memory_utilisation:coverage30d)": with_memory,
+            "count(source_server_id:network_bytes_per_second:coverage30d)": with_network,
             "count(source_server_id:utilisation:tier30d)": n,
         }
 

@@ -110,6 +110,10 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
                        server_type=name, location=loc),
                 sample(loader.TYPE_DEPRECATED, "1" if loc == "ash" else "0",
                        server_type=name, location=loc),
+                sample(loader.TYPE_TRAFFIC, str((20 if loc == "fsn1" else 1) * 2**40),
+                       server_type=name, location=loc),
+                sample(loader.TYPE_TRAFFIC_PRICE, "1.00" if loc == "fsn1" else "1.20",
+                       server_type=name, location=loc),
             ]
     pricing = [sample(loader.COST_INFO, "1", currency="EUR", price_mode="gross"),
                sample(loader.BACKUP_RATIO, "0.2", hcloud_project="webshop")]
@@ -133,6 +137,14 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
         for name, value in figures.items():
             utilisation.append(sample(f"source_server_id:{name}", value, source=key[0],
                                       server_id=key[1], **attrs))
+    # network, per direction (the coverage is the lower of the two)
+    for direction, figures in (("in", ("1000", "1500", "4000", "1")),
+                               ("out", ("52000", "80000", "250000", "0.9"))):
+        for fig, value in zip(("avg30d", "p95_30d", "max30d", "coverage30d"), figures,
+                              strict=True):
+            utilisation.append(sample(f"source_server_id:network_bytes_per_second:{fig}",
+                                      value, source="cloud", server_id="101",
+                                      direction=direction, **attrs))
     utilisation.append(sample("source_server_id:utilisation:tier30d", "2", source="cloud",
                               server_id="101", tier="moderate", **attrs))
     via = [sample(None, "1", source="cloud", server_id="101", via="agent"),
@@ -215,6 +227,9 @@ def test_loads_every_family() -> None:
     assert (u.memory_avg, u.memory_max, u.memory_p95, u.memory_coverage) == \
         (0.5, 0.625, 0.55, 0.95)
     assert (u.via, u.tier) == ("agent", "moderate")
+    assert (u.network_in_avg, u.network_in_p95, u.network_in_max) == (1000, 1500, 4000)
+    assert (u.network_out_avg, u.network_out_p95, u.network_out_max) == (52000, 80000, 250000)
+    assert (u.network_coverage, u.network_avg) == (0.9, 53000)
     assert web.services == [
         Service("docker", "shop-app", "running", "ghcr.io/demo/shop:2.14", "shop"),
         Service("process", "sshd", "listening", ports=["tcp/22"]),
@@ -244,6 +259,8 @@ def test_loads_every_family() -> None:
                                               "cost_optimized")
     assert cx33.prices == {"fsn1": Decimal("5.99"), "ash": Decimal("5.99")}
     assert (cx33.available, cx33.deprecated) == ({"fsn1"}, {"ash"})
+    assert cx33.included_traffic == {"fsn1": 20 * 2**40, "ash": 2**40}
+    assert cx33.traffic_price_per_tb == {"fsn1": Decimal("1.00"), "ash": Decimal("1.20")}
 
     assert fleet.costs.total == Decimal("61.178")
     assert fleet.costs.by_source == {"cloud": Decimal("12.178"), "dedicated": Decimal("49")}

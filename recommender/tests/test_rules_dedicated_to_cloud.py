@@ -6,7 +6,7 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
-from rules_fixtures import cloud, dedicated, fleet, util
+from rules_fixtures import TYPES, cloud, dedicated, fleet, util
 
 from infrascope_recommender.model import Server, Service
 from infrascope_recommender.rules.dedicated_to_cloud import RULE, cloud_name
@@ -147,3 +147,26 @@ def test_unpriced_dedicated_server() -> None:
 def test_cloud_name() -> None:
     assert cloud_name(dedicated(1, "DB Primary_01")) == "db-primary-01"
     assert cloud_name(dedicated(7, "§§")) == "dedicated-7"
+
+
+def test_traffic_above_what_the_target_includes_is_counted_in_the_savings() -> None:
+    """A dedicated box sending 30 TB a month (Robot includes it) onto a Cloud type that
+    includes 20 TB: the 10 TB above cost 1.00 € each, a month."""
+    tb = 2**40
+    types = {name: dataclasses.replace(t, included_traffic={"fsn1": 20 * tb},
+                                       traffic_price_per_tb={"fsn1": Decimal("1.00")})
+             for name, t in TYPES.items()}
+    out = 30 * tb / (30 * 86_400)  # bytes/s that make 30 TB in 30 days
+    d = legacy_app(utilisation=util(cpu_avg=0.05, cpu_p95=0.1, cpu_max=0.3, mem_p95=0.08,
+                                    mem_max=0.1, net_in=1000.0, net_out=out))
+    [rec] = RULE.evaluate(fleet(d, types=types), TH).recommendations
+    assert rec.target_type == "cx33"
+    assert rec.projected_monthly_cost.quantize(Decimal("0.01")) == Decimal("16.49")  # +10.00
+    assert any(r.text == "cx33 includes 20 TB of outgoing traffic in fsn1; 30 TB a month go "
+                         "out: 10.00 € more overage a month, counted in the savings"
+               for r in rec.reasons), [r.text for r in rec.reasons]
+    # within what it includes: nothing changes
+    d = legacy_app(utilisation=util(cpu_avg=0.05, cpu_p95=0.1, cpu_max=0.3, mem_p95=0.08,
+                                    mem_max=0.1, net_in=1000.0, net_out=out / 2))
+    [rec] = RULE.evaluate(fleet(d, types=types), TH).recommendations
+    assert rec.projected_monthly_cost == Decimal("6.49")

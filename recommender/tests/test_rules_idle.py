@@ -325,3 +325,33 @@ def test_a_reason_names_a_few_peers_and_counts_the_rest() -> None:
         "idle, but its HA peers " + ", ".join(
             f"node-{i} (label ha_group=pg: 30-day average CPU 45%)" for i in range(5))
         + " and 3 more are busy: deleting standby would leave them without their replica")
+
+
+# ---- traffic (issue 14, point 1) -----------------------------------------------------
+
+def test_a_server_that_moves_data_is_never_idle() -> None:
+    """2 % CPU, nothing in memory, but 5 MB/s out: a proxy, not an idle box."""
+    busy = cloud(7, "proxy-1", "cx33",
+                 utilisation=util(cpu_avg=0.02, cpu_p95=0.03, cpu_max=0.06, mem_p95=0.1,
+                                  net_in=1_000_000, net_out=5_000_000))
+    for step in (RULE, MOVE):
+        result = step.evaluate(fleet(busy), TH)
+        assert result.recommendations == [] and result.exclusions == []
+
+
+def test_the_traffic_threshold_is_in_plus_out_and_configurable() -> None:
+    s = cloud(8, "quiet-1", "cx33", utilisation=util(
+        cpu_avg=0.01, cpu_p95=0.02, cpu_max=0.03, mem_p95=0.1, net_in=20_000, net_out=20_000))
+    [rec] = RULE.evaluate(fleet(s), TH).recommendations  # 40 kB/s < 50 kB/s
+    assert any(r.text == "30-day average traffic is 40 kB/s (in 20 kB/s, out 20 kB/s; "
+                         "48.3 GB out a month), below 50 kB/s" for r in rec.reasons)
+    stricter = dataclasses.replace(TH, idle=dataclasses.replace(TH.idle, network_avg_max=40_000))
+    assert RULE.evaluate(fleet(s), stricter).recommendations == []
+
+
+def test_without_traffic_figures_the_confidence_drops_one_level() -> None:
+    s = cloud(9, "unmeasured", "cx33", utilisation=util(
+        cpu_avg=0.01, cpu_p95=0.02, cpu_max=0.03, mem_p95=0.1, net_in=None))
+    [rec] = RULE.evaluate(fleet(s), TH).recommendations
+    assert (rec.action, rec.confidence) == ("delete", "medium")
+    assert any("network traffic is not measured" in r.text for r in rec.confidence_reasons)

@@ -92,7 +92,8 @@ def workloads() -> list[Workload]:
         # the profiles only say which resources have data (load_history writes the data)
         return FleetServer(source, sid, name, stype, project="batch" if source == "cloud"
                            else "", labels={"env": "production"}, cpu=Profile(0.1),
-                           memory=Profile(0.1) if agent else None, agent=agent, **extra)
+                           memory=Profile(0.1) if agent else None, network=None,
+                           agent=agent, **extra)
 
     return [
         Workload(server("cloud", "3101", "batch-cloud", "cx33", agent=False),

@@ -64,12 +64,14 @@ def test_every_sample_is_what_the_live_agent_serves_then(fleet: Fleet, tmp_path:
             for key, series in samples.items():
                 if dict(key[1])["instance"] != labels["instance"] or t not in series:
                     continue
-                # counters are rounded to 10 ms on both sides
-                assert series[t] == pytest.approx(scraped[key], abs=0.011), (key, t)
+                # counters are rounded to 10 ms on both sides; bytes to whole bytes
+                tolerance = 1.0 if key[0].startswith("node_network_") else 0.011
+                assert series[t] == pytest.approx(scraped[key], abs=tolerance), (key, t)
                 checked += 1
-        # memory (2 series) at all three times, every CPU x mode at the two on the CPU grid
+        # memory (2 series) at all three times, every CPU x mode and the network
+        # interface's two byte counters at the three, on the CPU grid
         modes = 8 if source == "cloud" else 7
-        assert checked == 3 * 2 + 3 * server.cores * modes
+        assert checked == 3 * 2 + 3 * server.cores * modes + 3 * 2
 
 
 def test_labels_are_those_of_the_agents_sd(fleet: Fleet, served: Endpoints,
@@ -79,7 +81,8 @@ def test_labels_are_those_of_the_agents_sd(fleet: Fleet, served: Endpoints,
                        .items())) for g in groups}
     out = tmp_path / "agents.om"
     write_history(load_fleet("demo"), out, END - 900, END, cpu="all")
-    written = {tuple(sorted((k, v) for k, v in key[1] if k not in ("job", "cpu", "mode")))
+    written = {tuple(sorted((k, v) for k, v in key[1]
+                            if k not in ("job", "cpu", "mode", "device")))
                for key in om_samples(out)}
     assert written == sd
     assert {dict(key[1])["job"] for key in om_samples(out)} == {"infrascope-agent"}
@@ -92,7 +95,10 @@ def test_families_steps_and_choices(fleet: Fleet, tmp_path: Path) -> None:
     samples = om_samples(out)
     names = {key[0] for key in samples}
     assert names == {"node_memory_MemTotal_bytes", "node_memory_MemAvailable_bytes",
-                     "node_cpu_seconds_total"}
+                     "node_cpu_seconds_total", "node_network_receive_bytes_total",
+                     "node_network_transmit_bytes_total"}
+    network = [key for key in samples if key[0].startswith("node_network_")]
+    assert {dict(k[1])["device"] for k in network} == {"enp41s0"} and len(network) == 6 * 2
     cpu = [key for key in samples if key[0] == "node_cpu_seconds_total"]
     # the first CPU of every dedicated server but the excluded one, 7 modes (no steal)
     assert {dict(k[1])["source"] for k in cpu} == {"dedicated"}

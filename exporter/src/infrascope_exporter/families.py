@@ -415,6 +415,8 @@ SERVER_TYPE: Sequence[FamilyGenerator[ServerType]] = (
     g("hetzner_server_type_hourly_price_euros", lambda t: _type_prices(t, lambda p: p.hourly)),
     g("hetzner_server_type_included_traffic_bytes", lambda t: _type_prices(
         t, lambda p: p.included_traffic)),
+    g("hetzner_server_type_traffic_tebibyte_price_euros", lambda t: _type_prices(
+        t, lambda p: p.per_tb_traffic)),
     g("hetzner_server_type_available", lambda t: _type_locations(
         t, lambda a: int(a.available))),
     g("hetzner_server_type_deprecated", lambda t: _type_locations(

@@ -69,6 +69,15 @@ _UTILISATION_FIELDS = {
     "source_server_id:memory_utilisation:p95_30d": "memory_p95",
     "source_server_id:memory_utilisation:coverage30d": "memory_coverage",
 }
+#: (figure, direction) of ``source_server_id:network_bytes_per_second:<figure>`` ->
+#: ``Utilisation`` attribute (coverage: the lower of the two directions).
+_NETWORK = "source_server_id:network_bytes_per_second:"
+_NETWORK_FIELDS = {
+    ("avg30d", "in"): "network_in_avg", ("avg30d", "out"): "network_out_avg",
+    ("p95_30d", "in"): "network_in_p95", ("p95_30d", "out"): "network_out_p95",
+    ("max30d", "in"): "network_in_max", ("max30d", "out"): "network_out_max",
+    ("coverage30d", "in"): "network_coverage", ("coverage30d", "out"): "network_coverage",
+}
 _TIER = "source_server_id:utilisation:tier30d"
 
 # The provider-neutral families the loader reads (``infrascope_core.contract``).
@@ -84,6 +93,8 @@ TYPE_INFO, TYPE_CORES, TYPE_MEMORY, TYPE_DISK = (
 TYPE_PRICE, TYPE_AVAILABLE, TYPE_DEPRECATED = (
     _n("server_type_monthly_price_euros"), _n("server_type_available"),
     _n("server_type_deprecated"))
+TYPE_TRAFFIC, TYPE_TRAFFIC_PRICE = (_n("server_type_included_traffic_bytes"),
+                                    _n("server_type_traffic_tebibyte_price_euros"))
 COST_INFO, BACKUP_RATIO = _n("cost_info"), _n("pricing_backup_ratio")
 
 
@@ -118,7 +129,7 @@ def queries(settings: PrometheusSettings) -> list[Query]:
     agent = _quote(settings.agent_job)
     fs = f'job="{agent}",fstype!~"{DISK_FSTYPE_EXCLUDE}"'
     catalogue = _any_of(TYPE_INFO, TYPE_CORES, TYPE_MEMORY, TYPE_DISK, TYPE_PRICE,
-                        TYPE_AVAILABLE, TYPE_DEPRECATED)
+                        TYPE_AVAILABLE, TYPE_DEPRECATED, TYPE_TRAFFIC, TYPE_TRAFFIC_PRICE)
     info_labels = ("server_name, server_type, location, datacenter, architecture, cpu_type, "
                    "hcloud_project, image, status")
     return [
@@ -133,8 +144,8 @@ def queries(settings: PrometheusSettings) -> list[Query]:
         Query("catalogue", f'{{__name__=~"{catalogue}"}}'),
         Query("pricing", f'{{__name__=~"{_any_of(COST_INFO, BACKUP_RATIO)}"}}'),
         Query("utilisation",
-              "max by (__name__, source, server_id, tier) ("
-              '{__name__=~"source_server_id:(cpu|memory)_utilisation:'
+              "max by (__name__, source, server_id, tier, direction) ("
+              '{__name__=~"source_server_id:((cpu|memory)_utilisation|network_bytes_per_second):'
               '(avg30d|max30d|p95_30d|coverage30d)|source_server_id:utilisation:tier30d"})'),
         Query("via", "count by (source, server_id, via) (source_server_id:cpu_utilisation:ratio)"),
         Query("costs",
@@ -505,6 +516,26 @@ def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerTy
             skip(TYPE_PRICE, f"bad amount {_text(sample)!r}", m)
             continue
         t.prices[m["location"]] = amount
+    for sample in families.get(TYPE_TRAFFIC_PRICE, []):
+        m = _metric(sample)
+        t = types.get(m.get("server_type", ""))
+        amount = _money(sample)
+        if t is None or not m.get("location"):
+            continue
+        if amount is None or amount < 0:
+            skip(TYPE_TRAFFIC_PRICE, f"bad amount {_text(sample)!r}", m)
+            continue
+        t.traffic_price_per_tb[m["location"]] = amount
+    for sample in families.get(TYPE_TRAFFIC, []):
+        m = _metric(sample)
+        t = types.get(m.get("server_type", ""))
+        value = _float(sample)
+        if t is None or not m.get("location"):
+            continue
+        if value is None or value < 0:
+            skip(TYPE_TRAFFIC, f"bad value {_text(sample)!r}", m)
+            continue
+        t.included_traffic[m["location"]] = int(value)
     for family in (TYPE_AVAILABLE, TYPE_DEPRECATED):
         for sample in families.get(family, []):
             m = _metric(sample)
@@ -540,6 +571,8 @@ def _utilisation(servers: Index, result: list[dict[str, Any]],
         m = _metric(sample)
         name = m.get("__name__", "")
         attr = _UTILISATION_FIELDS.get(name)
+        if name.startswith(_NETWORK):
+            attr = _NETWORK_FIELDS.get((name[len(_NETWORK):], m.get("direction", "")))
         found = found or attr is not None
         server = servers.get(_id(m))
         if server is None:
@@ -553,6 +586,8 @@ def _utilisation(servers: Index, result: list[dict[str, Any]],
         if value is None or value < 0:
             skip(name, f"bad value {_text(sample)!r}", m)
             continue
+        if attr == "network_coverage" and server.utilisation.network_coverage is not None:
+            value = min(value, server.utilisation.network_coverage)
         setattr(server.utilisation, attr, value)
     return found
 

@@ -74,8 +74,25 @@ class Utilisation:
     memory_max: float | None = None
     memory_p95: float | None = None
     memory_coverage: float | None = None
+    # network throughput, bytes/s: the agent's interfaces (but loopback and container
+    # devices) where an agent reports, else the Cloud API's public interface
+    network_in_avg: float | None = None
+    network_out_avg: float | None = None
+    network_in_p95: float | None = None
+    network_out_p95: float | None = None
+    network_in_max: float | None = None
+    network_out_max: float | None = None
+    network_coverage: float | None = None  # the lower of the two directions'
     via: str | None = None  # "agent" or "cloud": where the CPU figures come from
     tier: str | None = None  # idle, low, moderate, high, critical, unknown
+
+
+    @property
+    def network_avg(self) -> float | None:
+        """30-day average traffic, in + out (bytes/s); None when either is unknown."""
+        if self.network_in_avg is None or self.network_out_avg is None:
+            return None
+        return self.network_in_avg + self.network_out_avg
 
 
 @dataclass
@@ -151,6 +168,10 @@ class ServerType:
     available: set[str] = field(default_factory=set)  # locations orderable now
     deprecated: set[str] = field(default_factory=set)  # locations where deprecated
     provider: str = "hetzner"
+    # location -> outgoing traffic included a month (bytes), and the price of each TB
+    # (2^40 bytes) above it
+    included_traffic: dict[str, int] = field(default_factory=dict)
+    traffic_price_per_tb: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass

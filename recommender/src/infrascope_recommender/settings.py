@@ -53,6 +53,13 @@ def ratio(value: Any, key: str) -> float:
     return number
 
 
+def byte_rate(value: Any, key: str) -> float:
+    """Bytes per second, a positive number (``50000`` is 50 kB/s)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        fail(key, f"expected bytes per second, a positive number, got {value!r}")
+    return float(value)
+
+
 def boolean(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         fail(key, f"expected true or false, got {value!r}")

@@ -46,6 +46,11 @@ def boot_time(server: Server, now: float) -> float:
     return server.created + cycles * REBOOT_PERIOD_SECONDS
 
 
+def nic_name(server: Server) -> str:
+    """The server's network interface, as its agent names it."""
+    return "eth0" if isinstance(server, CloudServer) else "enp41s0"
+
+
 def render_agent(server: Server, now: float) -> str:
     """The node_exporter-compatible exposition of one simulated host at ``now``."""
     w = server.workload
@@ -94,7 +99,7 @@ def render_agent(server: Server, now: float) -> str:
     ]:
         out.family(f"node_filesystem_{name}", "gauge", help_text, [(fs, value)])
 
-    nic = "eth0" if cloud else "enp41s0"
+    nic = nic_name(server)
     sent = w.outgoing_bytes(boot, now)
     received = w.ingoing_bytes(boot, now)
     p = w.params

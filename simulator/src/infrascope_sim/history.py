@@ -26,7 +26,10 @@ provides):
   over CPUs and modes) exact at a fraction of the samples: the demo's seven
   dedicated servers have 94 CPUs, 11.6 million samples over 30 days against 0.85
   million for one CPU each. What it changes: a sum of CPU-seconds over that history
-  counts one CPU.
+  counts one CPU;
+- ``node_network_{receive,transmit}_bytes_total`` of the network interface of the same
+  servers, every ``cpu_step`` seconds (the same counters as live: a Cloud server's
+  traffic history comes from the Cloud API).
 
 Servers are written from their creation on; ``exclude`` leaves some out (the demo's
 real agent has no simulated past).
@@ -44,13 +47,14 @@ import numpy.typing as npt
 
 from infrascope_core.exposition import OpenMetricsWriter
 
-from .agents import CPU_MODE_SHARES, REBOOT_PERIOD_SECONDS, Server
+from .agents import CPU_MODE_SHARES, REBOOT_PERIOD_SECONDS, Server, nic_name
 from .fleet import CloudServer, Fleet
 from .workload import TICK_SECONDS
 
 CPU_CHOICES = ("dedicated", "cloud", "all", "none")
 MEMORY_HELP = "Memory information field {}_bytes."
 CPU_HELP = "Seconds the CPUs spent in each mode."
+NETWORK_HELP = "Network device statistic {}_bytes."
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,7 @@ def write_history(fleet: Fleet, output: Path, start: float, end: float, *,
                     w.series([target_labels(src, sid, s, job, extra)], values, ts)
                     series += 1
             w.family("node_cpu_seconds", "counter", CPU_HELP)
+            counted = []  # (labels, ts, boot, busy) of the servers with counters
             for src, sid, s in servers:
                 if not wants_cpu(src, cpu):
                     continue
@@ -193,12 +198,24 @@ def write_history(fleet: Fleet, output: Path, start: float, end: float, *,
                 idle = (ts - boot) - busy
                 rows = cpu_rows(s, cpus)
                 base = target_labels(src, sid, s, job, extra)
+                counted.append((s, base, ts, boot, busy))
                 labels = [{"cpu": c, "mode": m, **base} for c, m, _ in rows]
                 values = np.empty((len(rows), ts.size), dtype=np.float64)
                 for i, (_, _, share) in enumerate(rows):
                     values[i] = idle if share is None else busy * share
                 w.series(labels, values, ts, name="node_cpu_seconds_total")
                 series += len(rows)
+            for direction in ("receive", "transmit"):
+                w.family(f"node_network_{direction}_bytes", "counter",
+                         NETWORK_HELP.format(direction))
+                for s, base, ts, boot, busy in counted:
+                    # the live agent's counters: Workload.outgoing_bytes / ingoing_bytes
+                    p = s.workload.params
+                    sent = p.net_out_base * (ts - boot) + p.net_out_at_full * busy
+                    values = np.floor(sent * (p.net_in_ratio if direction == "receive" else 1))
+                    w.series([{**base, "device": nic_name(s)}], values, ts,
+                             name=f"node_network_{direction}_bytes_total")
+                    series += 1
             samples, size = w.samples, w.bytes
         tmp.replace(output)
     finally:

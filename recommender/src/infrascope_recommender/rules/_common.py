@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from infrascope_core import contract
 from infrascope_core.contract import DISK_BYTES_PER_GB, MEMORY_BYTES_PER_GB
 
 from ..model import (
@@ -24,6 +25,7 @@ from ..model import (
     Server,
     ServerKey,
     ServerRef,
+    ServerType,
     Service,
     cents,
 )
@@ -33,6 +35,7 @@ from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
 if TYPE_CHECKING:
     from ..thresholds import ConfidenceBands, Thresholds
 
+MONTH_SECONDS = 30 * 86_400  # "a month" of traffic: the 30 days the averages cover
 _LEVELS: tuple[Level, ...] = ("high", "medium", "low")
 
 
@@ -59,8 +62,98 @@ def gb(size: float) -> str:
     return f"{num(size / DISK_BYTES_PER_GB, 0)} GB"
 
 
+def rate(bytes_per_second: float) -> str:
+    """Decimal units, as network tools print them: 52000 -> '52 kB/s'."""
+    for unit, size in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if round(bytes_per_second / size, 1) >= 1:  # 999,999.99 is "1 MB/s"
+            return f"{num(bytes_per_second / size, 1)} {unit}"
+    return f"{num(bytes_per_second, 0)} B/s"
+
+
+def monthly_traffic(bytes_per_second: float) -> str:
+    """A 30-day average rate as traffic a month, in Hetzner's TB (2^40 bytes) or GB."""
+    total = bytes_per_second * MONTH_SECONDS
+    if total >= contract.TRAFFIC_BYTES_PER_TB / 10:
+        return f"{num(total / contract.TRAFFIC_BYTES_PER_TB, 1)} TB"
+    return f"{num(total / (contract.TRAFFIC_BYTES_PER_TB / 1024), 1)} GB"
+
+
+def traffic_reason(server: Server) -> Reason | None:
+    """The server's 30-day traffic, in and out, as a reason (None when not measured)."""
+    u = server.utilisation
+    if u.network_in_avg is None or u.network_out_avg is None:
+        return None
+    return Reason(
+        f"network: {rate(u.network_out_avg)} out and {rate(u.network_in_avg)} in on "
+        f"average over 30 days ({monthly_traffic(u.network_out_avg)} out a month)",
+        {"network_out_avg_30d": rate(u.network_out_avg),
+         "network_in_avg_30d": rate(u.network_in_avg),
+         "network_out_month": monthly_traffic(u.network_out_avg)})
+
+
 def eur(amount: Decimal) -> str:
     return f"{cents(amount)} €"
+
+
+# ------------------------------------------------------------------- traffic overage
+#
+# Outgoing traffic a month, and what a server type charges for it above what it includes.
+#
+# Hetzner bills outgoing traffic above a type's included amount per TB (2^40 bytes,
+# ``contract.TRAFFIC_BYTES_PER_TB``) at the type's per-TB price in the location
+# (``server_type_location:server_type_{included_traffic_bytes,traffic_tebibyte_price_euros}
+# :normalised``). A recommendation compares a target with what the servers have today on
+# the same footing: the 30-day average outgoing rate × 30 days, priced on both sides
+# (``overage``), so only the **extra** overage a target would cost counts against the
+# savings; where the target includes at least as much, nothing changes. The agent's figure
+# counts every interface but loopback and container devices (a private network's traffic
+# too, which Hetzner does not bill): where an agent reports, the overage is an upper bound.
+
+_TB = Decimal(contract.TRAFFIC_BYTES_PER_TB)
+
+
+def monthly_outgoing(server: Server) -> int | None:
+    """Bytes the server sends in 30 days at its 30-day average (None: not measured)."""
+    out = server.utilisation.network_out_avg
+    return None if out is None else int(out * MONTH_SECONDS)
+
+
+def overage(t: ServerType | None, location: str, outgoing: int | None) -> Decimal:
+    """What type ``t`` in ``location`` charges a month for ``outgoing`` bytes above what it
+    includes; 0 when the traffic, the type or its traffic prices are not known."""
+    if t is None or outgoing is None:
+        return Decimal(0)
+    included, price = t.included_traffic.get(location), t.traffic_price_per_tb.get(location)
+    if included is None or price is None or outgoing <= included:
+        return Decimal(0)
+    return Decimal(outgoing - included) / _TB * price
+
+
+def current_overage(fleet: Fleet, servers: Iterable[Server]) -> Decimal:
+    """The servers' overage today by the same formula (a dedicated server: none)."""
+    return sum((overage(fleet.types.get(s.server_type), s.location, monthly_outgoing(s))
+                for s in servers if s.source != "dedicated"), Decimal(0))
+
+
+def extra_overage(fleet: Fleet, servers: list[Server], target: ServerType,
+                  location: str) -> tuple[Decimal, Reason | None]:
+    """What moving ``servers`` onto one ``target`` adds to the traffic bill a month (never
+    below 0), and the reason that says so when it adds anything."""
+    sent = [monthly_outgoing(s) for s in servers]
+    if any(b is None for b in sent):
+        return Decimal(0), None
+    total = sum(b for b in sent if b is not None)
+    extra = overage(target, location, total) - current_overage(fleet, servers)
+    if extra <= 0:
+        return Decimal(0), None
+    included = target.included_traffic.get(location, 0)
+    return extra, Reason(
+        f"{target.name} includes {num(included / contract.TRAFFIC_BYTES_PER_TB, 1)} TB of "
+        f"outgoing traffic in {location}; {num(total / contract.TRAFFIC_BYTES_PER_TB, 1)} TB "
+        f"a month go out: {eur(extra)} more overage a month, counted in the savings",
+        {"included_traffic_tb": num(included / contract.TRAFFIC_BYTES_PER_TB, 1),
+         "outgoing_tb_month": num(total / contract.TRAFFIC_BYTES_PER_TB, 1),
+         "extra_overage": str(cents(extra))})
 
 
 def image_of(server: Server) -> str:
@@ -477,7 +570,8 @@ def downsize_options(server: Server, fleet: Fleet, th: Thresholds, need: Need,
     def option(c: Candidate | None, inplace: bool) -> Option | None:
         if c is None:
             return None
-        projected = cost_on(fleet, server, c.price)
+        projected = cost_on(fleet, server, c.price) + extra_overage(
+            fleet, [server], c.type, server.location)[0]
         return Option(c, projected, inplace) if projected < current else None
 
     best_in_place = option(in_place, True)

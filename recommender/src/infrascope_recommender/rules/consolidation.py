@@ -48,6 +48,7 @@ from ._common import (
     assess,
     eur,
     exclusion,
+    extra_overage,
     gb,
     gib,
     ha_peers,
@@ -206,6 +207,9 @@ class ConsolidationRule:
         if with_backups:
             projected += target.price * max(backup_ratio(fleet, s) for s in with_backups)
         projected += max(unchanged_components(s) for s in servers)
+        # one target's included traffic for what all of them send
+        overage, overage_reason = extra_overage(fleet, servers, target.type, location)
+        projected += overage
         savings = current - projected
         c = th.settings(ConsolidationSettings)
         if savings <= 0 or savings < c.min_savings_euros:
@@ -247,6 +251,8 @@ class ConsolidationRule:
             f"the {len(servers)} servers cost {eur(current)} a month, one {t.name} "
             f"{eur(projected)}: saves {eur(savings)}",
             {"current": eur(current), "projected": eur(projected), "savings": eur(savings)}))
+        if overage_reason is not None:
+            reasons.append(overage_reason)
 
         levels = [a.confidence for _, a, _ in members]
         confidence = lowest(levels)

@@ -29,6 +29,7 @@ from ._common import (
     cpu_peak_risk,
     eur,
     exclusion,
+    extra_overage,
     gb,
     gib,
     highest,
@@ -169,7 +170,9 @@ class DedicatedToCloudRule:
                             f"{gib(memory)} peak memory and {gb(server.disk_used_bytes)} of "
                             "data within the headroom", "target")
         ipv4 = prices(location)
-        projected = target.price + ipv4
+        # a dedicated server's traffic is included (Robot): all of the target's overage
+        overage, overage_reason = extra_overage(fleet, [server], target.type, location)
+        projected = target.price + ipv4 + overage
         current = server.monthly_cost
         if not savings_enough(current, projected, dc.min_savings_euros, dc.min_savings_percent):
             return None
@@ -190,9 +193,13 @@ class DedicatedToCloudRule:
                    {"target": t.name, "target_price": eur(target.price),
                     "location": location}),
             Reason(f"{server.server_type} costs {eur(current)} a month; {t.name} with a "
-                   f"primary IPv4 ({eur(ipv4)}) {eur(projected)}: saves {eur(savings)}",
+                   f"primary IPv4 ({eur(ipv4)})"
+                   f"{' and its traffic overage' if overage else ''} {eur(projected)}: "
+                   f"saves {eur(savings)}",
                    {**savings_figures(current, projected), "ipv4": eur(ipv4)}),
         ]
+        if overage_reason is not None:
+            reasons.append(overage_reason)
         level, risk_reasons = cpu_peak_risk(server, t.cores)
         level = highest([level, "medium"])
         risk_reasons.insert(0, Reason(

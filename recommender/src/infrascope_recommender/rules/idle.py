@@ -1,7 +1,10 @@
 """Idle: a server that does (next to) nothing.
 
-30-day average CPU below ``rules.idle.cpu_avg_max`` (5 %) and, where memory is
-measured, p95 memory below ``memory_p95_max`` (30 %):
+30-day average CPU below ``rules.idle.cpu_avg_max`` (5 %), where memory is measured,
+p95 memory below ``memory_p95_max`` (30 %), and, where traffic is measured, 30-day
+average traffic (in + out) below ``network_avg_max`` (50 kB/s): a server that moves a
+lot of data (a proxy, a mirror) is busy whatever its CPU says. Where traffic is not
+measured, the confidence is lowered one level and the reason says so.
 
 - if even the 30-day CPU maximum stayed below ``delete_cpu_max`` (10 %), nothing ran:
   **delete** it (a Cloud server after a snapshot; a dedicated server is cancelled in
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from ..model import Fleet, Reason, Recommendation, RuleResult, Server, ServerKey, ServerRef
 from ..providers import adapter
-from ..settings import boolean, fail, money, ratio, setting
+from ..settings import boolean, byte_rate, fail, money, ratio, setting
 from . import Rule, RuleSettings, Step, servers_of, target_of, types_of
 from ._common import (
     Assessment,
@@ -41,14 +44,18 @@ from ._common import (
     downsize_options,
     eur,
     exclusion,
+    extra_overage,
     gib,
     ha_peers,
     in_order,
+    lower,
+    monthly_traffic,
     name_of,
     no_catalogue,
     no_price,
     not_assessed,
     pct,
+    rate,
     resize_recommendation,
     savings_enough,
     savings_figures,
@@ -74,6 +81,12 @@ class IdleSettings(RuleSettings):
                      "in memory (a cache, a database) is in use even when its CPU is quiet. "
                      "Stricter than the pack's idle tier (< 50 %) on purpose: deleting is "
                      "irreversible")
+    network_avg_max: float = setting(
+        50_000, byte_rate, "where traffic is measured, 30-day average traffic (in + out) "
+                           "below 50 kB/s (~130 GB a month): updates, NTP, scans and the "
+                           "agent's own scrapes stay well under 10 kB/s, while a proxy or a "
+                           "site with a few requests a second is above it. A busy-network "
+                           "server is never idle (it may still be right-sized)")
     delete_cpu_max: float = setting(
         0.10, ratio, "the 30-day **maximum** also below 10 %: nothing ran, not even a nightly "
                      "job → **delete**")
@@ -133,6 +146,9 @@ class IdleRule:
             return None
         if a.memory_ok and u.memory_p95 is not None and u.memory_p95 >= idle.memory_p95_max:
             return None  # memory in use: something lives there
+        traffic = u.network_avg
+        if traffic is not None and traffic >= idle.network_avg_max:
+            return None  # moves data: busy on the network, not idle
         if server.monthly_cost is None:
             return no_price(server)
         reasons = [Reason(
@@ -145,6 +161,20 @@ class IdleRule:
                  "memory_p95_max": pct(idle.memory_p95_max)}))
         else:
             without_memory(a, "idle judged on CPU alone", {"memory": "not measured"})
+        if traffic is not None:
+            assert u.network_in_avg is not None and u.network_out_avg is not None
+            reasons.append(Reason(
+                f"30-day average traffic is {rate(traffic)} (in {rate(u.network_in_avg)}, "
+                f"out {rate(u.network_out_avg)}; {monthly_traffic(u.network_out_avg)} out a "
+                f"month), below {rate(idle.network_avg_max)}",
+                {"network_avg_30d": rate(traffic), "network_avg_max": rate(idle.network_avg_max),
+                 "network_out_month": monthly_traffic(u.network_out_avg)}))
+        else:
+            a.confidence = lower(a.confidence)
+            a.extra.append(Reason(
+                "network traffic is not measured (no network figures for the 30 days): idle "
+                f"judged without it; confidence lowered to {a.confidence}",
+                {"network": "not measured"}))
         if u.cpu_max < idle.delete_cpu_max:
             if not self.delete:
                 return None
@@ -170,6 +200,10 @@ class IdleRule:
             if option is not None and savings_enough(server.monthly_cost, option.projected,
                                                      idle.min_savings_euros, Decimal(0)):
                 reasons += sizing_reasons(server, need, option.candidate, th, server.location)
+                overage = extra_overage(fleet, [server], option.candidate.type,
+                                        server.location)[1]
+                if overage is not None:
+                    reasons.append(overage)
                 reasons.append(Reason(
                     f"saves {eur(server.monthly_cost - option.projected)} a month",
                     savings_figures(server.monthly_cost, option.projected)))
@@ -225,6 +259,8 @@ class IdleRule:
             return f"30-day average CPU {pct(u.cpu_avg)}"
         if a.memory_ok and u.memory_p95 is not None and u.memory_p95 >= idle.memory_p95_max:
             return f"p95 memory {pct(u.memory_p95)}"
+        if u.network_avg is not None and u.network_avg >= idle.network_avg_max:
+            return f"30-day average traffic {rate(u.network_avg)}"
         if u.cpu_max >= idle.delete_cpu_max:
             return f"30-day CPU maximum {pct(u.cpu_max)}: something runs on it"
         return None
@@ -239,8 +275,7 @@ class IdleRule:
                 f"the agent still sees {len(server.services)} service(s): {shown}",
                 {"services": str(len(server.services))}))
         preconditions = [
-            "nobody needs the server any more (check with its owner; network traffic is "
-            "not part of this judgement)",
+            "nobody needs the server any more (check with its owner)",
             "attached volumes, floating IPs and snapshots are billed separately and are not "
             "counted in the savings: delete them too if they are no longer needed",
         ]
@@ -300,7 +335,7 @@ MOVE = Step("idle_move", 45, IdleRule("idle_move", delete=False, move=True).eval
 RULE = Rule(
     kind="idle", label="Idle", order=10, priority=20,
     description="A server whose 30-day average CPU is below 5 % (and p95 memory below 30 % "
-                "where measured) is **deleted** (after a snapshot) when even its 30-day "
+                "and average traffic below 50 kB/s where measured) is **deleted** (after a snapshot) when even its 30-day "
                 "maximum stayed below 10 %, otherwise moved to the smallest type that fits.",
     settings=IdleSettings, check=check, title=title,
     evaluate=IdleRule("idle", delete=True, move=False).evaluate,
@@ -313,8 +348,9 @@ RULE = Rule(
   then `# cancel server <number> in Robot (Server → Cancellation)`.
 - Something runs now and then (maximum ≥ 10 %): a Cloud server moves to the smallest type
   that fits (in place when the disk allows, else onto a new server: see right-sizing).
-- Network traffic is not part of the judgement: the preconditions ask to confirm nobody
-  needs the server.
+- Traffic: a server whose 30-day average traffic (in + out, the agent's interfaces or
+  the Cloud API's public one) reaches `network_avg_max` is never idle; where traffic is
+  not measured the confidence is lowered one level.
 - A server with HA replicas (see [High availability](#high-availability-replicas)) is
   deleted only when nothing ran on any replica either (the reasons name them); if one is
   busy, cannot be judged or is taken by an earlier rule, the server is excluded with

@@ -29,6 +29,7 @@ from ._common import (
     downsize_options,
     eur,
     exclusion,
+    extra_overage,
     gb,
     in_order,
     no_catalogue,
@@ -40,6 +41,7 @@ from ._common import (
     savings_figures,
     sizing_need,
     sizing_reasons,
+    traffic_reason,
     without_memory,
 )
 from ._fit import Catalogue
@@ -124,6 +126,12 @@ class RightsizeRule:
                     if a.memory_ok and u.memory_max is not None else {})})]
             reasons += sizing_reasons(server, need, chosen.candidate, thresholds,
                                       server.location)
+            traffic = traffic_reason(server)
+            if traffic is not None:
+                reasons.append(traffic)
+            overage = extra_overage(fleet, [server], chosen.candidate.type, server.location)[1]
+            if overage is not None:
+                reasons.append(overage)
             savings = current - chosen.projected
             reasons.append(Reason(
                 f"saves {eur(savings)} a month ({pct(float(savings / current))}); minimum "
