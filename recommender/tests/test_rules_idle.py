@@ -242,6 +242,8 @@ def test_busy_means_anything_but_nothing_ran() -> None:
         "p95 memory 60%": util(cpu_avg=0.01, cpu_max=0.03, mem_p95=0.6),
         "30-day CPU maximum 40%: something runs on it": util(cpu_avg=0.01, cpu_max=0.4,
                                                              mem_p95=0.1),
+        "30-day average traffic 2 MB/s": util(cpu_avg=0.01, cpu_max=0.03, mem_p95=0.1,
+                                              net_in=500_000, net_out=1_500_000),
         "its load is unknown (CPU data covers 10% of the 30 days, below the minimum of "
         "25%)": util(cpu_avg=0.01, cpu_coverage=0.1),
     }
