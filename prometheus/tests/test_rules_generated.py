@@ -87,7 +87,7 @@ def test_hourly_rules_write_one_sample_an_hour_at_any_interval(
     files = generate(tmp_path, cfg, readme=False)
     groups = yaml.safe_load(files["infrascope-recording.rules.yml"])["groups"]
     hourly = next(g for g in groups if g["name"] == "infrascope-utilisation-hourly")
-    assert hourly["interval"] == every and len(hourly["rules"]) == 4
+    assert hourly["interval"] == every and len(hourly["rules"]) == 6  # cpu, memory, network
     for rule in hourly["rules"]:
         expr = rule["expr"]
         assert ")[59m59s:5m]" in expr and ")[1h:1h]" in expr
