@@ -46,7 +46,8 @@ How a fleet gets into Prometheus:
 What keeps the live rules from disturbing the backfilled history: the per-minute
 ratios would otherwise mix live data into what the loader reads (``via``), and in
 production the hourly group would add a 721st sample of the live hour. The
-expositions therefore hold no live utilisation input: no ``hetzner_server_cpu_cores_used`` (Cloud metrics), no
+expositions therefore hold no live utilisation input: no
+``hetzner_server_cpu_cores_used`` (Cloud metrics), no
 ``node_memory_MemAvailable_bytes``, and the CPU counters carry a fixed timestamp (the
 exposition is a snapshot taken once), so every scrape repeats the same sample and
 ``rate()`` over them is empty. The loader's instant queries (cores of a dedicated

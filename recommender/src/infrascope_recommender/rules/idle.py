@@ -335,8 +335,9 @@ MOVE = Step("idle_move", 45, IdleRule("idle_move", delete=False, move=True).eval
 RULE = Rule(
     kind="idle", label="Idle", order=10, priority=20,
     description="A server whose 30-day average CPU is below 5 % (and p95 memory below 30 % "
-                "and average traffic below 50 kB/s where measured) is **deleted** (after a snapshot) when even its 30-day "
-                "maximum stayed below 10 %, otherwise moved to the smallest type that fits.",
+                "and average traffic below 50 kB/s where measured) is **deleted** (after a "
+                "snapshot) when even its 30-day maximum stayed below 10 %, otherwise moved "
+                "to the smallest type that fits.",
     settings=IdleSettings, check=check, title=title,
     evaluate=IdleRule("idle", delete=True, move=False).evaluate,
     precedence="deleting a server where nothing ran: nothing beats removing a server that "
