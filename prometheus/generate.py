@@ -173,12 +173,18 @@ def validate_config(raw: Any) -> dict[str, Any]:
         raise ConfigError(f"window_shards: one of {', '.join(map(str, SHARD_COUNTS))} "
                           f"(a divisor of 100), got {shards!r}")
     cfg["window_shards"] = shards
-    util = _mapping(top["utilisation"], "utilisation", ("cpu_idle_modes",), ("cpu_idle_modes",))
+    util = _mapping(top["utilisation"], "utilisation",
+                    ("cpu_idle_modes", "recurring_peak_share"), ("cpu_idle_modes",))
     modes = util["cpu_idle_modes"]
     if (not isinstance(modes, list) or not modes
             or not all(isinstance(m, str) and re.match(r"^[a-z_]+$", m) for m in modes)):
         raise ConfigError("utilisation.cpu_idle_modes: expected a list of mode names")
     cfg["cpu_idle_modes"] = list(modes)
+    share = _ratio(util.get("recurring_peak_share", 0.5), "utilisation.recurring_peak_share")
+    if not 0 < share < 1:
+        raise ConfigError("utilisation.recurring_peak_share: expected a ratio in (0, 1), "
+                          f"got {share!r}")
+    cfg["recurring_peak_share"] = share
     attrs = top["attributes"]
     if not isinstance(attrs, list) or not all(isinstance(a, str) and _LABEL.match(a)
                                               for a in attrs):
@@ -658,6 +664,30 @@ class Builder:
                         "about."),
     }
 
+    def daily_peak(self) -> tuple[str, str, str]:
+        """The CPU-only figure ``daily_peak30d`` as a :attr:`FIGURES` entry: the level the
+        day's busiest hour reaches on at least ``utilisation.recurring_peak_share`` of the
+        30 days (a recurring peak, e.g. a nightly job; a one-off spike does not reach
+        it)."""
+        share = self.cfg["recurring_peak_share"]
+        q = number(round(1 - share, 6))
+        return ("avg1h", f"quantile_over_time({q}, max_over_time({{x}}[1d])[30d:1d])",
+                "Recurring daily peak of the {lower}: each day's busiest hourly "
+                f"average, and the level it reaches on at least {pct(share)} of the 30 days "
+                f"(their {number(round(1 - share, 6))} quantile): a job that runs most days "
+                "scores its level, a one-off spike does not. The subquery's points are UTC "
+                "midnights (multiples of 1d since the epoch, whatever the group's phase); "
+                "each inner `[1d]` holds the 24 hourly samples of the clock hours 23:00 the "
+                "day before to 23:00, whatever the hourly group's phase (its samples are "
+                "stamped H+phase, phase in (0, 1h)). The day in progress is not counted.")
+
+    def figures(self, metric: str) -> dict[str, tuple[str, str, str]]:
+        """The 30-day figures of ``metric``: :attr:`FIGURES`, and for CPU the recurring
+        daily peak."""
+        if metric != "cpu":
+            return self.FIGURES
+        return {**self.FIGURES, "daily_peak30d": self.daily_peak()}
+
     def window(self, j: int) -> list[Record]:
         """Shard ``j`` of the 30-day work. Each 30-day read is the only selector of its rule
         (``shard_source_server_id:*``): a query's selectors are all looked up in every
@@ -672,7 +702,7 @@ class Builder:
             short = metric if metric != "cpu" else "CPU"
             bare_labels = f"shard, source, server_id{', ' + extra.strip(', ') if extra else ''}"
             labels = f"source, server_id, {extra}{self.ctx['ATTRS']}"
-            for fig, (hourly, template, meaning) in self.FIGURES.items():
+            for fig, (hourly, template, meaning) in self.figures(metric).items():
                 x = self.sel(f"{prefix}:{hourly}", shard)
                 text = meaning.format(Name=name, lower=lower, short=short)
                 figure_unit = "ratio 0-1" if fig == "coverage30d" else unit

@@ -76,6 +76,24 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     assert 'job="hcloud"' in text and 'job="node"' in text
 
 
+@pytest.mark.parametrize(("share", "quantile"), [(0.5, "0.5"), (0.8, "0.2"), (0.25, "0.75")])
+def test_recurring_peak_share_is_the_quantile_of_the_daily_peaks(
+        tmp_path: Path, share: float, quantile: str) -> None:
+    """Reached on at least ``share`` of the days: the 1 - share quantile of each day's
+    busiest hour, over the UTC days (a subquery step of 1d), CPU only."""
+    cfg = config()
+    cfg["utilisation"]["recurring_peak_share"] = share
+    files = generate(tmp_path, cfg, readme=False)
+    rules = {r["record"]: r["expr"]
+             for g in yaml.safe_load(files["infrascope-utilisation-30d-0.rules.yml"])["groups"]
+             for r in g["rules"]}
+    assert rules["shard_source_server_id:cpu_utilisation:daily_peak30d"] == (
+        f"quantile_over_time({quantile}, max_over_time("
+        'source_server_id:cpu_utilisation:avg1h{shard=~"00|50"}[1d])[30d:1d])')
+    assert "source_server_id:cpu_utilisation:daily_peak30d" in rules
+    assert not any("memory_utilisation:daily_peak" in name for name in rules)
+
+
 @pytest.mark.parametrize(("every", "condition"), [
     ("1h", None), ("5m", "and on () (vector(time()) % 3600 < 300)")])
 def test_hourly_rules_write_one_sample_an_hour_at_any_interval(
@@ -112,6 +130,12 @@ def test_hourly_rules_write_one_sample_an_hour_at_any_interval(
     (lambda c: c.update(runbook_base_url="docs/runbooks/"), "runbook_base_url"),
     (lambda c: c.update(providers={"aws": "aws"}), "providers.aws: unknown key"),
     (lambda c: c.update(providers={"hetzner": 'a"b'}), "providers.hetzner: expected"),
+    (lambda c: c["utilisation"].update(recurring_peak_share=1),
+     "utilisation.recurring_peak_share: expected a ratio in (0, 1), got 1.0"),
+    (lambda c: c["utilisation"].update(recurring_peak_share=0),
+     "utilisation.recurring_peak_share: expected a ratio in (0, 1)"),
+    (lambda c: c["utilisation"].update(recurring_peak_share="half"),
+     "utilisation.recurring_peak_share: expected a number between 0 and 1"),
 ])
 def test_invalid_config_is_refused_naming_the_key(edit, message: str, tmp_path: Path,
                                                   capsys) -> None:

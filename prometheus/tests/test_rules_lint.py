@@ -8,8 +8,10 @@ warning | info; `category` availability | capacity | cost | exporter; a static
 alert means, its impact and what to do.
 
 Recording rules: `level:metric:operations` names; no subqueries over more than an hour
-(the hourly rules' clock-aligned ones, `[59m59s:5m]` and `[1h:1h]`, are the only ones:
-a 30-day subquery re-evaluates its input hundreds of times per evaluation); no `avg`
+(the hourly rules' clock-aligned ones, `[59m59s:5m]` and `[1h:1h]`: a 30-day subquery at
+an hourly step re-evaluates its input hundreds of times per evaluation), except with a
+step of at least a day and at most ~31 points (the recurring daily peak's `[30d:1d]`:
+30 evaluations of a one-day window, about what one 30-day range reads); no `avg`
 across series (ratios are summed as numerator and denominator); ranges of a day or more
 only over recorded (colon-named) series; group intervals of at most 5m, except the
 hourly group (once an hour: its series are read with ranges only).
@@ -52,6 +54,8 @@ BOOLEAN_ALERTS = {
 FLEET_ALERTS = {"InfraScopeMonthlyCostJump"}
 RUNBOOK_BASE = yaml.safe_load((PROMETHEUS_DIR / "config.yaml").read_text())["runbook_base_url"]
 
+DAY = 86400
+MAX_DAILY_POINTS = 31  # a subquery with a step of a day or more: at most a month of points
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RANGE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{[^}]*\})?\s*\[([^\]]+)\]")
 _SUBQUERY_OF_EXPR = re.compile(r"\)\s*\[([^\]]+:[^\]]*)\]")  # (expression)[range:step]
@@ -107,8 +111,14 @@ def lint_expr(expr: str) -> list[str]:
     ranges = [*_RANGE.findall(bare), *(("(…)", w) for w in _SUBQUERY_OF_EXPR.findall(bare))]
     for name, window in ranges:
         if ":" in window:
-            if seconds(window.split(":")[0]) > 3600:
-                errors.append(f"subquery [{window}] over more than an hour")
+            span, _, step = window.partition(":")
+            if seconds(span) <= 3600:
+                continue
+            if not step or seconds(step) < DAY:
+                errors.append(f"subquery [{window}] over more than an hour at a step "
+                              "under a day")
+            elif seconds(span) / seconds(step) > MAX_DAILY_POINTS:
+                errors.append(f"subquery [{window}]: more than {MAX_DAILY_POINTS} points")
         elif seconds(window) >= 86400 and ":" not in name:
             errors.append(f"[{window}] over raw series {name}: long windows read recorded "
                           "series")
@@ -207,6 +217,13 @@ def test_lint_catches_alert_style_errors(rule: dict[str, Any], error: str) -> No
     ({"record": "cpu_utilisation_avg30d", "expr": "x:y:z"}, "level:metric:operations"),
     ({"record": "a:b:c", "expr": "avg_over_time(x:y:z[30d:1h])"}, "subquery"),
     ({"record": "a:b:c", "expr": "max_over_time(rate(x[5m])[2h:5m])"}, "subquery [2h:5m]"),
+    # the daily peak's form at an hourly step: 720 evaluations, not 30
+    ({"record": "a:b:c", "expr": "quantile_over_time(0.5, max_over_time(x:y:z[1d])[30d:1h])"},
+     "subquery [30d:1h] over more than an hour at a step under a day"),
+    ({"record": "a:b:c", "expr": "quantile_over_time(0.5, max_over_time(x:y:z[1d])[30d:])"},
+     "subquery [30d:]"),
+    ({"record": "a:b:c", "expr": "max_over_time(max_over_time(x:y:z[1d])[400d:1d])"},
+     "more than 31 points"),
     ({"record": "a:b:c", "expr": "avg_over_time(node_load1[30d])"}, "raw series node_load1"),
     ({"record": "a:b:c", "expr": 'max_over_time(up{job="x"}[2d])'}, "raw series up"),
     ({"record": "a:b:c", "expr": "avg by (location) (x:cpu_utilisation:ratio)"}, "avg across"),
@@ -219,3 +236,5 @@ def test_lint_catches_recording_rule_errors(rule: dict[str, Any], error: str) ->
 def test_lint_passes_what_it_should() -> None:
     assert lint_record({"record": ":monthly_cost_euros:sum",
                         "expr": 'avg_over_time(x:y:z[30d]) + rate(a{b="[1d:]"}[5m])'}) == []
+    assert lint_record({"record": "a:b:c", "expr": "quantile_over_time(0.5, max_over_time("
+                                                   'x:y:z{shard=~"00|50"}[1d])[30d:1d])'}) == []

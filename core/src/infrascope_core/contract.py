@@ -572,6 +572,13 @@ _FIGURES_30D = {
     "p95_30d": "95th percentile of the hourly {lower} averages over 30 days.",
     "coverage30d": "Share of the 30 days with {lower} data (hours with a value / 720).",
 }
+#: CPU only: the level each UTC day's busiest hourly average reaches on at least
+#: ``utilisation.recurring_peak_share`` of the 30 days (prometheus/config.yaml).
+_CPU_FIGURES_30D = {
+    "daily_peak30d": "Recurring daily peak of the {lower} utilisation: the level each UTC "
+                     "day's busiest hourly average reaches on at least "
+                     "utilisation.recurring_peak_share of the 30 days (default half).",
+}
 
 
 _NETWORK_FIGURES_30D = {
@@ -585,7 +592,8 @@ _NETWORK_FIGURES_30D = {
 def _window_figures() -> tuple[Family, ...]:
     out = []
     for metric, name, lower in (("cpu", "CPU", "CPU"), ("memory", "Memory", "memory")):
-        for fig, text in _FIGURES_30D.items():
+        figures = {**_FIGURES_30D, **(_CPU_FIGURES_30D if metric == "cpu" else {})}
+        for fig, text in figures.items():
             meaning = text.format(Name=name, lower=lower)
             out.append(_r(f"shard_source_server_id:{metric}_utilisation:{fig}", "ratio",
                           meaning + " Before the attributes are joined.",
