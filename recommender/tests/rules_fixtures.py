@@ -78,7 +78,8 @@ def util(cpu_avg: float | None = None, cpu_p95: float | None = None,
          mem_avg: float | None = None, mem_p95: float | None = None,
          mem_max: float | None = None, mem_coverage: float | None = None,
          via: str | None = None, tier: str | None = None,
-         net_in: float | None = 1500.0, net_out: float | None = 2500.0) -> Utilisation:
+         net_in: float | None = 1500.0, net_out: float | None = 2500.0,
+         cpu_daily_peak: float | None = None) -> Utilisation:
     """30-day figures. Missing CPU (memory) figures default from the given ones
     (avg = p95, max = p95), coverage to 1.0; memory figures imply ``via="agent"``.
     Traffic (bytes/s; with CPU figures only): a quiet server's by default, ``None``
@@ -103,7 +104,8 @@ def util(cpu_avg: float | None = None, cpu_p95: float | None = None,
                        network_in_p95=net_in, network_out_p95=net_out,
                        network_in_max=net_in, network_out_max=net_out,
                        network_coverage=None if net_in is None else cpu_coverage,
-                       via=via or ("cloud" if cpu_p95 is not None else None), tier=tier)
+                       via=via or ("cloud" if cpu_p95 is not None else None), tier=tier,
+                       cpu_daily_peak=cpu_daily_peak)
 
 
 def cloud(server_id: int | str, name: str, server_type: str = "cx33", *,

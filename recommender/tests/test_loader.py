@@ -123,6 +123,7 @@ def small_fleet() -> dict[str, list[dict[str, Any]]]:
     for key, figures in [(web, {"cpu_utilisation:avg30d": "0.21", "cpu_utilisation:max30d": "0.9",
                                 "cpu_utilisation:p95_30d": "0.45",
                                 "cpu_utilisation:coverage30d": "1",
+                                "cpu_utilisation:daily_peak30d": "0.40625",
                                 "memory_utilisation:avg30d": "0.5",
                                 "memory_utilisation:max30d": "0.625",
                                 "memory_utilisation:p95_30d": "0.55",
@@ -224,6 +225,9 @@ def test_loads_every_family() -> None:
     assert web.total_monthly_cost == Decimal("8.188")
     u = web.utilisation
     assert (u.cpu_avg, u.cpu_max, u.cpu_p95, u.cpu_coverage) == (0.21, 0.9, 0.45, 1.0)
+    # the recurring daily peak comes in the same utilisation query (still 14 queries)
+    assert u.cpu_daily_peak == 0.40625
+    assert fleet.servers[ServerKey("dedicated", "2391007")].utilisation.cpu_daily_peak is None
     assert (u.memory_avg, u.memory_max, u.memory_p95, u.memory_coverage) == \
         (0.5, 0.625, 0.55, 0.95)
     assert (u.via, u.tier) == ("agent", "moderate")

@@ -297,3 +297,17 @@ def test_a_replica_taken_by_an_earlier_rule_is_still_a_replica() -> None:
     assert not any("left out" in r.text for r in rec.reasons)  # web was not in the group
     assert any(p.startswith("shop-staging-db is a replica of shop-staging-web")
                for p in rec.preconditions)
+
+
+def test_the_members_daily_peaks_are_summed() -> None:
+    # Each member's nightly job is 1.2 cores (of its 4 or 2); summed, as if they all ran
+    # at the same hour, 3.6 cores: exactly 90 % of cx33's 4, so cx33 still holds them.
+    # The worker's job at 1.6 cores makes 4.0: above 90 % of cx33, so cx43.
+    servers = staging_trio()
+    for s, peak in zip(servers, (0.3, 0.3, 0.6), strict=True):
+        s.utilisation.cpu_daily_peak = peak
+    [rec] = RULE.evaluate(fleet(*servers), TH).recommendations
+    assert rec.target_type == "cx33"
+    servers[2].utilisation.cpu_daily_peak = 0.8  # 1.6 cores: 4.0 in all
+    [rec] = RULE.evaluate(fleet(*servers), TH).recommendations
+    assert rec.target_type == "cx43"

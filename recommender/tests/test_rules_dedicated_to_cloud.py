@@ -170,3 +170,13 @@ def test_traffic_above_what_the_target_includes_is_counted_in_the_savings() -> N
                                     mem_max=0.1, net_in=1000.0, net_out=out / 2))
     [rec] = RULE.evaluate(fleet(d, types=types), TH).recommendations
     assert rec.projected_monthly_cost == Decimal("6.49")
+
+
+def test_the_cloud_type_holds_the_recurring_daily_peak() -> None:
+    # p95 0.8 cores and 6.4 GiB peak memory fit cx33 (4 cores); a nightly job of 4 of the
+    # 8 cores needs 4 / 0.9 = 4.4 cores: cx43
+    d = legacy_app(utilisation=util(cpu_avg=0.05, cpu_p95=0.1, cpu_max=0.6, mem_p95=0.08,
+                                    mem_max=0.1, cpu_daily_peak=0.5))
+    [rec] = RULE.evaluate(fleet(d), TH).recommendations
+    assert rec.target_type == "cx43"
+    assert rec.projected_monthly_cost == Decimal("11.49")

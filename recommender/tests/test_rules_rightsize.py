@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-from rules_fixtures import catalogue, cloud, dedicated, fleet, util
+from rules_fixtures import TYPES, catalogue, cloud, dedicated, fleet, util
 
+from infrascope_recommender.model import Server
+from infrascope_recommender.rules._common import assess, option_on, sizing_need, slowdown_factor
 from infrascope_recommender.rules.rightsize import RULE
 from infrascope_recommender.thresholds import Thresholds
 
@@ -159,3 +161,81 @@ def test_empty_catalogue_is_an_exclusion_not_silence() -> None:
     assert [e.reason for e in result.exclusions] == [
         "no orderable shared x86 server type in fsn1 in the catalogue "
         "(hetzner_server_type_* series missing or nothing available there)"]
+
+
+# ---- the recurring daily peak (a nightly batch job) -------------------------------
+
+def nightly_batch(peak: float | None = 0.40625) -> Server:
+    """cx53 (16 cores) idling at 4 % with a job of 6.5 cores (40.625 %) most nights; its
+    40 GB disk lets every smaller type be reached in place."""
+    return cloud(20, "batch-1", "cx53", disk_gb=40,
+                 utilisation=util(cpu_avg=0.05, cpu_p95=0.04, cpu_max=0.45, mem_p95=0.08,
+                                  mem_max=0.09, cpu_daily_peak=peak))
+
+
+def test_a_nightly_peak_gets_the_type_that_holds_it_and_the_slowdown_of_cheaper_ones() -> None:
+    [rec] = RULE.evaluate(fleet(nightly_batch()), TH).recommendations
+    # the p95 alone (0.64 cores) would pick cx23; the peak of 6.5 cores needs 6.5 / 0.9 =
+    # 7.2 cores: cx43. 20.99 -> 11.49 (with the 0.50 IPv4)
+    assert (rec.action, rec.target_type, rec.savings) == ("change_type", "cx43",
+                                                          Decimal("9.50"))
+    [why] = [r for r in rec.reasons if r.figures.get("p95_target")]
+    assert why.figures == {"p95_target": "cx23", "peak_target": "cx43",
+                           "daily_peak_cores": "6.5", "peak_headroom": "90%"}
+    assert "would hold the p95 for 7.50 € a month less, but not the recurring daily peak" \
+        in why.text
+    assert any("daily peak at most 90% of them" in r.text for r in rec.reasons)
+    # cpx22 (2 cores, 9.49) is left out: cx23 is cheaper and slowed no more
+    assert [o.target_type for o in rec.options] == ["cx43", "cx33", "cx23"]
+    cx43, cx33, cx23 = rec.options
+    assert (cx43.performance_risk, cx43.slowdown, cx43.in_place) == ("low", None, True)
+    assert cx43.monthly_savings == Decimal("9.50")
+    assert cx43.projected_monthly_cost == Decimal("11.49")
+    assert cx43.projected_peak_utilisation == 6.5 / 8
+    assert cx43.projected_cpu_utilisation == 0.04 * 16 / 8
+    assert cx43.text == "cx43 holds the daily peak of 6.5 cores at 81.2% of its 8 cores"
+    assert (cx33.performance_risk, cx33.slowdown) == ("high", 1.625)
+    assert cx33.text == "the daily peak of 6.5 cores would take ~1.6x longer on 4 cores"
+    assert (cx23.performance_risk, cx23.slowdown) == ("high", 3.25)
+    assert cx23.text == "the daily peak of 6.5 cores would take ~3.3x longer on 2 cores"
+    assert cx23.monthly_savings == Decimal("17.00")
+    assert isinstance(cx23.monthly_savings, Decimal)
+    assert [o.target_type for o in RULE.evaluate(
+        fleet(nightly_batch()), dataclasses.replace(TH, max_options=2)).recommendations[0]
+        .options] == ["cx43", "cx33"]
+
+
+def test_a_peak_within_the_cores_but_above_the_headroom_is_medium_risk() -> None:
+    # 7.5 cores: fits cx43's 8 cores, not its 90 % (7.2); with a headroom of 95 % it holds
+    s = nightly_batch(peak=7.5 / 16)
+    assert RULE.evaluate(fleet(s), TH).recommendations == []  # no slowdown is signed
+    loose = dataclasses.replace(TH, headroom=dataclasses.replace(TH.headroom, peak=0.95))
+    [rec] = RULE.evaluate(fleet(s), loose).recommendations
+    assert rec.target_type == "cx43" and rec.options[0].performance_risk == "low"
+    need = sizing_need(s, assess(s, TH), TH, fleet(s))
+    option = option_on(s, TYPES["cx43"], need, TH, Decimal("11.49"), True)
+    assert (option.performance_risk, option.slowdown) == ("medium", None)
+    assert option.text == "the daily peak of 7.5 cores would use 93.8% of cx43's 8 cores " \
+                          "(above 90%)"
+
+
+def test_a_one_off_spike_is_not_a_recurring_peak() -> None:
+    # same spike in the 30-day maximum, but the daily peak is the 4 % base level
+    [rec] = RULE.evaluate(fleet(nightly_batch(peak=0.04)), TH).recommendations
+    assert rec.target_type == "cx23"
+    assert [o.target_type for o in rec.options] == ["cx23"]
+    # the busiest 5 minutes (7.2 cores) exceed cx23's 2 cores: medium, not a slowdown
+    assert (rec.options[0].performance_risk, rec.options[0].slowdown) == ("medium", None)
+    assert not any(r.figures.get("p95_target") for r in rec.reasons)
+
+
+def test_without_a_daily_peak_nothing_changes() -> None:
+    [rec] = RULE.evaluate(fleet(nightly_batch(peak=None)), TH).recommendations
+    assert rec.target_type == "cx23"
+    [only] = rec.options
+    assert only.projected_peak_utilisation is None
+    assert only.text.startswith("cx23: the recurring daily peak is not known")
+
+
+def test_slowdown_factor_rounds_half_up() -> None:
+    assert [slowdown_factor(x) for x in (3.25, 1.625, 2.05, 1.04)] == ["3.3", "1.6", "2.1", "1.0"]

@@ -20,7 +20,7 @@ import pytest
 import service_fixtures as fx
 
 from infrascope_recommender import state
-from infrascope_recommender.model import ServerKey
+from infrascope_recommender.model import Recommendation, RecommendationOption, ServerKey
 from infrascope_recommender.state import (
     SCHEMA_VERSION,
     Conflict,
@@ -444,3 +444,24 @@ def test_a_killed_writer_leaves_a_consistent_database(tmp_path: Path) -> None:
         assert decided > 0
         s.record_run(fx.run_result(fx.many(5)))  # and it keeps working
         assert s.integrity_check() == "ok"
+
+
+def nightly_option(target: str, cost: str, savings: str, risk: str,
+                   slowdown: float | None) -> RecommendationOption:
+    return RecommendationOption(target, True, Decimal(cost), Decimal(savings), 0.08, 0.8125,
+                                0.18, risk, slowdown,  # type: ignore[arg-type]
+                                f"{target}: the daily peak of 6.5 cores")
+
+
+def test_options_are_kept_and_rows_stored_before_them_still_load(store: Store) -> None:
+    rec = fx.rightsize()
+    rec.options = [nightly_option("cx22", "3.79", "12.61", "low", None),
+                   nightly_option("cx11", "3.29", "13.11", "high", 3.25)]
+    store.record_run(fx.run_result([rec]))
+    loaded = store.get(rec.id).recommendation.options
+    assert loaded == rec.options
+    assert isinstance(loaded[1].monthly_savings, Decimal) and loaded[1].slowdown == 3.25
+    # a row written before options existed: no "options" key in its JSON
+    old = rec.to_dict()
+    del old["options"]
+    assert Recommendation.from_dict(json.loads(json.dumps(old))).options == []

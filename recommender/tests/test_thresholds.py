@@ -21,6 +21,7 @@ def test_defaults_are_documented_values() -> None:
     assert t.min_coverage == 0.25
     assert (t.confidence.high, t.confidence.medium) == (0.9, 0.5)
     assert (t.headroom.cpu, t.headroom.memory, t.headroom.disk) == (0.6, 0.8, 0.8)
+    assert t.headroom.peak == 0.9 and t.max_options == 3
     assert t.idle.cpu_avg_max == 0.05 and t.idle.memory_p95_max == 0.30
     assert t.idle.delete_cpu_max == 0.10
     assert t.rightsize.min_savings_euros == Decimal("1.00")
@@ -46,9 +47,10 @@ def test_overrides_are_applied() -> None:
     t = parse_thresholds({
         "min_coverage": 0.5,
         "confidence": {"high": 0.95},
-        "headroom": {"cpu": 0.7},
+        "headroom": {"cpu": 0.7, "peak": 0.8},
         "same_cpu_type": False,
         "ha": {"replica_label": " replica-of ", "placement_group_types": []},
+        "max_options": 5,
         "idle": {"cpu_avg_max": 0.03, "delete_cpu_max": 0.2, "min_savings_euros": "2.50"},
         "consolidation": {"env_values": ["qa", "preview"], "name_pattern": "",
                           "name_patterns": {"webshop": "^ws-dev-"}, "min_servers": 3},
@@ -59,8 +61,8 @@ def test_overrides_are_applied() -> None:
     })
     assert t.min_coverage == 0.5
     assert t.confidence.high == 0.95 and t.confidence.medium == 0.5
-    assert t.headroom.cpu == 0.7 and t.headroom.memory == 0.8
-    assert t.same_cpu_type is False
+    assert t.headroom.cpu == 0.7 and t.headroom.memory == 0.8 and t.headroom.peak == 0.8
+    assert t.same_cpu_type is False and t.max_options == 5
     assert (t.ha.replica_label, t.ha.placement_group_types) == ("replica-of", ())
     assert parse_thresholds({"ha": {"replica_label": ""}}).ha.replica_label == ""
     assert parse_thresholds({"ha": {"placement_group_types": ["spread", " x "]}}
@@ -98,6 +100,9 @@ def test_overrides_are_applied() -> None:
     ({"ha": {"placement_group_types": [""]}}, "rules.ha.placement_group_types"),
     ({"ha": {"label": "x"}}, "rules.ha.label"),
     ({"ha": "spread"}, "rules.ha"),
+    ({"headroom": {"peak": 1.2}}, "rules.headroom.peak"),
+    ({"max_options": 0}, "rules.max_options"),
+    ({"max_options": 2.5}, "rules.max_options"),
     ({"unknown_rule": {}}, "rules.unknown_rule"),
     ({"consolidation": {"name_pattern": "(unclosed"}}, "rules.consolidation.name_pattern"),
     ({"consolidation": {"name_patterns": {"shop": "[x"}}},

@@ -64,6 +64,7 @@ _UTILISATION_FIELDS = {
     "source_server_id:cpu_utilisation:max30d": "cpu_max",
     "source_server_id:cpu_utilisation:p95_30d": "cpu_p95",
     "source_server_id:cpu_utilisation:coverage30d": "cpu_coverage",
+    "source_server_id:cpu_utilisation:daily_peak30d": "cpu_daily_peak",
     "source_server_id:memory_utilisation:avg30d": "memory_avg",
     "source_server_id:memory_utilisation:max30d": "memory_max",
     "source_server_id:memory_utilisation:p95_30d": "memory_p95",
@@ -146,7 +147,8 @@ def queries(settings: PrometheusSettings) -> list[Query]:
         Query("utilisation",
               "max by (__name__, source, server_id, tier, direction) ("
               '{__name__=~"source_server_id:((cpu|memory)_utilisation|network_bytes_per_second):'
-              '(avg30d|max30d|p95_30d|coverage30d)|source_server_id:utilisation:tier30d"})'),
+              '(avg30d|max30d|p95_30d|coverage30d|daily_peak30d)'
+              '|source_server_id:utilisation:tier30d"})'),
         Query("via", "count by (source, server_id, via) (source_server_id:cpu_utilisation:ratio)"),
         Query("costs",
               "max by (__name__, source, server_id, location, hcloud_project) ("

@@ -70,6 +70,9 @@ class Utilisation:
     cpu_max: float | None = None
     cpu_p95: float | None = None
     cpu_coverage: float | None = None
+    #: The recurring daily peak: the level each day's busiest hourly average reaches on
+    #: at least half the days (the rules pack's ``daily_peak30d``), ratio of the cores.
+    cpu_daily_peak: float | None = None
     memory_avg: float | None = None
     memory_max: float | None = None
     memory_p95: float | None = None
@@ -295,6 +298,49 @@ class Reason:
     figures: dict[str, str] = field(default_factory=dict)
 
 
+Risk = Literal["low", "medium", "high"]
+
+
+@dataclass
+class RecommendationOption:
+    """One target a recommendation offers, ranked like AWS Compute Optimizer's options:
+    what it costs, how loaded the target would be, and how much the recurring daily peak
+    would be slowed there (``performance_risk``: low keeps the peak within
+    ``headroom.peak`` and the busiest 5 minutes within the cores; medium keeps the peak
+    within the cores; high does not)."""
+
+    target_type: str
+    in_place: bool
+    projected_monthly_cost: Decimal
+    monthly_savings: Decimal
+    projected_cpu_utilisation: float | None  # 30-day p95 on the target's cores
+    projected_peak_utilisation: float | None  # the recurring daily peak on them
+    projected_memory_utilisation: float | None
+    performance_risk: Risk
+    slowdown: float | None = None  # peak cores / target cores, when above 1
+    text: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_type": self.target_type, "in_place": self.in_place,
+                "projected_monthly_cost": str(cents(self.projected_monthly_cost)),
+                "monthly_savings": str(cents(self.monthly_savings)),
+                "projected_cpu_utilisation": self.projected_cpu_utilisation,
+                "projected_peak_utilisation": self.projected_peak_utilisation,
+                "projected_memory_utilisation": self.projected_memory_utilisation,
+                "performance_risk": self.performance_risk, "slowdown": self.slowdown,
+                "text": self.text}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecommendationOption:
+        return cls(data["target_type"], bool(data.get("in_place", True)),
+                   Decimal(data["projected_monthly_cost"]), Decimal(data["monthly_savings"]),
+                   data.get("projected_cpu_utilisation"),
+                   data.get("projected_peak_utilisation"),
+                   data.get("projected_memory_utilisation"),
+                   data.get("performance_risk", "low"), data.get("slowdown"),
+                   data.get("text", ""))
+
+
 @dataclass
 class Recommendation:
     kind: Kind
@@ -313,6 +359,9 @@ class Recommendation:
     risk_reasons: list[Reason] = field(default_factory=list)
     preconditions: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # the exact action, in order
+    #: The targets offered, the chosen one first (empty for kinds without a type choice
+    #: and for rows stored before options existed).
+    options: list[RecommendationOption] = field(default_factory=list)
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -363,6 +412,7 @@ class Recommendation:
             "risk_reasons": reasons(self.risk_reasons),
             "preconditions": list(self.preconditions),
             "commands": list(self.commands),
+            "options": [o.to_dict() for o in self.options],
         }
 
     @classmethod
@@ -385,6 +435,7 @@ class Recommendation:
             risk_reasons=reasons(data.get("risk_reasons", [])),
             preconditions=list(data.get("preconditions", [])),
             commands=list(data.get("commands", [])),
+            options=[RecommendationOption.from_dict(o) for o in data.get("options", [])],
         )
 
 

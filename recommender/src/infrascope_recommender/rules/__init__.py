@@ -44,6 +44,7 @@ from ..settings import (
     Check,
     boolean,
     checks,
+    integer,
     optional_strings,
     optional_text,
     parse_section,
@@ -275,6 +276,8 @@ class Headroom:
     memory: float = setting(0.8, ratio, "30-day peak memory <= 80 % of the target's memory")
     disk: float = setting(0.8, ratio, "used disk <= 80 % of a new server's disk (migrations "
                                       "only)")
+    peak: float = setting(0.9, ratio, "the recurring daily peak (its busiest hour, cores) <= "
+                                      "90 % of the target's cores: the job keeps its speed")
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,7 @@ GENERAL: dict[str, Check] = {
     "headroom": section(Headroom),
     "same_cpu_type": boolean,  # in-place changes keep shared/dedicated vCPUs
     "ha": section(HighAvailability),  # replicas: never merged, not deleted beside a busy one
+    "max_options": integer(1),  # targets a recommendation offers, the chosen one first
 }
 
 
@@ -329,12 +333,13 @@ class Thresholds:
     headroom: Headroom
     same_cpu_type: bool
     ha: HighAvailability
+    max_options: int
     rules: Mapping[str, RuleSettings]
 
     def __init__(self, min_coverage: float = 0.25, confidence: ConfidenceBands | None = None,
                  headroom: Headroom | None = None, same_cpu_type: bool = True,
                  ha: HighAvailability | None = None,
-                 rules: Mapping[str, RuleSettings] | None = None,
+                 rules: Mapping[str, RuleSettings] | None = None, max_options: int = 3,
                  **by_kind: RuleSettings) -> None:
         if rules is None:
             rules = {rule.kind: rule.settings() for rule in rule_kinds()}
@@ -350,6 +355,7 @@ class Thresholds:
         set_(self, "headroom", headroom if headroom is not None else Headroom())
         set_(self, "same_cpu_type", same_cpu_type)
         set_(self, "ha", ha if ha is not None else HighAvailability())
+        set_(self, "max_options", max_options)
         set_(self, "rules", merged)
 
     if not TYPE_CHECKING:  # typed code uses settings(): mypy would accept any attribute

@@ -4,9 +4,10 @@ provider adapter (:mod:`infrascope_recommender.providers`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from infrascope_core import contract
@@ -22,6 +23,8 @@ from ..model import (
     Level,
     Reason,
     Recommendation,
+    RecommendationOption,
+    Risk,
     Server,
     ServerKey,
     ServerRef,
@@ -30,7 +33,7 @@ from ..model import (
     cents,
 )
 from ..providers import adapter
-from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, type_disk
+from ._fit import Candidate, Catalogue, Need, cheapest, cost_on, fits, holds_peak, type_disk
 
 if TYPE_CHECKING:
     from ..thresholds import ConfidenceBands, Thresholds
@@ -434,7 +437,26 @@ def sizing_need(server: Server, a: Assessment, th: Thresholds, fleet: Fleet) -> 
     min_disk = None if adapter(server).disk_can_shrink else type_disk(fleet, server)
     return Need(cpu_cores=u.cpu_p95 * server.cores, memory_bytes=memory,
                 min_memory_bytes=keep_memory, min_disk_bytes=min_disk,
-                disk_used_bytes=server.disk_used_bytes)
+                disk_used_bytes=server.disk_used_bytes, peak_cores=daily_peak_cores(server))
+
+
+def daily_peak_cores(server: Server) -> float | None:
+    """The server's recurring daily peak in cores (``daily_peak30d`` x cores), if known."""
+    u = server.utilisation
+    if u.cpu_daily_peak is None or server.cores is None:
+        return None
+    return u.cpu_daily_peak * server.cores
+
+
+def peak_reason(server: Server, need: Need) -> Reason | None:
+    """What the recurring daily peak is, when it is known."""
+    u = server.utilisation
+    if need.peak_cores is None or u.cpu_daily_peak is None or server.cores is None:
+        return None
+    return Reason(
+        f"the recurring daily peak (the busiest hour, reached on at least half the days) "
+        f"is {pct(u.cpu_daily_peak)} of {server.cores} cores ({num(need.peak_cores)} cores)",
+        {"cpu_daily_peak_30d": pct(u.cpu_daily_peak), "daily_peak_cores": num(need.peak_cores)})
 
 
 def sizing_reasons(server: Server, need: Need, target: Candidate, th: Thresholds,
@@ -454,24 +476,125 @@ def sizing_reasons(server: Server, need: Need, target: Candidate, th: Thresholds
             f"{gib(server.memory_bytes)} ({pct(need.memory_bytes / server.memory_bytes)})",
             {"memory_max_30d": pct(need.memory_bytes / server.memory_bytes),
              "memory_peak": gib(need.memory_bytes), "memory": gib(server.memory_bytes)}))
+    peak = peak_reason(server, need)
+    if peak is not None:
+        reasons.append(peak)
     mem_text = (f"peak memory at most {pct(th.headroom.memory)}" if need.memory_bytes is not None
                 else f"at least the current {gib(need.min_memory_bytes or 0)} of memory")
+    peak_text = (f", the daily peak at most {pct(th.headroom.peak)} of them"
+                 if need.peak_cores is not None else "")
     reasons.append(Reason(
         f"{t.name} ({t.cores} cores, {gib(t.memory_bytes)}, {gb(t.disk_bytes)} disk, "
         f"{eur(target.price)}/month in {location}) is the cheapest orderable "
         f"{t.architecture} type that keeps p95 CPU at most {pct(th.headroom.cpu)} of its "
-        f"cores and {mem_text}",
+        f"cores{peak_text} and {mem_text}",
         {"target": t.name, "target_cores": str(t.cores), "target_memory": gib(t.memory_bytes),
          "target_disk": gb(t.disk_bytes), "target_price": eur(target.price),
-         "cpu_headroom": pct(th.headroom.cpu), "memory_headroom": pct(th.headroom.memory)}))
+         "cpu_headroom": pct(th.headroom.cpu), "memory_headroom": pct(th.headroom.memory),
+         **({"peak_headroom": pct(th.headroom.peak)} if need.peak_cores is not None else {})}))
     return reasons
+
+
+# ----------------------------------------------------------------------------- options
+
+_RISK_RANK: dict[Risk, int] = {"low": 0, "medium": 1, "high": 2}
+
+
+def slowdown_factor(slowdown: float) -> str:
+    """``3.25`` -> ``"3.3"``: one decimal, rounded half up (as a person would)."""
+    return str(Decimal(repr(round(slowdown, 9))).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def option_on(server: Server, t: ServerType, need: Need, th: Thresholds, projected: Decimal,
+              in_place: bool) -> RecommendationOption:
+    """``server`` on type ``t``: projected load, the recurring daily peak's performance
+    risk and slowdown there."""
+    assert server.monthly_cost is not None
+    u = server.utilisation
+    peak = need.peak_cores
+    busiest = u.cpu_max * server.cores if u.cpu_max is not None and server.cores else None
+    max_fits = busiest is None or busiest <= t.cores + 1e-9
+    slowdown = peak / t.cores if peak is not None and peak > t.cores + 1e-9 else None
+    risk: Risk
+    if peak is None:
+        risk = "low" if max_fits else "medium"
+        text = (f"{t.name}: the recurring daily peak is not known; the busiest 5 minutes "
+                + (f"({num(busiest or 0.0, 1)} cores) fit its {t.cores} cores" if max_fits else
+                   f"({num(busiest or 0.0, 1)} cores) exceed its {t.cores} cores"))
+    elif slowdown is not None:
+        risk = "high"
+        text = (f"the daily peak of {num(peak, 1)} cores would take "
+                f"~{slowdown_factor(slowdown)}x longer on {t.cores} cores")
+    elif holds_peak(t, need, th.headroom) and max_fits:
+        risk = "low"
+        text = (f"{t.name} holds the daily peak of {num(peak, 1)} cores at "
+                f"{pct(peak / t.cores)} of its {t.cores} cores")
+    else:
+        risk = "medium"
+        text = (f"the daily peak of {num(peak, 1)} cores would use {pct(peak / t.cores)} of "
+                f"{t.name}'s {t.cores} cores (above {pct(th.headroom.peak)})"
+                if not holds_peak(t, need, th.headroom) else
+                f"{t.name} holds the daily peak of {num(peak, 1)} cores, but the busiest 5 "
+                f"minutes ({num(busiest or 0.0, 1)} cores) exceed its {t.cores} cores")
+    return RecommendationOption(
+        target_type=t.name, in_place=in_place, projected_monthly_cost=projected,
+        monthly_savings=server.monthly_cost - projected,
+        projected_cpu_utilisation=need.cpu_cores / t.cores,
+        projected_peak_utilisation=(peak / t.cores) if peak is not None else None,
+        projected_memory_utilisation=(need.memory_bytes / t.memory_bytes
+                                      if need.memory_bytes is not None else None),
+        performance_risk=risk, slowdown=slowdown, text=text)
+
+
+def _peak_load(option: RecommendationOption) -> float:
+    return option.projected_peak_utilisation or 0.0
+
+
+def ranked_options(server: Server, fleet: Fleet, th: Thresholds, need: Need, chosen: Option,
+                   cat: Catalogue | None = None) -> list[RecommendationOption]:
+    """The targets a downsize offers, like AWS Compute Optimizer's ranked options: the
+    chosen one (the cheapest that holds the recurring daily peak) first, then the cheaper
+    types that hold the p95, memory and disk but not the peak, least slowed first (lower
+    performance risk, then a lower load of the peak, then cheaper; a type that costs more
+    than another and carries the peak no better is left out), at most ``max_options`` in
+    all."""
+    assert server.monthly_cost is not None
+    first = option_on(server, chosen.candidate.type, need, th, chosen.projected,
+                      chosen.in_place)
+    if need.peak_cores is None or th.max_options <= 1:
+        return [first]
+    cpu_types = (server.cpu_type,) if th.same_cpu_type and server.cpu_type else None
+    candidates = (cat or Catalogue(fleet)).orderable(
+        server.location, server.architecture, cpu_types, exclude=[server.server_type],
+        provider=server.provider)
+    relaxed = dataclasses.replace(need, peak_cores=None)
+    others: list[RecommendationOption] = []
+    for c in candidates:  # cheapest first
+        t = c.type
+        if t.name == chosen.candidate.type.name or holds_peak(t, need, th.headroom):
+            continue
+        in_place = fits(t, relaxed, th.headroom, in_place=True)
+        if not in_place and not fits(t, relaxed, th.headroom, in_place=False):
+            continue
+        projected = cost_on(fleet, server, c.price)
+        if projected >= server.monthly_cost or projected >= chosen.projected:
+            continue
+        option = option_on(server, t, need, th, projected, in_place)
+        if any(_peak_load(o) <= _peak_load(option) for o in others):
+            continue  # a cheaper type carries the peak at least as well
+        others.append(option)
+    others.sort(key=lambda o: (_RISK_RANK[o.performance_risk], _peak_load(o),
+                               o.projected_monthly_cost, o.target_type))
+    return [first, *others[:th.max_options - 1]]
 
 
 def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need,
                           a: Assessment, th: Thresholds, fleet: Fleet,
-                          reasons: list[Reason], *, upsize: bool = False) -> Recommendation:
+                          reasons: list[Reason], *, upsize: bool = False,
+                          cat: Catalogue | None = None) -> Recommendation:
     """A type change of one Cloud server: in place, or onto a new server when the disk
-    cannot shrink."""
+    cannot shrink. A downsize lists its options (:func:`ranked_options`), an upsize only
+    its target."""
     t = option.candidate.type
     assert server.monthly_cost is not None
     p = adapter(server)
@@ -538,7 +661,9 @@ def resize_recommendation(kind: Kind, server: Server, option: Option, need: Need
         projected_memory_utilisation=mem_after,
         confidence=a.confidence, risk=level, reasons=reasons,
         confidence_reasons=list(a.reasons), risk_reasons=risk_reasons,
-        preconditions=preconditions, commands=commands)
+        preconditions=preconditions, commands=commands,
+        options=[option_on(server, t, need, th, option.projected, option.in_place)] if upsize
+        else ranked_options(server, fleet, th, need, option, cat))
 
 
 def no_catalogue(server: Server, cat: Catalogue, th: Thresholds) -> Unjudged | None:

@@ -8,6 +8,9 @@ a target type goes through :func:`cheapest` so the fit criteria are the same eve
 - of the server's provider, orderable in the location (``server_type_available``), not
   deprecated there, and priced there;
 - p95 CPU demand (cores) <= ``headroom.cpu`` x the target's cores;
+- where known, the recurring daily peak (cores: the busiest hour that comes back on at
+  least half the days, e.g. a nightly job) <= ``headroom.peak`` x the target's cores, so
+  the job keeps its speed;
 - peak memory demand <= ``headroom.memory`` x the target's memory; when memory was not
   measured, the target keeps at least the given memory instead;
 - in place (Hetzner: ``hcloud server change-type``): the target's disk >= the server's
@@ -46,6 +49,7 @@ class Need:
     min_cores: int | None = None  # never fewer cores than this (upsizes)
     min_disk_bytes: int | None = None  # in place: the disk cannot shrink below this
     disk_used_bytes: int | None = None  # new server: data that must fit with headroom
+    peak_cores: float | None = None  # recurring daily peak in cores; None = not known
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,15 @@ class Catalogue:
         return [c for c in found if c.type.name not in skip] if skip else list(found)
 
 
+def holds_peak(t: ServerType, need: Need, headroom: Headroom) -> bool:
+    """The target keeps the recurring daily peak's speed (true when it is unknown)."""
+    return need.peak_cores is None or need.peak_cores <= t.cores * headroom.peak + _EPSILON
+
+
 def fits(t: ServerType, need: Need, headroom: Headroom, *, in_place: bool) -> bool:
     if need.cpu_cores > t.cores * headroom.cpu + _EPSILON:
+        return False
+    if not holds_peak(t, need, headroom):
         return False
     if need.min_cores is not None and t.cores < need.min_cores:
         return False

@@ -46,6 +46,7 @@ from . import Rule, RuleSettings, servers_of, target_of
 from ._common import (
     Assessment,
     assess,
+    daily_peak_cores,
     eur,
     exclusion,
     extra_overage,
@@ -193,9 +194,13 @@ class ConsolidationRule:
             sum(s.disk_bytes or 0 for s in disk_unknown)
         cpu_types = {s.cpu_type for s in servers}
         allowed = tuple(cpu_types) if th.same_cpu_type and len(cpu_types) == 1 else None
+        # the members' recurring daily peaks summed, as if they all came at the same hour
+        # (the safe side, like the p95 sum); where none is known, none is checked
+        peaks = [p for p in (daily_peak_cores(s) for s in servers) if p is not None]
         need = Need(cpu_cores=cpu, memory_bytes=None,
                     min_memory_bytes=int(memory_needed + 0.5),
-                    disk_used_bytes=int(disk_needed * th.headroom.disk))
+                    disk_used_bytes=int(disk_needed * th.headroom.disk),
+                    peak_cores=sum(peaks) if peaks else None)
         p = adapter(servers[0])
         target = cheapest(orderable(fleet, location, arch, allowed, provider=p.name), need,
                           th.headroom, in_place=False)

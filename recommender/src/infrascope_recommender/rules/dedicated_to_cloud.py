@@ -27,6 +27,7 @@ from ._common import (
     Unjudged,
     assess,
     cpu_peak_risk,
+    daily_peak_cores,
     eur,
     exclusion,
     extra_overage,
@@ -158,7 +159,8 @@ class DedicatedToCloudRule:
         assert server.disk_used_bytes is not None
         cpu = u.cpu_p95 * server.cores
         memory = u.memory_max * server.memory_bytes
-        need = Need(cpu_cores=cpu, memory_bytes=memory, disk_used_bytes=server.disk_used_bytes)
+        need = Need(cpu_cores=cpu, memory_bytes=memory, disk_used_bytes=server.disk_used_bytes,
+                    peak_cores=daily_peak_cores(server))
         p = adapter(server)
         candidates = orderable(fleet, location, server.architecture or "x86", dc.cpu_types,
                                provider=p.name)

@@ -208,7 +208,7 @@ class IdleRule:
                     f"saves {eur(server.monthly_cost - option.projected)} a month",
                     savings_figures(server.monthly_cost, option.projected)))
                 return resize_recommendation("idle", server, option, need, a, th, fleet,
-                                             reasons)
+                                             reasons, cat=cat)
         return None  # already on the smallest type that fits
 
     def _replicas(self, server: Server, fleet: Fleet, th: Thresholds, state: str,

@@ -4,9 +4,14 @@ still fits with headroom.
 Considered when p95 CPU is below ``rules.rightsize.cpu_p95_max`` (50 %) of the cores
 and peak memory (where measured) below ``memory_max`` (60 %). The target is the cheapest
 orderable type of the same architecture (and CPU type) at the server's location that
-keeps p95 CPU <= ``headroom.cpu`` and peak memory <= ``headroom.memory`` of the target;
-without memory figures it keeps at least the current memory. Recommended only when it
-saves at least ``min_savings_euros`` **and** ``min_savings_percent``.
+keeps p95 CPU <= ``headroom.cpu``, the recurring daily peak (where known) <=
+``headroom.peak`` and peak memory <= ``headroom.memory`` of the target; without memory
+figures it keeps at least the current memory. Recommended only when it saves at least
+``min_savings_euros`` **and** ``min_savings_percent``. When the type the p95 alone would
+pick does not hold the daily peak, the reasons say so and the options (the chosen type
+first) say how much slower each cheaper type would run the peak; when no type that
+holds the peak saves enough, there is no recommendation (a slowdown is not signed for
+the operator).
 
 Hetzner cannot shrink a disk: in place, only types whose disk is at least the server's
 current primary disk are possible. When the cheapest such type does not save enough but
@@ -16,7 +21,7 @@ that type (and says why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,7 @@ from ..providers import adapter
 from ..settings import fail, money, percent, ratio, setting
 from . import Rule, RuleSettings, servers_of, target_of, types_of
 from ._common import (
+    Option,
     assess,
     downsize_options,
     eur,
@@ -35,6 +41,7 @@ from ._common import (
     no_catalogue,
     no_price,
     not_assessed,
+    num,
     pct,
     resize_recommendation,
     savings_enough,
@@ -104,15 +111,9 @@ class RightsizeRule:
             current = server.monthly_cost
             need = sizing_need(server, a, thresholds, fleet)
             in_place, anywhere = downsize_options(server, fleet, thresholds, need, cat)
-            chosen = None
-            for option in (in_place, anywhere):
-                if option is not None and savings_enough(current, option.projected,
-                                                         rs.min_savings_euros,
-                                                         rs.min_savings_percent):
-                    chosen = option
-                    break
+            chosen = _saving(rs, current, in_place, anywhere)
             if chosen is None:
-                continue
+                continue  # not even a type that slows the recurring peak: no signed slowdown
             if not a.memory_ok:
                 without_memory(a, "the target keeps at least the current memory",
                                {"memory": "not measured"})
@@ -126,6 +127,22 @@ class RightsizeRule:
                     if a.memory_ok and u.memory_max is not None else {})})]
             reasons += sizing_reasons(server, need, chosen.candidate, thresholds,
                                       server.location)
+            if need.peak_cores is not None:
+                p95_only = _saving(rs, current, *downsize_options(
+                    server, fleet, thresholds, replace(need, peak_cores=None), cat))
+                if p95_only is not None and p95_only.candidate.type.name != \
+                        chosen.candidate.type.name:
+                    cheap, t = p95_only.candidate.type, chosen.candidate.type
+                    reasons.append(Reason(
+                        f"{cheap.name} ({cheap.cores} cores) would hold the p95 for "
+                        f"{eur(chosen.projected - p95_only.projected)} a month less, but not "
+                        f"the recurring daily peak of {num(need.peak_cores)} cores: "
+                        f"{t.name} ({t.cores} cores) is the cheapest type that keeps it "
+                        f"within {pct(thresholds.headroom.peak)} of its cores (the options "
+                        "say how much slower the cheaper types would be)",
+                        {"p95_target": cheap.name, "peak_target": t.name,
+                         "daily_peak_cores": num(need.peak_cores),
+                         "peak_headroom": pct(thresholds.headroom.peak)}))
             traffic = traffic_reason(server)
             if traffic is not None:
                 reasons.append(traffic)
@@ -155,8 +172,17 @@ class RightsizeRule:
                     f"{eur(current - in_place.projected)} a month (below the minimum)",
                     {"in_place_alternative": in_place.candidate.type.name}))
             result.recommendations.append(resize_recommendation(
-                "rightsize", server, chosen, need, a, thresholds, fleet, reasons))
+                "rightsize", server, chosen, need, a, thresholds, fleet, reasons, cat=cat))
         return result
+
+
+def _saving(rs: RightsizeSettings, current: Decimal, *options: Option | None) -> Option | None:
+    """The first of ``options`` (in place, then anywhere) that saves enough."""
+    for option in options:
+        if option is not None and savings_enough(current, option.projected,
+                                                 rs.min_savings_euros, rs.min_savings_percent):
+            return option
+    return None
 
 
 RULE = Rule(
