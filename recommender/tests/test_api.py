@@ -14,6 +14,7 @@ import service_fixtures as fx
 
 from infrascope_recommender.api import create_app
 from infrascope_recommender.config import Secret
+from infrascope_recommender.model import RecommendationOption
 from infrascope_recommender.promql import PrometheusError
 from infrascope_recommender.service import RecommenderService
 from infrascope_recommender.state import Store
@@ -170,6 +171,31 @@ def test_get_one(ran: TestClient) -> None:
     r = ran.get("/api/recommendations/rec-0000000000000000")
     assert r.status_code == 404
     assert r.json() == {"detail": "no recommendation with id 'rec-0000000000000000'"}
+
+
+def test_options_are_served_ranked_with_risk_and_slowdown(store: Store) -> None:
+    rec = fx.rightsize()
+    rec.options = [
+        RecommendationOption("cx22", True, Decimal("3.79"), Decimal("12.61"), 0.4, 0.8125,
+                             0.55, "low", None, "cx22 holds the daily peak"),
+        RecommendationOption("cx11", True, Decimal("3.29"), Decimal("13.11"), 0.8, 1.625,
+                             1.1, "high", 1.625,
+                             "the daily peak of 3.2 cores would take ~1.6x longer on 2 cores")]
+    service = RecommenderService(store, fx.Runner(fx.run_result([rec])), api_token=Secret(TOKEN))
+    service.regenerate()
+    client = make_client(service)
+    data = client.get(f"/api/recommendations/{rec.id}").json()
+    assert data["options"] == [o.to_dict() for o in rec.options]
+    assert data["options"][1] == {
+        "target_type": "cx11", "in_place": True, "projected_monthly_cost": "3.29",
+        "monthly_savings": "13.11", "projected_cpu_utilisation": 0.8,
+        "projected_peak_utilisation": 1.625, "projected_memory_utilisation": 1.1,
+        "performance_risk": "high", "slowdown": 1.625,
+        "text": "the daily peak of 3.2 cores would take ~1.6x longer on 2 cores"}
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    option = schema["RecommendationOptionModel"]["properties"]
+    assert option["monthly_savings"]["pattern"] == r"^-?\d+\.\d{2}$"
+    assert set(option["performance_risk"]["enum"]) == {"low", "medium", "high"}
 
 
 def test_accept(ran: TestClient, store: Store) -> None:

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import service_fixtures as fx
 
-from infrascope_recommender.model import Recommendation, RunResult, ServerRef
+from infrascope_recommender.model import (
+    Recommendation,
+    RecommendationOption,
+    RunResult,
+    ServerRef,
+)
 from infrascope_recommender.report import (
     FORMATS,
     RENDERERS,
@@ -404,3 +409,34 @@ def test_report_formats_register_themselves() -> None:
                  if isinstance(a.choices, dict)]
     [fmt] = [a for a in choices["report"]._actions if a.dest == "format"]  # noqa: SLF001
     assert fmt.choices == list(RENDERERS)
+
+
+def test_options_show_with_their_risk_and_slowdown_in_every_format() -> None:
+    rec = fx.rightsize("web-1", "cx43", "21.09", "11.59")
+    rec.options = [
+        RecommendationOption("cx43", True, Decimal("11.59"), Decimal("9.50"), 0.08, 0.8125,
+                             0.18, "low", None,
+                             "cx43 holds the daily peak of 6.5 cores at 81.2% of its 8 cores"),
+        RecommendationOption("cx23", False, Decimal("4.09"), Decimal("17.00"), 0.32, 3.25,
+                             0.72, "high", 3.25,
+                             "the daily peak of 6.5 cores would take ~3.3x longer on 2 cores"),
+    ]
+    view = view_from_result(fx.run_result([rec]))
+    table = render(view, "table")
+    assert ("   Option 1: cx43, 11.59 EUR/month (saves 9.50); CPU p95 8 %, daily peak 81 %, "
+            "memory 18 %; performance risk low: cx43 holds the daily peak") in table
+    assert ("   Option 2: cx23 (new server), 4.09 EUR/month (saves 17.00); CPU p95 32 %, "
+            "daily peak 325 %, memory 72 %; performance risk high: the daily peak of 6.5 "
+            "cores would take ~3.3x longer on 2 cores") in table
+    markdown = render(view, "markdown")
+    assert "- Option 2: cx23 (new server), 4.09 EUR/month" in markdown
+    assert "would take \\~3.3x longer on 2 cores" in markdown  # ~ escaped
+    html = render(view, "html")
+    assert '<span class="badge risk level-high">high</span>' in html
+    assert "the daily peak of 6.5 cores would take ~3.3x longer on 2 cores" in html
+    assert html.index(">cx43<") < html.index(">cx23 (new server)<")
+    data = json.loads(render(view, "json"))
+    [shown] = data["recommendations"]
+    assert [(o["target_type"], o["performance_risk"], o["slowdown"], o["monthly_savings"])
+            for o in shown["options"]] == [("cx43", "low", None, "9.50"),
+                                           ("cx23", "high", 3.25, "17.00")]

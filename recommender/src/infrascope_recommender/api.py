@@ -161,6 +161,26 @@ class ReasonModel(BaseModel):
                                     description="The numbers behind the sentence, as shown")
 
 
+class RecommendationOptionModel(BaseModel):
+    target_type: str
+    in_place: bool = Field(description="A type change of the server itself (else a new server)")
+    projected_monthly_cost: Money
+    monthly_savings: Money
+    projected_cpu_utilisation: float | None = Field(
+        default=None, description="30-day p95 CPU as a ratio 0..1 of the target's cores")
+    projected_peak_utilisation: float | None = Field(
+        default=None, description="The recurring daily peak (busiest hour on at least half "
+                                  "the days) as a ratio of the target's cores; above 1: slowed")
+    projected_memory_utilisation: float | None = None
+    performance_risk: Level = Field(
+        description="low: the daily peak within rules.headroom.peak and the busiest 5 minutes "
+                    "within the cores; medium: the peak within the cores; high: above them")
+    slowdown: float | None = Field(default=None, description="How many times longer the "
+                                   "daily peak would take (peak cores / target cores)")
+    text: str = Field(examples=["the daily peak of 6.5 cores would take ~3.3x longer on 2 "
+                                "cores"])
+
+
 class RecommendationModel(BaseModel):
     id: str
     kind: KindName
@@ -183,6 +203,10 @@ class RecommendationModel(BaseModel):
     risk_reasons: list[ReasonModel]
     preconditions: list[str]
     commands: list[str] = Field(description="The exact action, in order")
+    options: list[RecommendationOptionModel] = Field(
+        default_factory=list, description="The targets offered, ranked: the chosen one (the "
+        "cheapest that holds the recurring daily peak) first, then cheaper ones with how much "
+        "they would slow it")
     first_seen: datetime
     last_seen: datetime
     decided_at: datetime | None = None
@@ -324,6 +348,9 @@ class UtilisationModel(BaseModel):
     cpu_max: float | None = None
     cpu_p95: float | None = None
     cpu_coverage: float | None = None
+    cpu_daily_peak: float | None = Field(
+        default=None, description="The recurring daily peak: the level the day's busiest "
+                                  "hour reaches on at least half the 30 days")
     memory_avg: float | None = None
     memory_max: float | None = None
     memory_p95: float | None = None
@@ -382,7 +409,8 @@ class ServerModel(BaseModel):
             cost_breakdown={k: str(cents(v)) for k, v in server.cost_breakdown.items()},
             utilisation=UtilisationModel(
                 cpu_avg=u.cpu_avg, cpu_max=u.cpu_max, cpu_p95=u.cpu_p95,
-                cpu_coverage=u.cpu_coverage, memory_avg=u.memory_avg, memory_max=u.memory_max,
+                cpu_coverage=u.cpu_coverage, cpu_daily_peak=u.cpu_daily_peak,
+                memory_avg=u.memory_avg, memory_max=u.memory_max,
                 memory_p95=u.memory_p95, memory_coverage=u.memory_coverage, via=u.via,
                 tier=u.tier),
             services=[ServiceModel(kind=s.kind, name=s.name, state=s.state, image=s.image,

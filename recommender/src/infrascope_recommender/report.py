@@ -34,6 +34,7 @@ from .model import (
     Exclusion,
     ExclusionCause,
     Recommendation,
+    RecommendationOption,
     RunResult,
     ServerRef,
     cents,
@@ -325,6 +326,19 @@ def _aligned(headers: Sequence[str], rows: Sequence[Sequence[str]],
     return [line(headers), *(line(r) for r in rows)]
 
 
+def option_line(n: int, option: RecommendationOption) -> str:
+    """One ranked option in a line: the type, what it costs and saves, how loaded it
+    would be, its performance risk and why (the slowdown of the daily peak)."""
+    where = "" if option.in_place else " (new server)"
+    return (f"Option {n}: {option.target_type}{where}, "
+            f"{money(option.projected_monthly_cost)} EUR/month (saves "
+            f"{money(option.monthly_savings)}); CPU p95 "
+            f"{percent(option.projected_cpu_utilisation)}, daily peak "
+            f"{percent(option.projected_peak_utilisation)}, memory "
+            f"{percent(option.projected_memory_utilisation)}; performance risk "
+            f"{option.performance_risk}: {option.text}")
+
+
 def _detail_lines(item: StoredRecommendation, indent: str = "   ") -> list[str]:
     rec = item.recommendation
     lines = []
@@ -334,6 +348,8 @@ def _detail_lines(item: StoredRecommendation, indent: str = "   ") -> list[str]:
         lines.append(f"{indent}Projected on {rec.target_type}: CPU "
                      f"{percent(rec.projected_cpu_utilisation)}, memory "
                      f"{percent(rec.projected_memory_utilisation)}")
+    for n, option in enumerate(rec.options, 1):
+        lines.append(f"{indent}{option_line(n, option)}")
     lines.append(f"{indent}Cost: {money(rec.current_monthly_cost)} → "
                  f"{money(rec.projected_monthly_cost)} EUR/month "
                  f"({rec.savings_percent} %)")
