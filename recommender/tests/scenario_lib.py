@@ -63,6 +63,7 @@ import functools
 import gzip
 import http.server
 import json
+import math
 import os
 import shutil
 import threading
@@ -155,17 +156,59 @@ def hourly_matrix(levels: npt.ArrayLike, swings: npt.ArrayLike, hours: int,
 
 
 @dataclass(frozen=True)
+class DailyJob:
+    """A job of one clock hour, ``hour``:00 to ``hour``+1:00 UTC, at ``level`` (its hourly
+    average) on ``days`` of the 30 days, its busiest 5 minutes at ``peak`` (default: like
+    any hour, 25 % above its average plus half a point).
+
+    The days it runs are spread evenly over the month, counted back from the newest
+    hour ``hour`` of the history: day ``i`` (0 = the newest) runs when
+    ``floor((i + 0.5) * days / 30 + 0.5)`` exceeds ``floor((i - 0.5) * days / 30 + 0.5)``,
+    so a job of one day runs on day 15, the middle of the month, and one of 27 days skips
+    days 0, 10 and 20."""
+
+    hour: int
+    level: float
+    days: int = 30
+    peak: float | None = None
+
+    def runs(self, day: int) -> bool:
+        return (math.floor((day + 0.5) * self.days / 30 + 0.5)
+                > math.floor((day - 0.5) * self.days / 30 + 0.5))
+
+
+@dataclass(frozen=True)
 class Profile:
-    """One resource's 30 days: ``level`` (mean), daily ``swing``, optional ``peak``."""
+    """One resource's 30 days: ``level`` (mean), daily ``swing``, optional ``peak``, and
+    optionally a daily ``job`` (which needs the clock: :meth:`hourly` with ``end``)."""
 
     level: float
     swing: float = 0.2
     peak: float | None = None
+    job: DailyJob | None = None
 
-    def hourly(self, hours: int) -> tuple[FloatArray, FloatArray]:
+    def hourly(self, hours: int, end: int | None = None) -> tuple[FloatArray, FloatArray]:
+        """``hours`` hourly averages and maxima, oldest first; the newest is stamped
+        ``end`` (unix seconds), as :func:`timestamps` stamps them."""
         avg, top = hourly_matrix([self.level], [self.swing], hours,
                                  None if self.peak is None else [self.peak])
-        return avg[0], top[0]
+        avg, top = avg[0], top[0]
+        if self.job is None:
+            return avg, top
+        if end is None:
+            raise ValueError("a daily job needs the time of the newest hour (end)")
+        job = self.job
+        # A sample stamped t = H + phase holds the clock hour [H - 1h, H), as the hourly
+        # rules stamp theirs: the job's samples are those whose hour before starts at
+        # job.hour; day 0 is the newest of them.
+        stamps = end - HOUR * np.arange(hours - 1, -1, -1, dtype=np.int64)
+        starts = (stamps // HOUR - 1) * HOUR
+        at = np.flatnonzero((starts // HOUR) % 24 == job.hour)[::-1]
+        runs = [i for day, i in enumerate(at) if job.runs(day)]
+        top_job = job.peak if job.peak is not None else min(1.0, job.level * 1.25 + 0.005)
+        avg[runs] = round(job.level, 6)
+        top[runs] = round(top_job, 6)
+        return avg, top
 
 
 @dataclass(frozen=True)
@@ -367,13 +410,14 @@ class FleetServer:
     def monthly_cost(self) -> Decimal:
         return sum(self.cost_components().values(), Decimal(0))
 
-    def history(self) -> dict[str, tuple[FloatArray, FloatArray]]:
-        """``{"cpu"|"memory": (avg1h, max1h)}`` of the resources with data."""
+    def history(self, end: int | None = None) -> dict[str, tuple[FloatArray, FloatArray]]:
+        """``{"cpu"|"memory": (avg1h, max1h)}`` of the resources with data (``end``: the
+        newest hour's time, needed by a daily job)."""
         out = {}
         if self.cpu is not None:
-            out["cpu"] = self.cpu.hourly(self.hours)
+            out["cpu"] = self.cpu.hourly(self.hours, end)
         if self.memory is not None:
-            out["memory"] = self.memory.hourly(self.hours)
+            out["memory"] = self.memory.hourly(self.hours, end)
         return out
 
     def network_history(self) -> dict[str, tuple[FloatArray, FloatArray]]:
@@ -383,8 +427,8 @@ class FleetServer:
             return {}
         return self.network.hourly(self.hours)
 
-    def expected(self) -> dict[str, Stats]:
-        return {res: stats(*arrays) for res, arrays in self.history().items()}
+    def expected(self, end: int | None = None) -> dict[str, Stats]:
+        return {res: stats(*arrays) for res, arrays in self.history(end).items()}
 
 
 # ----------------------------------------------------------------------------
@@ -405,12 +449,12 @@ class History:
     info: list[dict[str, str]] = field(default_factory=list)  # hetzner_server_info labels
 
     @classmethod
-    def of(cls, servers: Sequence[FleetServer]) -> History:
+    def of(cls, servers: Sequence[FleetServer], end: int | None = None) -> History:
         n = len(servers)
         values = {k: np.zeros((n, HOURS_30D)) for k in HOURLY_SERIES}
         has = {r: np.zeros(n, dtype=bool) for r in RESOURCES}
         for i, s in enumerate(servers):
-            for res, (avg, top) in {**s.history(), **s.network_history()}.items():
+            for res, (avg, top) in {**s.history(end), **s.network_history()}.items():
                 values[(res, "avg")][i, HOURS_30D - avg.size:] = avg
                 values[(res, "max")][i, HOURS_30D - top.size:] = top
                 has[res][i] = True
@@ -830,7 +874,7 @@ class Scenario:
         # has it even if it comes before the first scrape.
         t1 = time.monotonic()
         self.end = int(time.time()) - 60
-        history = History.of(self.servers)
+        history = History.of(self.servers, self.end)
         history.info = [{"job": "hetzner", "instance": address, **info_labels(s)}
                         for s in self.servers]
         data = self.workdir / "data"
