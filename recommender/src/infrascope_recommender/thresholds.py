@@ -17,9 +17,10 @@ YAML layout (every key optional; unknown keys are refused)::
     rules:
       min_coverage: 0.25            # below: the server is excluded, with the reason
       confidence: {high: 0.9, medium: 0.5}
-      headroom: {cpu: 0.6, memory: 0.8, disk: 0.8}
+      headroom: {cpu: 0.6, memory: 0.8, disk: 0.8, peak: 0.9}
       same_cpu_type: true
       ha: {replica_label: ha_group, placement_group_types: [spread]}
+      max_options: 3                # targets a type change lists, the chosen one first
       <kind>: {enabled: true, <setting>: <value>, ...}   # one section per rule
 
 A bad value raises :class:`infrascope_recommender.config.ConfigError` naming the key,

@@ -360,13 +360,15 @@ A label with another value (`env=production`) always wins over the name. Groups 
 per Cloud project, location and architecture (a server cannot move between projects
 without a snapshot transfer, and a merge must stay in one place). The demand of a group
 is the **sum** of p95 CPU (cores), peak memory (unmeasured memory counted at its full
-size) and used disk (unmeasured: the whole primary disk); summing p95s over-estimates
-the p95 of the sum, on the safe side. When the whole group does not fit one type or is
-not cheaper, the most demanding server is left out and the rest tried again. Two HA
-replicas (see [High availability](#high-availability-replicas)) are never in one merge: the
-more demanding is left out ("shop-db-b left out: in spread placement group db-spread with
-shop-db-a — merging replicas removes the HA"), and a member whose replica stays outside
-the merge gets a precondition to keep the new server on other hosts. Commands:
+size), used disk (unmeasured: the whole primary disk) and recurring daily peaks (where
+known; as if every member's busiest hour came at the same time); summing p95s and peaks
+over-estimates those of the sum, on the safe side. When the whole group does not fit one
+type or is not cheaper, the most demanding server is left out and the rest tried again.
+Two HA replicas (see [High availability](#high-availability-replicas)) are never in one
+merge: the more demanding is left out ("shop-db-b left out: in spread placement group
+db-spread with shop-db-a — merging replicas removes the HA"), and a member whose replica
+stays outside the merge gets a precondition to keep the new server on other hosts.
+Commands:
 `hcloud server create --name <env>-consolidated-<location> --type <type> --location
 <location> --image <image>` (the servers' image, else `ubuntu-24.04`), a step per server
 to move its services and data, then a snapshot and `hcloud server delete` per server.

@@ -6,7 +6,8 @@ Needs the agent on the dedicated server (Robot has no metrics): its core count
 (filesystems) and the 30-day CPU and memory figures. The Cloud location comes from the
 datacenter (``FSN1-DC14`` -> ``fsn1``) through ``rules.dedicated_to_cloud.locations``.
 The target is the cheapest orderable x86 Cloud type there (CPU types from ``cpu_types``)
-holding p95 CPU, peak memory and used disk within the headroom ceilings; its cost is the
+holding p95 CPU, the recurring daily peak (where known), peak memory and used disk within
+the headroom ceilings; its cost is the
 type's price plus a primary IPv4 (the fleet's own Cloud IPv4 price where one is seen,
 else ``primary_ipv4_euros``). Recommended when it saves at least ``min_savings_euros``
 and ``min_savings_percent``.
@@ -252,8 +253,8 @@ Needs the agent (Robot has no metrics): cores (count of
 `node_cpu_seconds_total{mode="idle"}`), memory (`node_memory_MemTotal_bytes`), used disk
 and the 30-day CPU and memory figures; without them the server is excluded, naming what
 is missing. Target: the cheapest orderable x86 Cloud type at the mapped location holding
-p95 CPU, peak memory and used disk within the headroom. Commands: create the Cloud
-server, move services and data and switch DNS, then
+p95 CPU, the recurring daily peak, peak memory and used disk within the headroom.
+Commands: create the Cloud server, move services and data and switch DNS, then
 `# cancel server <number> in Robot (Server → Cancellation)`. Preconditions: runs on a
 VM, traffic allowance, billed until the end of the cancellation period.
 """)

@@ -188,7 +188,8 @@ def _saving(rs: RightsizeSettings, current: Decimal, *options: Option | None) ->
 RULE = Rule(
     kind=RightsizeRule.name, label="Right-sizing", order=30, priority=50,
     description="A Cloud server whose p95 CPU and peak memory are well under its capacity "
-                "moves to the cheapest type that still fits with headroom: same architecture "
+                "moves to the cheapest type that still fits with headroom, its recurring "
+                "daily peak included: same architecture "
                 "and CPU type, orderable in its location, a disk at least as large (Hetzner "
                 "cannot shrink a disk: when only a smaller one saves enough, the "
                 "recommendation is a new server and a migration, and says why).",
@@ -206,4 +207,14 @@ reason — "the primary disk is 160 GB, larger than cx33's 80 GB: Hetzner cannot
 disk (and a snapshot of it cannot be restored onto a smaller disk)" — and the steps:
 snapshot, `hcloud server create --name <name>-<type> …`, move services and data (or the
 primary IP), `hcloud server delete <name>`.
+
+A nightly job is sized by the recurring daily peak, not the p95 (a one-hour job every
+night is 30 hours of 720, under the p95's 36): when the type the p95 alone would pick
+does not hold the peak within `headroom.peak`, the reasons say so and name the type
+chosen ("cx23 (2 cores) would hold the p95 for 7.50 € a month less, but not the
+recurring daily peak of 6.5 cores: cx43 (8 cores) is the cheapest type that keeps it
+within 90% of its cores"), and the options list the cheaper types with the slowdown
+("the daily peak of 6.5 cores would take ~3.3x longer on 2 cores"). When no type that
+holds the peak saves enough, there is **no** right-sizing: a careful operator does not
+sign a slowdown, and the options are there for whoever decides otherwise by hand.
 """)
