@@ -113,7 +113,7 @@ class RightsizeRule:
             in_place, anywhere = downsize_options(server, fleet, thresholds, need, cat)
             chosen = _saving(rs, current, in_place, anywhere)
             if chosen is None:
-                continue  # not even a type that slows the recurring peak: no signed slowdown
+                continue  # nothing that holds the recurring peak saves enough: no slowdown signed
             if not a.memory_ok:
                 without_memory(a, "the target keeps at least the current memory",
                                {"memory": "not measured"})
