@@ -38,7 +38,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from contextlib import contextmanager
@@ -218,6 +218,11 @@ def _float(sample: dict[str, Any]) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _whole(sample: dict[str, Any]) -> int | None:
+    number = _float(sample)
+    return None if number is None else int(number)
 
 
 def _money(sample: dict[str, Any]) -> Decimal | None:
@@ -508,36 +513,25 @@ def _catalogue(result: list[dict[str, Any]], skip: _Skips) -> dict[str, ServerTy
             disk_bytes=int(size["disk"]), architecture=m.get("architecture", ""),
             cpu_type=m.get("cpu_type", ""), category=m.get("category", ""),
             provider=m.get("provider", ""))
-    for sample in families.get(TYPE_PRICE, []):
-        m = _metric(sample)
-        t = types.get(m.get("server_type", ""))
-        amount = _money(sample)
-        if t is None or not m.get("location"):
-            continue
-        if amount is None or amount < 0:
-            skip(TYPE_PRICE, f"bad amount {_text(sample)!r}", m)
-            continue
-        t.prices[m["location"]] = amount
-    for sample in families.get(TYPE_TRAFFIC_PRICE, []):
-        m = _metric(sample)
-        t = types.get(m.get("server_type", ""))
-        amount = _money(sample)
-        if t is None or not m.get("location"):
-            continue
-        if amount is None or amount < 0:
-            skip(TYPE_TRAFFIC_PRICE, f"bad amount {_text(sample)!r}", m)
-            continue
-        t.traffic_price_per_tb[m["location"]] = amount
-    for sample in families.get(TYPE_TRAFFIC, []):
-        m = _metric(sample)
-        t = types.get(m.get("server_type", ""))
-        value = _float(sample)
-        if t is None or not m.get("location"):
-            continue
-        if value is None or value < 0:
-            skip(TYPE_TRAFFIC, f"bad value {_text(sample)!r}", m)
-            continue
-        t.included_traffic[m["location"]] = int(value)
+    # per type and location: the monthly price, the price of a TB of traffic above the
+    # included amount (euros), and the included traffic (bytes)
+    per_location: list[tuple[str, Callable[[dict[str, Any]], Decimal | int | None],
+                             Callable[[ServerType], dict[str, Any]]]] = [
+        (TYPE_PRICE, _money, lambda t: t.prices),
+        (TYPE_TRAFFIC_PRICE, _money, lambda t: t.traffic_price_per_tb),
+        (TYPE_TRAFFIC, _whole, lambda t: t.included_traffic),
+    ]
+    for family, parse, store in per_location:
+        for sample in families.get(family, []):
+            m = _metric(sample)
+            t = types.get(m.get("server_type", ""))
+            parsed = parse(sample)
+            if t is None or not m.get("location"):
+                continue
+            if parsed is None or parsed < 0:
+                skip(family, f"bad value {_text(sample)!r}", m)
+                continue
+            store(t)[m["location"]] = parsed
     for family in (TYPE_AVAILABLE, TYPE_DEPRECATED):
         for sample in families.get(family, []):
             m = _metric(sample)
