@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from scenario_lib import GIB, DailyJob, FleetServer, Profile, Scenario, vector
+from scenario_lib import DailyJob, FleetServer, Profile, Scenario, vector
 from test_scenario_prometheus import run_engine, signature
 
 from infrascope_core.prometheus import binaries_available
@@ -109,7 +109,7 @@ def test_a_nightly_batch_server_gets_the_peak_holding_type_first_and_the_slowdow
     assert "the daily peak of 6.5 cores would take ~3.3x longer on 2 cores" in cx23.text
     [why] = [r for r in rec.reasons if r.figures.get("p95_target")]
     assert (why.figures["p95_target"], why.figures["peak_target"]) == ("cx23", "cx43")
-    assert rec.projected_memory_utilisation == pytest.approx(0.09 * 32 * GIB / (16 * GIB))
+    assert rec.projected_memory_utilisation == pytest.approx(0.09 * 32 / 16)  # GiB on both
 
 
 def test_a_one_off_spike_still_moves_to_the_smallest_type(result: RunResult) -> None:
