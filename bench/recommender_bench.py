@@ -67,6 +67,7 @@ from scenario_lib import (  # noqa: E402 - the harness lives with the tests
     Profile,
     Scenario,
     env_without_proxy,
+    rule_files,
 )
 
 from infrascope_recommender import engine, loader  # noqa: E402
@@ -271,9 +272,7 @@ def production_intervals(scenario: Scenario) -> None:
     """Reload Prometheus with the committed rule intervals and a 60 s scrape interval;
     check the recorded series are still there."""
     prom = scenario.prom
-    rules_dir = scenario.workdir / "rules"
-    for src in sorted((REPO_ROOT / "prometheus" / "rules").glob("*.rules.yml")):
-        shutil.copyfile(src, rules_dir / src.name)
+    rule_files(scenario.workdir / "rules", None)  # the hourly group stays out: backfilled
     text = prom.config_file.read_text()
     for key in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
         text = text.replace(f"{key}: {scenario.scrape_interval}", f"{key}: 60s")

@@ -745,16 +745,18 @@ class ExpositionServer:
 HOURLY_GROUP = "infrascope-utilisation-hourly"
 
 
-def rule_files(out_dir: Path, interval: str) -> list[Path]:
+def rule_files(out_dir: Path, interval: str | None) -> list[Path]:
     """Copies of ``prometheus/rules/*.rules.yml`` with every group's interval set to
-    ``interval`` (expressions untouched), without :data:`HOURLY_GROUP`."""
+    ``interval`` (None: the committed ones; expressions untouched), without
+    :data:`HOURLY_GROUP`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in sorted(RULES_DIR.glob("*.rules.yml")):
         doc = yaml.safe_load(src.read_text())
         doc["groups"] = [g for g in doc["groups"] if g["name"] != HOURLY_GROUP]
         for group in doc["groups"]:
-            group["interval"] = interval
+            if interval is not None:
+                group["interval"] = interval
         dst = out_dir / src.name
         dst.write_text(yaml.safe_dump(doc, sort_keys=False, width=10_000))
         written.append(dst)
