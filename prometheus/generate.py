@@ -231,7 +231,7 @@ def _providers(raw: Any, exporter_job: str) -> dict[str, str]:
 
 
 def _tiers(raw: Any) -> dict[str, Any]:
-    t = _mapping(raw, "tiers", ("figure", "min_coverage", "cpu", "memory"),
+    t = _mapping(raw, "tiers", ("figure", "min_coverage", "cpu", "memory", "network"),
                  ("figure", "min_coverage", "cpu", "memory"))
     if t["figure"] not in TIER_FIGURES:
         raise ConfigError(f"tiers.figure: one of {', '.join(TIER_FIGURES)}")
@@ -244,6 +244,9 @@ def _tiers(raw: Any) -> dict[str, Any]:
         if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
             raise ConfigError(f"tiers.{metric}: bounds must increase from low to critical")
         out[metric] = values
+    # Traffic only tells idle from busy: a server that moves data is at least "low".
+    network = _mapping(t.get("network") or {}, "tiers.network", ("low",))
+    out["network"] = {k: _number(v, f"tiers.network.{k}") for k, v in network.items()}
     return out
 
 
@@ -326,6 +329,14 @@ def pct(ratio: float) -> str:
 
 def number(value: float) -> str:
     return f"{value:g}"
+
+
+def byte_rate(value: float) -> str:
+    """``50 kB/s``: bytes per second in decimal units, as the recommender writes them."""
+    for unit, size in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B/s"
 
 
 class Builder:
@@ -774,6 +785,11 @@ class Builder:
             if r is not None:
                 parts.append(f'label_replace(\n{textwrap.indent(r, "    ")},\n'
                              f'    "figure", "{metric}", "", ""\n)')
+        if "low" in t["network"]:  # the 30-day average traffic, in + out, in bytes/s
+            traffic = self.sel("shard_source_server_id:network_bytes_per_second:avg30d", shard)
+            parts.append(f'label_replace(\n    sum by (shard, {ID}) ({traffic})\n'
+                         f'    >= bool {number(t["network"]["low"])},\n'
+                         f'    "figure", "network", "", ""\n)')
         inner = textwrap.indent("\nor\n".join(parts), " " * 4)
         cov = self.sel("shard_source_server_id:cpu_utilisation:coverage30d", shard)
         expr = (f"max by (shard, {ID}) (\n{inner}\n)\n"
@@ -801,12 +817,14 @@ class Builder:
                 f'"tier", "unknown", "", "")')
         cpu_b, mem_b = (", ".join(f"{k} ≥ {pct(t[m][k])}" for k in TIERS if k in t[m])
                         for m in ("cpu", "memory"))
+        net_b = (f"; traffic (30-day average, in + out): low ≥ {byte_rate(t['network']['low'])}"
+                 if "low" in t["network"] else "")
         return Record(
             "source_server_id:utilisation:tier30d", expr,
             "tier number: 0 idle, 1 low, 2 moderate, 3 high, 4 critical, -1 unknown",
             f"Utilisation tier from the 30-day `{fig}` figures, also as label `tier`. The "
-            f"highest tier any figure reaches; CPU: {cpu_b}; memory: {mem_b}. Tier `unknown`: "
-            f"less than {pct(t['min_coverage'])} of the 30 days covered, or no data.",
+            f"highest tier any figure reaches; CPU: {cpu_b}; memory: {mem_b}{net_b}. Tier "
+            f"`unknown`: less than {pct(t['min_coverage'])} of the 30 days covered, or no data.",
             f"source, server_id, tier, {self.ctx['ATTRS']}")
 
     def cost(self) -> list[Record]:
@@ -975,6 +993,8 @@ class Builder:
 
     def _ServerIdle(self, lv: dict) -> tuple[str, str, str, str, str]:
         t = self.cfg["tiers"]
+        quiet = (f", traffic below {byte_rate(t['network']['low'])} where measured"
+                 if "low" in t["network"] else "")
         return (f"""
             source_server_id:monthly_cost_euros:sum
             and on ($ID) source_server_id:utilisation:tier30d{{tier="idle"}}
@@ -982,9 +1002,9 @@ class Builder:
               source_server_id:cpu_utilisation:coverage30d >= {number(lv['min_coverage'])}""",
                 "cost", "Server has been idle for 30 days.",
                 f"{self.SERVER} has been idle for 30 days (CPU {FIGURE_WORDS[t['figure']]} "
-                f"below {pct(t['cpu']['low'])}) and costs "
+                f"below {pct(t['cpu']['low'])}{quiet}) and costs "
                 "{{ $value | printf \"%.2f\" }} € a month.",
-                f"tier `idle` (CPU {t['figure']} < {pct(t['cpu']['low'])}) with ≥ "
+                f"tier `idle` (CPU {t['figure']} < {pct(t['cpu']['low'])}{quiet}) with ≥ "
                 f"{pct(lv['min_coverage'])} of the 30 days covered")
 
     def _TrafficOverageProjected(self, lv: dict) -> tuple[str, str, str, str, str]:

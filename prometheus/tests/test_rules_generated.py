@@ -76,6 +76,17 @@ def test_thresholds_come_from_the_config(tmp_path: Path) -> None:
     assert 'job="hcloud"' in text and 'job="node"' in text
 
 
+def test_traffic_tier_bound_comes_from_the_config_and_can_be_left_out(tmp_path: Path) -> None:
+    cfg = config()
+    cfg["tiers"]["network"] = {"low": 1_000_000}
+    text = "".join(generate(tmp_path, cfg, readme=False).values())
+    assert re.search(r"network_bytes_per_second:avg30d\{[^}]*\}\)\s+>= bool 1e\+06", text)
+    assert "traffic below 1 MB/s where measured" in text
+    cfg["tiers"].pop("network")
+    text = "".join(generate(tmp_path, cfg, readme=False).values())
+    assert '"figure", "network"' not in text and "traffic below" not in text
+
+
 @pytest.mark.parametrize(("share", "quantile"), [(0.5, "0.5"), (0.8, "0.2"), (0.25, "0.75")])
 def test_recurring_peak_share_is_the_quantile_of_the_daily_peaks(
         tmp_path: Path, share: float, quantile: str) -> None:
@@ -117,6 +128,9 @@ def test_hourly_rules_write_one_sample_an_hour_at_any_interval(
     (lambda c: c.update(thresholds={}), "config.thresholds: unknown key"),
     (lambda c: c["tiers"]["cpu"].update(high=0.2), "tiers.cpu: bounds must increase"),
     (lambda c: c["tiers"]["cpu"].pop("low"), "tiers.cpu.low: missing"),
+    (lambda c: c["tiers"]["network"].update(low="50 kB/s"),
+     "tiers.network.low: expected a number >= 0, got '50 kB/s'"),
+    (lambda c: c["tiers"]["network"].update(high=10**6), "tiers.network.high: unknown key"),
     (lambda c: c["alerts"]["InfraScopeAgentDown"][0].update(severity="page"),
      "alerts.InfraScopeAgentDown[0].severity"),
     (lambda c: c["alerts"]["InfraScopeServerIdle"][0].update(min_coverage=80),

@@ -351,7 +351,9 @@ RULE = Rule(
   that fits (in place when the disk allows, else onto a new server: see right-sizing).
 - Traffic: a server whose 30-day average traffic (in + out, the agent's interfaces or
   the Cloud API's public one) reaches `network_avg_max` is never idle; where traffic is
-  not measured the confidence is lowered one level.
+  not measured the confidence is lowered one level. The rules pack's utilisation tier
+  takes the same default (`tiers.network.low` in `prometheus/config.yaml`), so
+  `InfraScopeServerIdle` does not fire for a busy proxy either.
 - A server with HA replicas (see [High availability](#high-availability-replicas)) is
   deleted only when nothing ran on any replica either (the reasons name them); if one is
   busy, cannot be judged or is taken by an earlier rule, the server is excluded with
