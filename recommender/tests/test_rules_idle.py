@@ -306,14 +306,44 @@ def test_a_powered_off_standby_beside_a_busy_primary_is_kept() -> None:
                                   "30-day average CPU 45%) is busy")
 
 
-def test_moving_an_idle_replica_to_a_smaller_type_is_not_held_back() -> None:
+def test_an_idle_replica_is_not_moved_below_what_its_peer_needs_on_failover() -> None:
+    """A standby takes over its primary's load: it moves to a smaller type only when that
+    type holds the primary's p95 CPU and peak memory too (issue 14, point 5)."""
     standby = cloud(41, "standby-2", "cx33", disk_gb=40, labels=PG,
                     utilisation=util(cpu_avg=0.02, cpu_max=0.3, mem_p95=0.1))
-    primary = cloud(42, "primary-2", "cx33", labels=PG,
-                    utilisation=util(cpu_avg=0.45, cpu_max=0.8, mem_p95=0.6))
-    [rec] = MOVE.evaluate(fleet(standby, primary), TH).recommendations
-    assert (rec.servers[0].name, rec.action, rec.target_type) == ("standby-2", "change_type",
-                                                                  "cx23")
+    # the primary: p95 2.2 of 4 cores, 4.8 GiB of 8: no cx23 (2 cores, 4 GiB) takes over
+    busy = cloud(42, "primary-2", "cx33", labels=PG,
+                 utilisation=util(cpu_avg=0.45, cpu_p95=0.55, cpu_max=0.8, mem_p95=0.6))
+    assert MOVE.evaluate(fleet(standby, busy), TH).recommendations == []
+    # a primary whose load a cx23 holds (0.4 cores, 1.6 GiB): both may be smaller
+    light = dataclasses.replace(busy, utilisation=util(cpu_avg=0.08, cpu_p95=0.1,
+                                                       cpu_max=0.3, mem_p95=0.2))
+    [rec] = [r for r in MOVE.evaluate(fleet(standby, light), TH).recommendations
+             if r.servers[0].name == "standby-2"]
+    assert (rec.action, rec.target_type) == ("change_type", "cx23")
+    assert ("on a failover standby-2 takes over the load of its HA peer primary-2 (label "
+            "ha_group=pg: p95 CPU 0.4 cores, peak memory 1.6 GiB): the target holds that too"
+            ) in [r.text for r in rec.reasons]
+    # without the replica label, nothing holds the standby back
+    off = dataclasses.replace(TH, ha=dataclasses.replace(TH.ha, replica_label=""))
+    [rec] = MOVE.evaluate(fleet(standby, busy), off).recommendations
+    assert (rec.servers[0].name, rec.target_type) == ("standby-2", "cx23")
+
+
+def test_a_replica_whose_peer_cannot_be_judged_keeps_the_peer_s_size() -> None:
+    standby = cloud(43, "standby-3", "cx33", disk_gb=40, labels=PG,
+                    utilisation=util(cpu_avg=0.02, cpu_max=0.3, mem_p95=0.1))
+    unknown = cloud(44, "primary-3", "cx33", labels=PG,
+                    utilisation=util(cpu_avg=0.3, cpu_coverage=0.1))
+    assert MOVE.evaluate(fleet(standby, unknown), TH).recommendations == []
+    small = cloud(45, "primary-4", "cx23", labels={**PG, "ha_group": "q"},
+                  utilisation=util(cpu_avg=0.3, cpu_coverage=0.1))
+    other = dataclasses.replace(standby, key=dataclasses.replace(standby.key, server_id="46"),
+                                name="standby-4", labels={**PG, "ha_group": "q"})
+    [rec] = MOVE.evaluate(fleet(other, small), TH).recommendations
+    assert rec.target_type == "cx23"
+    assert any(r.text.startswith("its HA peer primary-4 (label ha_group=q) cannot be judged")
+               for r in rec.reasons)
 
 
 def test_a_reason_names_a_few_peers_and_counts_the_rest() -> None:

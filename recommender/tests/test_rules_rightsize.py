@@ -239,3 +239,31 @@ def test_without_a_daily_peak_nothing_changes() -> None:
 
 def test_slowdown_factor_rounds_half_up() -> None:
     assert [slowdown_factor(x) for x in (3.25, 1.625, 2.05, 1.04)] == ["3.3", "1.6", "2.1", "1.0"]
+
+
+def test_a_replica_is_sized_to_take_over_its_peer_s_load() -> None:
+    """An HA pair (one spread placement group): the quiet standby is not right-sized below
+    what the busy primary uses, since it takes that load over on a failover; the reasons
+    say so when the target is chosen for it (issue 14, point 5)."""
+    from infrascope_recommender.model import PlacementGroup
+
+    group = PlacementGroup("77", "search-spread", "spread")
+    primary = cloud(61, "search-1", "cx43", placement_group=group,
+                    utilisation=util(cpu_avg=0.15, cpu_p95=0.2, mem_p95=0.3))
+    standby = cloud(62, "search-2", "cx43", placement_group=group,
+                    utilisation=util(cpu_avg=0.02, cpu_p95=0.03, mem_p95=0.05))
+    recs = {r.servers[0].name: r for r in RULE.evaluate(fleet(primary, standby),
+                                                         TH).recommendations}
+    # the primary: 1.6 cores, 4.8 GiB → cx33 (4 cores, 8 GiB) holds it; the standby alone
+    # (0.24 cores, 0.8 GiB) would fit a cx23, but must carry the primary's load: cx33 too
+    assert recs["search-1"].target_type == "cx33"
+    assert recs["search-2"].target_type == "cx33"
+    assert ("on a failover search-2 takes over the load of its HA peer search-1 (spread "
+            "placement group search-spread: p95 CPU 1.6 cores, peak memory 4.8 GiB): the "
+            "target holds that too") in [r.text for r in recs["search-2"].reasons]
+    assert not any("failover" in r.text for r in recs["search-1"].reasons)
+    # placement groups that make no replicas: the standby goes to the smallest type
+    off = dataclasses.replace(TH, ha=dataclasses.replace(TH.ha, placement_group_types=()))
+    alone = {r.servers[0].name: r for r in RULE.evaluate(fleet(primary, standby),
+                                                         off).recommendations}
+    assert alone["search-2"].target_type == "cx23"

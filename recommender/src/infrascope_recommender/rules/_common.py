@@ -435,9 +435,55 @@ def sizing_need(server: Server, a: Assessment, th: Thresholds, fleet: Fleet) -> 
     else:
         keep_memory = server.memory_bytes
     min_disk = None if adapter(server).disk_can_shrink else type_disk(fleet, server)
-    return Need(cpu_cores=u.cpu_p95 * server.cores, memory_bytes=memory,
+    need = Need(cpu_cores=u.cpu_p95 * server.cores, memory_bytes=memory,
                 min_memory_bytes=keep_memory, min_disk_bytes=min_disk,
                 disk_used_bytes=server.disk_used_bytes, peak_cores=daily_peak_cores(server))
+    return failover_need(server, need, th, fleet)
+
+
+_EPS = 1e-9
+
+
+def failover_need(server: Server, need: Need, th: Thresholds, fleet: Fleet) -> Need:
+    """``need`` with the load ``server`` takes over when its busiest HA peer fails: a
+    replica is sized to carry its peer (a standby smaller than its primary cannot take
+    over). A peer whose load cannot be judged keeps the server at least its size."""
+    cores: float | None = None
+    memory: float | None = None
+    whose: list[str] = []
+    for peer in ha_peers(server, fleet, th):
+        other = fleet.inventory.get(peer.key)
+        if other is None:
+            continue
+        name = name_of(fleet, peer.key)
+        a = assess(other, th)
+        pu = other.utilisation
+        if not a.cpu_ok or pu.cpu_p95 is None or other.cores is None:
+            return dataclasses.replace(
+                need, min_cores=max(need.min_cores or 0, other.cores or 0) or None,
+                min_memory_bytes=max(need.min_memory_bytes or 0,
+                                     other.memory_bytes or 0) or None,
+                failover=f"its HA peer {name} ({peer.why}) cannot be judged "
+                         f"({a.exclusion or 'no CPU figures'}): {server.name} keeps at least "
+                         f"its {other.cores or '?'} cores and "
+                         f"{gib(other.memory_bytes or 0)} to take over from it")
+        peer_cores = pu.cpu_p95 * other.cores
+        peer_memory = (pu.memory_max * other.memory_bytes
+                       if a.memory_ok and pu.memory_max is not None and other.memory_bytes
+                       else None)
+        if peer_cores > need.cpu_cores + _EPS or (
+                peer_memory is not None and peer_memory > (need.memory_bytes or 0) + _EPS):
+            cores = max(cores or 0.0, peer_cores)
+            memory = max(memory or 0.0, peer_memory) if peer_memory is not None else memory
+            whose.append(f"{name} ({peer.why}: p95 CPU {num(peer_cores)} cores"
+                         + (f", peak memory {gib(peer_memory)}" if peer_memory is not None
+                            else "") + ")")
+    if not whose:
+        return need
+    return dataclasses.replace(
+        need, failover_cores=cores, failover_memory_bytes=memory,
+        failover=f"on a failover {server.name} takes over the load of its HA peer "
+                 f"{shortlist(whose)}: the target holds that too")
 
 
 def daily_peak_cores(server: Server) -> float | None:
@@ -479,6 +525,12 @@ def sizing_reasons(server: Server, need: Need, target: Candidate, th: Thresholds
     peak = peak_reason(server, need)
     if peak is not None:
         reasons.append(peak)
+    if need.failover is not None:
+        reasons.append(Reason(need.failover, {
+            **({"failover_cores": num(need.failover_cores)}
+               if need.failover_cores is not None else {}),
+            **({"failover_memory": gib(need.failover_memory_bytes)}
+               if need.failover_memory_bytes is not None else {})}))
     mem_text = (f"peak memory at most {pct(th.headroom.memory)}" if need.memory_bytes is not None
                 else f"at least the current {gib(need.min_memory_bytes or 0)} of memory")
     peak_text = (f", the daily peak at most {pct(th.headroom.peak)} of them"

@@ -50,6 +50,11 @@ class Need:
     min_disk_bytes: int | None = None  # in place: the disk cannot shrink below this
     disk_used_bytes: int | None = None  # new server: data that must fit with headroom
     peak_cores: float | None = None  # recurring daily peak in cores; None = not known
+    # an HA replica takes over its busiest peer's load on failover: that p95 CPU (cores)
+    # and peak memory (bytes) must fit within the headroom too; ``failover`` says whose
+    failover_cores: float | None = None
+    failover_memory_bytes: float | None = None
+    failover: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,12 @@ def fits(t: ServerType, need: Need, headroom: Headroom, *, in_place: bool) -> bo
         if need.memory_bytes > t.memory_bytes * headroom.memory + _EPSILON:
             return False
     if need.min_memory_bytes is not None and t.memory_bytes < need.min_memory_bytes:
+        return False
+    if need.failover_cores is not None and \
+            need.failover_cores > t.cores * headroom.cpu + _EPSILON:
+        return False
+    if need.failover_memory_bytes is not None and \
+            need.failover_memory_bytes > t.memory_bytes * headroom.memory + _EPSILON:
         return False
     if in_place:
         if need.min_disk_bytes is not None and t.disk_bytes < need.min_disk_bytes:
