@@ -250,6 +250,8 @@ def demo(request: pytest.FixtureRequest,
 # Expected figures, from the fleet and the catalogue
 # --------------------------------------------------------------------------------------
 FLEET = load_fleet("demo")
+assert FLEET.robot is not None
+WITH_HISTORY = len(FLEET.cloud_servers) + len(FLEET.robot.servers)  # all but this machine
 
 
 def cloud(name: str) -> Any:
@@ -295,6 +297,13 @@ def expected() -> dict[str, tuple[list[str], Decimal, Decimal]]:
     resize = monthly("ccx33", "fsn1", True)
     target = monthly("ccx23", "fsn1", True)
 
+    # issue 14's stories: a proxy at 2 % CPU shipping 5 MB/s is right-sized, not deleted
+    # (cx33 → cx23: 6.59 → 4.09, saves 2.50); a nightly job on 6.5 of 16 cores keeps a
+    # cx43 (cx53 → cx43 in hel1: 21.09 → 11.59, saves 9.50), not the cx23 its p95 fits
+    proxy, batch = cloud("media-proxy"), cloud("report-batch")
+    assert (proxy.server_type.name, proxy.location, proxy.backups) == ("cx33", "fsn1", False)
+    assert (batch.server_type.name, batch.location, batch.backups) == ("cx53", "hel1", False)
+
     legacy = dedicated("legacy-app")  # EX44 at 49.00 onto cx43 + IPv4: 10.99 + 0.60
     assert legacy.monthly_price_net is not None
     auction = dedicated("auction-box")
@@ -306,6 +315,10 @@ def expected() -> dict[str, tuple[list[str], Decimal, Decimal]]:
         "consolidation": (sorted(s.name for s in staging), money(merged),
                           money(merged - onto)),
         "rightsize": (["shop-db-1"], money(resize), money(resize - target)),
+        "rightsize:media-proxy": (["media-proxy"], money(monthly("cx33", "fsn1")),
+                                  money(monthly("cx33", "fsn1") - monthly("cx23", "fsn1"))),
+        "rightsize:report-batch": (["report-batch"], money(monthly("cx53", "hel1")),
+                                   money(monthly("cx53", "hel1") - monthly("cx43", "hel1"))),
         "dedicated_to_cloud": (["legacy-app"], money(legacy.monthly_price_net),
                                money(legacy.monthly_price_net - monthly("cx43", "fsn1"))),
     }
@@ -319,6 +332,8 @@ def test_expected_figures_by_hand() -> None:
     assert e["rightsize"][1:] == (Decimal("69.59"), Decimal("34.20"))  # 28.50 * 1.2
     assert e["dedicated_to_cloud"][2] == Decimal("37.41")  # 49.00 - 11.59
     assert e["idle:auction-box"][2] == Decimal("36.00")
+    assert e["rightsize:media-proxy"][1:] == (Decimal("6.59"), Decimal("2.50"))
+    assert e["rightsize:report-batch"][1:] == (Decimal("21.09"), Decimal("9.50"))
 
 
 # --------------------------------------------------------------------------------------
@@ -334,6 +349,8 @@ def key_of(rec: dict[str, Any]) -> str:
     names = sorted(s["name"] for s in rec["servers"])
     if rec["kind"] == "idle":
         return f"idle:{names[0]}"
+    if rec["kind"] == "rightsize" and names != ["shop-db-1"]:
+        return f"rightsize:{names[0]}"
     return str(rec["kind"])
 
 
@@ -354,6 +371,21 @@ def test_report_shows_idle_consolidation_and_right_sizing(demo: DemoStack) -> No
         == e["consolidation"][1:]
     assert rows[("rightsize", "shop-db-1")] == e["rightsize"][1:]
     assert rows[("dedicated_to_cloud", "legacy-app")] == e["dedicated_to_cloud"][1:]
+    assert rows[("rightsize", "media-proxy")] == e["rightsize:media-proxy"][1:]
+    assert rows[("rightsize", "report-batch")] == e["rightsize:report-batch"][1:]
+    # the busy proxy: its traffic named, never idle
+    assert ("Why: network: 5 MB/s out and 1 MB/s in on average over 30 days (11.8 TB out a "
+            "month)") in out
+    assert ("idle", "media-proxy") not in rows
+    # the nightly batch box: the type that holds the peak first, the slowdown of cheaper ones
+    assert re.search(r"Option 1: cx43 .*performance risk low: cx43 holds the daily peak", out)
+    assert re.search(r"Option 3: cx23 .*the daily peak of 6\.\d cores would take ~3\.3x "
+                     r"longer on 2 cores", out)
+    # the HA pair: the idle standby beside its busy primary is kept, and says why
+    assert re.search(r"cloud/41000113\s+search-2\s+idle\s+idle, but its HA peer search-1 "
+                     r"\(spread placement group search-spread: 30-day average CPU [\d.]+%\) is "
+                     r"busy: deleting search-2 would leave search-1 without its replica", out)
+    assert not any("search-" in name for _, name in rows)
     assert "Right-size shop-db-1: ccx33 → ccx23, saves 34.20 EUR/month" in out
     assert "Delete idle old-jenkins (cx42), saves 19.19 EUR/month" in out
     # this machine is in the fleet, excluded for want of 30 days of data
@@ -373,6 +405,10 @@ def test_recommender_api_agrees_to_the_cent(demo: DemoStack) -> None:
     assert recs["consolidation"]["target_type"] == "cx33"
     assert recs["rightsize"]["target_type"] == "ccx23"
     assert recs["dedicated_to_cloud"]["target_type"] == "cx43"
+    assert recs["rightsize:media-proxy"]["target_type"] == "cx23"
+    batch = recs["rightsize:report-batch"]
+    assert [o["target_type"] for o in batch["options"]] == ["cx43", "cx33", "cx23"]
+    assert [o["performance_risk"] for o in batch["options"]] == ["low", "high", "high"]
     summary = demo.get("recommender", "/api/summary")
     assert Decimal(summary["pending_monthly_savings"]) == sum(
         (Decimal(r["monthly_savings"]) for r in listed), Decimal(0))
@@ -457,7 +493,7 @@ def test_every_rule_group_is_loaded_and_healthy(demo: DemoStack) -> None:
     # evaluated by the backfill over the history: every server with history has its
     # hourly averages for nearly all of the 720 hours.
     counts = demo.query("count_over_time(source_server_id:cpu_utilisation:avg1h[30d])")
-    assert len(counts) == 19
+    assert len(counts) == WITH_HISTORY
     assert all(700 <= float(r["value"][1]) <= 720 for r in counts), counts
 
 
@@ -471,7 +507,7 @@ def test_no_target_is_down(demo: DemoStack) -> None:
     jobs: dict[str, int] = {}
     for t in targets:
         jobs[t["labels"]["job"]] = jobs.get(t["labels"]["job"], 0) + 1
-    assert jobs == {"prometheus": 1, "hetzner": 1, "infrascope-agent": 20,
+    assert jobs == {"prometheus": 1, "hetzner": 1, "infrascope-agent": WITH_HISTORY + 1,
                     "infrascope-recommender": 1, "alertmanager": 1}
     real = [t for t in targets if t["labels"].get("server_id") == "2391100"]
     assert len(real) == 1 and real[0]["scrapeUrl"] == demo.url("agent", "/metrics")
@@ -485,17 +521,20 @@ def test_history_is_thirty_days_through_the_real_paths(demo: DemoStack) -> None:
     assert time.time() - end >= 3 * 3600  # the exporter backfill ends 3 h before now
     # Cloud metrics from the exporter's backfill: a sample every 300 s
     cpu = demo.query('count_over_time(hetzner_server_cpu_cores_used{job="hetzner"}[30d])')
-    assert len(cpu) == 12 and all(float(r["value"][1]) >= 8400 for r in cpu)
+    assert len(cpu) == len(FLEET.cloud_servers)
+    assert all(float(r["value"][1]) >= 8400 for r in cpu)
     # the simulated agents' memory, as scraped live (same series: job and instance)
     mem = demo.query('count_over_time(node_memory_MemAvailable_bytes{job="infrascope-agent",'
                      'instance="dedicated/2391001"}[30d])')
     assert len(mem) == 1 and float(mem[0]["value"][1]) >= 8400
     # the 30-day figures are there for every server with history, and this machine
-    # (no history) is known to the rules as the 20th server, tier unknown
+    # (no history) is known to the rules as one more server, tier unknown
     tiers = {r["metric"]["server_name"]: r["metric"]["tier"]
              for r in demo.query("source_server_id:utilisation:tier30d")}
-    assert len(tiers) == 20 and tiers["this-machine"] == "unknown"
+    assert len(tiers) == WITH_HISTORY + 1 and tiers["this-machine"] == "unknown"
     assert tiers["old-jenkins"] == "idle" and tiers["analytics-ch"] == "critical"
+    # 2 % CPU, but 6 MB/s of traffic: the rules pack does not call the proxy idle either
+    assert tiers["media-proxy"] == "low" and tiers["search-2"] == "idle"
     coverage = demo.query('source_server_id:cpu_utilisation:coverage30d{server_name="shop-db-1"}')
     assert float(coverage[0]["value"][1]) > 0.95
 
@@ -515,6 +554,7 @@ def test_an_alert_of_the_rules_pack_reaches_the_webhook(demo: DemoStack) -> None
     alerts = poll("InfraScopeServerIdle at the webhook", idle_digest, 240, 2.0)
     servers = {a["labels"]["server_name"] for a in alerts}
     assert {"old-jenkins", "auction-box"} <= servers
+    assert "media-proxy" not in servers  # 2 % CPU but MB/s of traffic: not idle
     jenkins = next(a for a in alerts if a["labels"]["server_name"] == "old-jenkins")
     assert jenkins["labels"]["severity"] == "warning"
     assert jenkins["labels"]["category"] == "cost"
@@ -626,7 +666,7 @@ def test_the_recommender_ran_on_a_complete_fleet(demo: DemoStack) -> None:
     assert log.index("recommender: ready after") < log.index("recommender: running")
     keys = {readiness.ServerKey(s["source"], s["server_id"]) for s in
             (r["metric"] for r in demo.query("hetzner_server_info"))}
-    assert len(keys) == 20
+    assert len(keys) == WITH_HISTORY + 1  # the demo fleet and this machine
     mine = readiness.ServerKey("dedicated", "2391100")
     assert readiness.check(demo.url("prometheus"), keys, {mine}) == []
     settings = PrometheusSettings(url=demo.url("prometheus"))

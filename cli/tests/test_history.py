@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.skipif(not binaries_available(),
 
 BIN = Path(sys.executable).parent
 DAYS = 2
-CLOUD_SERVERS = 12  # the demo fleet's Cloud servers (each has Cloud metrics history)
+CLOUD_SERVERS = 16  # the demo fleet's Cloud servers (each has Cloud metrics history)
 INSTANCE = "127.0.0.1:8790"
 
 
@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(simulator: dict[str, Any],
     # pass 1: the per-server inputs and the hourly rules (they read the raw inputs);
     # pass 2: the per-minute ratios that read pass 1's records
     assert "history load plan:" in out and "rule pass 2:" in out and "rule pass 3" not in out
-    assert f"{DAYS * 12} metrics requests" in out  # one 500-point request per server a day
+    assert f"{DAYS * CLOUD_SERVERS} metrics requests" in out  # one 500-point request a day
     assert list(data.iterdir()) == [] and not (tmp_path / "infrascope-history").exists()
     assert sim_requests(simulator["url"]) == before  # no metrics fetched
 

@@ -82,11 +82,15 @@ HAND_CLOUD_SERVERS: dict[int, Decimal] = {
     41000108: D("18.59") + IPV4 + IPV6,  # old-jenkins cx42 (legacy) fsn1 = 19.19
     41000109: D("7.99") + IPV4 + IPV6,  # shop-worker-1 cax21 fsn1 = 8.59
     41000110: SHOP_US_EDGE_TYPE + IPV4 + IPV6,  # shop-us-edge cpx22 ash = 10.91 + 0.60 = 11.51
+    41000111: D("5.99") + IPV4 + IPV6,  # media-proxy cx33 fsn1 = 6.59
+    41000112: D("5.99") + IPV4 + IPV6,  # search-1 cx33 fsn1 = 6.59
+    41000113: D("5.99") + IPV4 + IPV6,  # search-2 cx33 fsn1 = 6.59
     41000201: D("28.99") + IPV4 + IPV6,  # analytics-etl ccx23 hel1 = 29.59
     41000202: D("14.49") + IPV4 + IPV6,  # analytics-ch ccx13 hel1 = 15.09
+    41000203: D("20.49") + IPV4 + IPV6,  # report-batch cx53 hel1 = 21.09
 }
-HAND_CLOUD_SERVERS_TOTAL = D("196.494")  # 7.788×2 + 69.588 + 6.59×2 + 4.09 + 10.09 + 19.19
-#                                          + 8.59 + 11.51 + 29.59 + 15.09
+HAND_CLOUD_SERVERS_TOTAL = D("237.354")  # 7.788×2 + 69.588 + 6.59×2 + 4.09 + 10.09 + 19.19
+#                                          + 8.59 + 11.51 + 6.59×3 + 29.59 + 15.09 + 21.09
 
 VOLUME_GB_MONTH = D("0.052")
 SNAPSHOT_GB_MONTH = D("0.013")
@@ -115,7 +119,7 @@ HAND_DEDICATED: dict[int, Decimal] = {
 }
 HAND_DEDICATED_TOTAL = D("558.00")  # 109 + 109 + 52 + 109 + 49 + 36 + 94
 
-HAND_FIXED_TOTAL = D("804.4328")  # 196.494 + 49.9388 + 558.00, before traffic overage
+HAND_FIXED_TOTAL = D("845.2928")  # 237.354 + 49.9388 + 558.00, before traffic overage
 
 # Traffic: outgoing bytes so far, extrapolated from the 17.5 days elapsed (420 h) to the
 # month's 30 days (720 h): projected = outgoing × 720 / 420 = outgoing × 12 / 7. Included:
@@ -126,7 +130,8 @@ INCLUDED = {"fsn1": 20 * 2**40, "nbg1": 20 * 2**40, "hel1": 20 * 2**40, "ash": 1
 PER_TIB = D("1.00")
 LOCATIONS = {41000101: "fsn1", 41000102: "nbg1", 41000103: "fsn1", 41000104: "fsn1",
              41000105: "fsn1", 41000106: "fsn1", 41000107: "nbg1", 41000108: "fsn1",
-             41000109: "fsn1", 41000110: "ash", 41000201: "hel1", 41000202: "hel1"}
+             41000109: "fsn1", 41000110: "ash", 41000111: "fsn1", 41000112: "fsn1",
+             41000113: "fsn1", 41000201: "hel1", 41000202: "hel1", 41000203: "hel1"}
 
 
 def hand_traffic(outgoing: dict[int, int]) -> dict[int, tuple[int, Decimal]]:
@@ -210,7 +215,8 @@ def test_traffic_projection_arithmetic(demo_run: tuple[Run, dict[int, int]]) -> 
         assert sent[sid] == outgoing[sid]
         assert projected[sid] == proj, sid
         assert overage[sid] == pytest.approx(float(cost), abs=1e-9), sid
-    # The EU servers stay far below 20 TiB; shop-us-edge (1 TiB included in ash) goes over.
+    # The EU servers stay below 20 TiB (media-proxy's 5 MB/s projects to ~11.8 TiB);
+    # shop-us-edge (1 TiB included in ash) goes over.
     assert all(cost == 0 for sid, (_, cost) in traffic.items() if sid != 41000110)
     edge_projected, edge_cost = traffic[41000110]
     assert edge_projected > 2**40
@@ -226,7 +232,7 @@ def test_cost_series_sum_to_the_hand_bill(demo_run: tuple[Run, dict[int, int]]) 
     servers = run.samples("hetzner_server_monthly_cost_euros")
     resources = run.samples("hetzner_resource_monthly_cost_euros")
     overage = run.samples("hetzner_server_traffic_overage_projected_cost_euros")
-    assert len(servers) == 19 and len(resources) == 8 and len(overage) == 12
+    assert len(servers) == 23 and len(resources) == 8 and len(overage) == 16
 
     # Line by line first, so a mismatch names its resource.
     by_server = {(s.labels["source"], int(s.labels["server_id"])): D(repr(s.value))
@@ -310,7 +316,7 @@ def test_no_resource_counted_twice(demo_run: tuple[Run, dict[int, int]]) -> None
                             if s.labels["kind"] == "primary_ip"}
     assigned = {r.id for st in run.exporter.projects.values() for r in st.resources
                 if r.kind == "primary_ip" and r.server_id is not None}
-    assert len(assigned) == 24  # IPv4 + IPv6 of each of the 12 Cloud servers
+    assert len(assigned) == 32  # IPv4 + IPv6 of each of the 16 Cloud servers
     assert not primary_in_resources & assigned
     assert [s.labels["resource_name"] for s in resources
             if s.labels["kind"] == "primary_ip"] == ["spare-ipv4"]

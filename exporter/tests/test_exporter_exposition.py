@@ -98,10 +98,10 @@ def test_every_per_server_series_has_source_and_server_id(refreshed: Exporter) -
     assert fleet.robot is not None
     assert ids["dedicated"] == {str(d.number) for d in fleet.robot.servers}
     info = fams["hetzner_server_info"].samples
-    assert len(info) == 19
+    assert len(info) == 23
     names = {s.labels["server_id"]: s.labels["server_name"] for s in info}
     assert names["41000108"] == "old-jenkins" and names["2391006"] == "auction-box"
-    assert len(fams["hetzner_server_cpu_cores_used"].samples) == 12
+    assert len(fams["hetzner_server_cpu_cores_used"].samples) == 16
 
 
 def test_help_says_cached(refreshed: Exporter) -> None:
@@ -178,10 +178,17 @@ def test_placement_groups_come_from_the_servers_list(sim: Simulator, served,
         exporter.stop()
     info = fams["hetzner_server_placement_group_info"]
     assert info.documentation.endswith(CACHED)
+    groups = {g.id: g for p in sim.fleet.projects for g in p.placement_groups}
+    grouped = [s for p in sim.fleet.projects for s in p.servers if s.placement_group]
+    assert {s.name for s in grouped} == {"shop-web-1", "shop-web-2", "search-1", "search-2"}
     assert {s.labels["server_id"]: (s.labels, s.value) for s in info.samples} == {
-        str(s.id): ({"source": "cloud", "server_id": str(s.id), "placement_group_id": "4242",
-                     "placement_group": "web-spread", "placement_group_type": "spread"}, 1.0)
-        for s in (web1, web2)}
+        str(s.id): ({"source": "cloud", "server_id": str(s.id),
+                     "placement_group_id": str(s.placement_group),
+                     "placement_group": groups[s.placement_group].name,
+                     "placement_group_type": "spread"}, 1.0)
+        for s in grouped}
+    assert info.samples and {s.labels["placement_group"] for s in info.samples} == {
+        "web-spread", "search-spread"}
     endpoints = {row["endpoint"] for row in sim.stats()["rows"]}
     assert "GET /servers" in endpoints
     assert not any("placement_groups" in e for e in endpoints)
@@ -233,7 +240,7 @@ def test_endpoints(served, make_config) -> None:
         everything = httpx.get(base + "/sd").json()
         cloud = httpx.get(base + "/sd/cloud").json()
         dedicated = httpx.get(base + "/sd/dedicated").json()
-    assert len(everything) == 19 and len(cloud) == 12 and len(dedicated) == 7
+    assert len(everything) == 23 and len(cloud) == 16 and len(dedicated) == 7
     assert {g["labels"]["source"] for g in cloud} == {"cloud"}
     assert {g["labels"]["source"] for g in dedicated} == {"dedicated"}
     assert {g["labels"]["__meta_hetzner_role"] for g in cloud} == {"hcloud"}

@@ -66,7 +66,7 @@ DATA_SERIES = (
     "hetzner_server_cpu_cores_used",
     "hetzner_resource_monthly_cost_euros",
 )
-DEMO_SERVERS = 19  # 12 Cloud + 7 dedicated in the demo fleet
+DEMO_SERVERS = 23  # 16 Cloud + 7 dedicated in the demo fleet
 MAX_RETRIES = 2  # CloudClient's default: 5xx and timeouts are tried 1 + 2 times
 
 
@@ -491,7 +491,7 @@ def test_cloud_401_wrong_token_in_config(rig: Callable[..., Rig]) -> None:
     assert one(text, "hetzner_api_last_success_timestamp_seconds", api="cloud",
                project="webshop") == 0
     assert one(text, "hetzner_api_up", api="cloud", project="analytics") == 1
-    assert len(matching(text, "hetzner_server_info", hcloud_project="analytics")) == 2
+    assert len(matching(text, "hetzner_server_info", hcloud_project="analytics")) == 3
     assert sim_requests(r.served, "cloud", 401) == 2
 
 

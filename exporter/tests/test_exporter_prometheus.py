@@ -80,7 +80,7 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
                                                   "env": d.labels["env"],
                                                   "address": f"{d.ip}:{AGENT_PORT}",
                                                   "location": d.dc.lower()}
-    assert len(expected) == 19
+    assert len(expected) == 23
 
     with serving(exporter) as exporter_url:
         port = int(exporter_url.rsplit(":", 1)[1])
@@ -90,7 +90,7 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
         def agent_targets() -> list[dict[str, Any]] | None:
             data = prom.targets()
             agents = [t for t in data["activeTargets"] if t["scrapePool"] == "agents"]
-            return agents if len(agents) == 19 else None
+            return agents if len(agents) == 23 else None
 
         agents = wait_until(agent_targets, 30, "19 agent targets", alive=[prom], ignore=IGNORED)
         data = prom.targets()
@@ -126,14 +126,14 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
         wait_until(lambda: prom.query("count(hetzner_server_info)"), 30,
                    "hetzner_server_info in Prometheus", alive=[prom], ignore=IGNORED)
         info = prom.query("hetzner_server_info")
-        assert len(info) == 19
+        assert len(info) == 23
         assert {(r["metric"]["source"], r["metric"]["server_id"]) for r in info} == set(expected)
         assert prom.query('up{job="infrascope-exporter"}')[0]["value"][1] == "1"
         cores_used = prom.query("count(hetzner_server_cpu_cores_used)")
-        assert cores_used[0]["value"][1] == "12"
+        assert cores_used[0]["value"][1] == "16"  # the Cloud servers
         joined = prom.query("hetzner_server_monthly_cost_euros * on(source, server_id) "
                              "group_left(server_name) hetzner_server_info")
-        assert len(joined) == 19
+        assert len(joined) == 23
         names = {(r["metric"]["source"], r["metric"]["server_id"]): r["metric"]["server_name"]
                  for r in joined}
         assert names == {k: v["server_name"] for k, v in expected.items()}
@@ -141,5 +141,5 @@ def test_prometheus_scrapes_exporter_and_discovers_agents(
         assert by_name["auction-box"] == pytest.approx(36.0)
         assert by_name["shop-web-1"] == pytest.approx(7.788)  # 5.99 + 20 % backup + 0.60 IPv4
         total = prom.query("sum(hetzner_server_monthly_cost_euros)")
-        # Cloud servers 196.494 + dedicated 558.00 (see test_exporter_cost.py for the bill).
-        assert float(total[0]["value"][1]) == pytest.approx(196.494 + 558.0, abs=0.01)
+        # Cloud servers 237.354 + dedicated 558.00 (see test_exporter_cost.py for the bill).
+        assert float(total[0]["value"][1]) == pytest.approx(237.354 + 558.0, abs=0.01)

@@ -15,6 +15,6 @@ def test_full_refresh_serves_every_server(served, make_config) -> None:
         text = httpx.get(base + "/metrics").text
         sd = httpx.get(base + "/sd").json()
     info = [line for line in text.splitlines() if line.startswith("hetzner_server_info{")]
-    assert len(info) == 19
-    assert len(sd) == 19
+    assert len(info) == 23
+    assert len(sd) == 23
     assert 'hetzner_api_up{api="cloud",project="webshop"} 1.0' in text

@@ -129,7 +129,7 @@ def test_rules_on_real_prometheus(tmp_path: Path, exporter_url: str,
     assert unhealthy == []
 
     servers = prom.scalar("count(hetzner_server_info)")
-    assert servers == 19
+    assert servers == 23
     # CPU: the node_exporter's server through the agent, every Cloud server through the
     # Cloud API, with the inventory attributes; memory for the agent's server only
     via = {r["metric"]["via"]: float(r["value"][1])

@@ -348,12 +348,19 @@ def test_servers_embed_their_placement_group(
         assert requests_seen(control, "GET /placement_groups/{id}") == 0
 
 
-def test_demo_servers_are_in_no_placement_group(cloud: httpx.Client) -> None:
+def test_the_demo_search_pair_is_the_only_placement_group(cloud: httpx.Client) -> None:
     servers = cloud.get("/servers", params={"per_page": 50}).raise_for_status().json()
-    assert servers["servers"] and all(s["placement_group"] is None for s in servers["servers"])
+    grouped = {s["name"]: s["placement_group"] for s in servers["servers"]
+               if s["placement_group"] is not None}
+    assert set(grouped) == {"search-1", "search-2"}
+    assert grouped["search-1"] == grouped["search-2"]
+    assert (grouped["search-1"]["name"], grouped["search-1"]["type"]) == ("search-spread",
+                                                                          "spread")
+    assert sorted(grouped["search-1"]["servers"]) == sorted(
+        s["id"] for s in servers["servers"] if s["name"] in grouped)
     groups = cloud.get("/placement_groups").raise_for_status().json()
-    assert groups["placement_groups"] == []
-    assert groups["meta"]["pagination"]["total_entries"] == 0
+    assert [g["name"] for g in groups["placement_groups"]] == ["search-spread"]
+    assert groups["meta"]["pagination"]["total_entries"] == 1
 
 
 # --------------------------------------------------------------------------
@@ -542,7 +549,7 @@ def test_library_retries_through_a_short_429_storm(
     started = time.monotonic()
     servers = client.servers.get_all()  # real backoff: about 1 s, then 1-2 s
     elapsed = time.monotonic() - started
-    assert len(servers) == 10
+    assert len(servers) == 13  # the demo's webshop project
     assert statuses_seen(control, "GET /servers") == {"429": 2, "200": 1}
     assert elapsed >= 1.0  # it did back off before retrying
 
@@ -553,7 +560,7 @@ def test_library_recovers_when_the_bucket_refills(
     control.put("/ratelimit/webshop", json={"remaining": 0}).raise_for_status()
     client = hcloud_client(served, WEBSHOP_TOKEN)
     servers = client.servers.get_all()
-    assert len(servers) == 10
+    assert len(servers) == 13  # the demo's webshop project
     seen = statuses_seen(control, "GET /servers")
     assert seen["200"] == 1
     assert 1 <= seen["429"] <= 5

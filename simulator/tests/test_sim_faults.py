@@ -79,7 +79,7 @@ def test_latency_delays_matching_paths_only(cloud: httpx.Client, control: httpx.
         assert elapsed >= 0.3, (path, elapsed)
 
     # A latency fault delays, it does not change the answer.
-    assert len(cloud.get("/servers").json()["servers"]) == 10
+    assert len(cloud.get("/servers").json()["servers"]) == 13
 
     for path in ("/locations", "/server_types", "/pricing"):
         t0 = time.monotonic()
@@ -238,7 +238,7 @@ def test_hang_times_out_client_then_recovers(served: Any, control: httpx.Client)
     with httpx.Client(base_url=served.cloud, headers=headers, timeout=5) as fresh:
         r = fresh.get("/servers")
         assert r.status_code == 200
-        assert len(r.json()["servers"]) == 10
+        assert len(r.json()["servers"]) == 13
 
 
 def test_hang_does_not_block_other_requests(served: Any, cloud: httpx.Client,
@@ -357,7 +357,7 @@ def test_broken_pagination_truncate_mode(cloud: httpx.Client, control: httpx.Cli
     assert len(body["servers"]) == 2
     assert meta["page"] == 2
     assert meta["next_page"] is None
-    assert meta["total_entries"] == 10
+    assert meta["total_entries"] == 13
     assert meta["total_entries"] > meta["page"] * meta["per_page"]
     assert 'rel="next"' not in r2.headers["Link"]
     # Without the fault the same page continues.

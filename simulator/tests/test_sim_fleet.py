@@ -21,7 +21,7 @@ SIM = [sys.executable, "-m", "infrascope_sim"]
 def test_demo_fleet_is_what_the_issue_describes(demo_fleet) -> None:
     cloud = demo_fleet.cloud_servers
     dedicated = demo_fleet.robot.servers
-    assert len(cloud) == 12 and len(dedicated) == 7
+    assert len(cloud) == 16 and len(dedicated) == 7
     assert len(demo_fleet.projects) == 2
     for s in cloud:
         assert {"env", "project"} <= set(s.labels), s.name
@@ -33,6 +33,16 @@ def test_demo_fleet_is_what_the_issue_describes(demo_fleet) -> None:
     assert by_name["shop-db-1"].primary_disk_size < by_name["shop-db-1"].server_type.disk_gb
     current = {s.server_type.name for s in cloud if not s.server_type.legacy}
     assert {"cx33", "ccx33", "cax21", "cpx22"} <= current
+    # the stories of issue 14: a busy proxy, a nightly batch box, an HA pair
+    proxy = by_name["media-proxy"].workload
+    assert proxy.params.cpu_peak <= 0.02 and proxy.outgoing_bytes(0, 30 * 86_400) > 10**13
+    batch = by_name["report-batch"]
+    assert (batch.workload.params.pattern, batch.workload.params.job_hours) == ("nightly", 1)
+    assert batch.workload.params.cpu_peak * batch.server_type.cores > 6
+    groups = {g.id: g for p in demo_fleet.projects for g in p.placement_groups}
+    pair = [by_name["search-1"], by_name["search-2"]]
+    assert pair[0].placement_group == pair[1].placement_group is not None
+    assert groups[pair[0].placement_group].type == "spread"
 
 
 def test_prices_are_decimal_strings_and_hourly_is_capped_by_monthly() -> None:
@@ -169,7 +179,7 @@ def test_cli_serves_and_stops() -> None:
                 endpoint = line.split("HCLOUD_ENDPOINT=")[1].split()[0]
         assert endpoint, proc.stderr.read() if proc.poll() is not None else "no endpoint"
         r = httpx.get(endpoint + "/servers", headers={"Authorization": "Bearer demo-webshop-token"})
-        assert r.status_code == 200 and len(r.json()["servers"]) == 10
+        assert r.status_code == 200 and len(r.json()["servers"]) == 13
         landing = httpx.get(endpoint.removesuffix("/v1") + "/")
         assert "simulator" in landing.text and "demo-webshop-token" not in landing.text
     finally:

@@ -52,7 +52,7 @@ def test_every_sample_is_what_the_live_agent_serves_then(fleet: Fleet, tmp_path:
     out = tmp_path / "agents.om"
     result = write_history(fleet, out, END - 3600, END, cpu="all")
     samples = om_samples(out)
-    assert result.servers == 19 and result.series == len(samples)
+    assert result.servers == 23 and result.series == len(samples)
     for source, sid in (("dedicated", 2391001), ("cloud", 41000101)):
         server = fleet.find(source, sid)
         assert server is not None
@@ -142,7 +142,7 @@ def test_command_line_and_promtool(tmp_path: Path) -> None:
            "--cpus", "2", "--exclude", "dedicated/2391007"]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "18 servers" in done.stdout and END_ISO in done.stdout
+    assert "22 servers" in done.stdout and END_ISO in done.stdout
     assert out.read_text().endswith("# EOF\n")
     assert not list(tmp_path.glob("*.tmp"))
     bad = subprocess.run([*cli[:-2], "--exclude", "robot/1"], capture_output=True, text=True,
