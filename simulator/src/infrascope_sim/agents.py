@@ -39,11 +39,15 @@ Server = CloudServer | DedicatedServer
 
 
 def boot_time(server: Server, now: float) -> float:
-    """Servers reboot every 40 days after creation (kernel updates), so counters reset."""
+    """Servers reboot every 40 days after creation (kernel updates), so counters reset;
+    a Cloud server also boots when it is powered on through the API."""
     if now <= server.created:
         return server.created
     cycles = math.floor((now - server.created) / REBOOT_PERIOD_SECONDS)
-    return server.created + cycles * REBOOT_PERIOD_SECONDS
+    periodic = server.created + cycles * REBOOT_PERIOD_SECONDS
+    # A power-on through the API (after a shutdown or a type change) is a boot too.
+    booted = server.booted if isinstance(server, CloudServer) else None
+    return booted if booted is not None and periodic < booted <= now else periodic
 
 
 def nic_name(server: Server) -> str:
@@ -112,7 +116,7 @@ def render_agent(server: Server, now: float) -> str:
                    [({"device": nic}, int(nbytes / p.packet_bytes)),
                     ({"device": "lo"}, int(uptime * 6))])
 
-    io_seconds = p.disk_iops_base * uptime + p.disk_iops_at_full * busy
+    io_seconds = p.disk_iops_base * uptime + p.disk_iops_at_full * w.integrate("work", boot, now)
     disk_dev = "sda" if cloud else "nvme0n1"
     reads = io_seconds * p.disk_read_share
     writes = io_seconds - reads

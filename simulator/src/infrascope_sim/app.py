@@ -137,7 +137,10 @@ class ControlAPI:
             "outgoing_bytes": server.workload.outgoing_bytes(start, end),
         }
         if isinstance(server, CloudServer):
-            body["cloud_cpu_percent_mean"] = cpu * server.cores * 100
+            # As the Cloud API computes it: the work on the original cores (the same
+            # as cpu × cores until a type change).
+            work = server.workload.integrate("work", start, end) / (end - start)
+            body["cloud_cpu_percent_mean"] = work * server.original_type.cores * 100
         return json_response(body)
 
 

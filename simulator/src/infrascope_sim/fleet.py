@@ -62,7 +62,7 @@ def stable_seed(*parts: object) -> int:
     return zlib.crc32(":".join(str(p) for p in parts).encode())
 
 
-def _check_labels(labels: dict[str, Any], where: str) -> dict[str, str]:
+def check_labels(labels: dict[str, Any], where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in labels.items():
         key, value = str(key), "" if value is None else str(value)
@@ -169,10 +169,29 @@ class CloudServer:
     load_balancer_ids: list[int] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
     placement_group: int | None = None  # the id of its PlacementGroup
+    protection_delete: bool = False
+    protection_rebuild: bool = False
+    booted: float | None = None  # last power-on through the API (None: never)
+    created_type: ServerType | None = None  # before the first change_type (None: none yet)
 
     @property
     def cores(self) -> int:
         return self.server_type.cores
+
+    @property
+    def original_type(self) -> ServerType:
+        """The type the server was created with, which its workload is defined for."""
+        return self.created_type or self.server_type
+
+    def change_type(self, new: ServerType, at: float) -> None:
+        """Move to ``new`` at ``at``: the same work (cores busy, bytes in use) from the
+        next workload tick on, as a ratio of the new size."""
+        if self.created_type is None:
+            self.created_type = self.server_type
+        original = self.original_type
+        self.workload = self.workload.resized(at, new.cores / original.cores,
+                                              new.memory_gb / original.memory_gb)
+        self.server_type = new
 
     @property
     def memory_bytes(self) -> int:
@@ -188,6 +207,8 @@ class CloudProject:
     name: str
     token: str
     rate_limit: int = 3600
+    # Tokens created with "Read" permission: GETs only (writes answer token_readonly).
+    read_only_tokens: list[str] = field(default_factory=list)
     servers: list[CloudServer] = field(default_factory=list)
     volumes: list[Volume] = field(default_factory=list)
     primary_ips: list[PrimaryIP] = field(default_factory=list)
@@ -252,7 +273,7 @@ class Fleet:
 
     def project_by_token(self, token: str) -> CloudProject | None:
         for project in self.projects:
-            if project.token == token:
+            if project.token == token or token in project.read_only_tokens:
                 return project
         return None
 
@@ -347,7 +368,7 @@ def _placement_groups(pdata: dict[str, Any], pwhere: str, ids: _Ids,
         out[gname] = PlacementGroup(
             ids.take("placement_group", gdata.get("id")), gname, gtype,
             parse_time(gdata.get("created", default_created), f"{gwhere}.created"),
-            _check_labels(gdata.get("labels") or {}, f"{gwhere}.labels"))
+            check_labels(gdata.get("labels") or {}, f"{gwhere}.labels"))
     return out
 
 
@@ -365,6 +386,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
             name=str(_require(pdata, "name", pwhere)),
             token=str(_require(pdata, "token", pwhere)),
             rate_limit=int(pdata.get("rate_limit", 3600)),
+            read_only_tokens=[str(t) for t in pdata.get("read_only_tokens") or []],
         )
         groups = _placement_groups(pdata, pwhere, ids, default_created)
         project.placement_groups = list(groups.values())
@@ -396,7 +418,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 server_type=stype,
                 location=location,
                 created=parse_time(sdata.get("created", default_created), f"{where}.created"),
-                labels=_check_labels(sdata.get("labels") or {}, f"{where}.labels"),
+                labels=check_labels(sdata.get("labels") or {}, f"{where}.labels"),
                 workload=Workload(params, int(sdata.get("seed", stable_seed("cloud", sid))),
                                   profile),
                 status=status,
@@ -404,6 +426,8 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 primary_disk_size=int(sdata.get("primary_disk_size", stype.disk_gb)),
                 image=str(sdata.get("image", "ubuntu-24.04")),
                 services=_services(sdata, where),
+                protection_delete=bool((sdata.get("protection") or {}).get("delete", False)),
+                protection_rebuild=bool((sdata.get("protection") or {}).get("rebuild", False)),
             )
             group = sdata.get("placement_group")
             if group is not None:
@@ -438,7 +462,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 vol = Volume(ids.take("volume", vdata.get("id")),
                              str(vdata.get("name", f"{sname}-vol{vi}")),
                              int(_require(vdata, "size", vwhere)), location, sid, server.created,
-                             _check_labels(vdata.get("labels") or {}, vwhere))
+                             check_labels(vdata.get("labels") or {}, vwhere))
                 project.volumes.append(vol)
                 server.volume_ids.append(vol.id)
             if sname in by_name:
@@ -462,7 +486,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                          srv.location if srv else str(vdata.get("location", "fsn1")),
                          srv.id if srv else None,
                          parse_time(vdata.get("created", default_created), vwhere),
-                         _check_labels(vdata.get("labels") or {}, vwhere))
+                         check_labels(vdata.get("labels") or {}, vwhere))
             project.volumes.append(vol)
             if srv:
                 srv.volume_ids.append(vol.id)
@@ -475,7 +499,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 ids.take("primary_ip", idata.get("id")), str(_require(idata, "name", iwhere)),
                 kind, str(idata.get("ip", ip)), str(idata.get("location", "fsn1")), None,
                 parse_time(idata.get("created", default_created), iwhere), False,
-                _check_labels(idata.get("labels") or {}, iwhere)))
+                check_labels(idata.get("labels") or {}, iwhere)))
         for fi, fdata in enumerate(pdata.get("floating_ips") or []):
             fwhere = f"{pwhere}.floating_ips[{fi}]"
             srv = server_ref(fdata.get("server"), f"{fwhere}.server")
@@ -487,7 +511,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 kind, str(fdata.get("ip", ip)),
                 srv.location if srv else str(fdata.get("location", "fsn1")),
                 srv.id if srv else None, parse_time(fdata.get("created", default_created), fwhere),
-                _check_labels(fdata.get("labels") or {}, fwhere)))
+                check_labels(fdata.get("labels") or {}, fwhere)))
         for li, ldata in enumerate(pdata.get("load_balancers") or []):
             lwhere = f"{pwhere}.load_balancers[{li}]"
             type_name = str(ldata.get("type", "lb11"))
@@ -500,7 +524,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                               str(ldata.get("location", "fsn1")),
                               [t.id for t in targets if t], _ipv4_for(ip_seq, "168.119.0.0"),
                               parse_time(ldata.get("created", default_created), lwhere),
-                              _check_labels(ldata.get("labels") or {}, lwhere))
+                              check_labels(ldata.get("labels") or {}, lwhere))
             project.load_balancers.append(lb)
             for t in targets:
                 if t:
@@ -515,7 +539,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 float(_require(idata, "size_gb", iwhere)), int(idata.get("disk_size", 40)),
                 parse_time(idata.get("created", default_created), iwhere),
                 (srv.id, srv.name) if srv else (int(idata.get("from_id", 1)), str(src or "gone")),
-                None, _check_labels(idata.get("labels") or {}, iwhere)))
+                None, check_labels(idata.get("labels") or {}, iwhere)))
         # Backups are images too (bound to their server), priced by the
         # server's backup surcharge rather than per GB.
         for server in project.servers:
@@ -566,7 +590,7 @@ def load_fleet_data(data: dict[str, Any], name: str = "fleet") -> Fleet:
                 status=str(ddata.get("status", "ready")),
                 cancelled=bool(ddata.get("cancelled", False)),
                 paid_until=str(ddata.get("paid_until", "2026-12-31")),
-                labels=_check_labels(ddata.get("labels") or {}, f"{where}.labels"),
+                labels=check_labels(ddata.get("labels") or {}, f"{where}.labels"),
                 monthly_price_net=Decimal(str(price)) if price is not None else None,
                 services=_services(ddata, where),
             ))

@@ -10,9 +10,10 @@ figure is an exact integral over those ticks:
   over the bucket (percent of one vCPU, summed over vCPUs);
 - a simulated agent's ``node_cpu_seconds_total`` is the integral of the same
   ticks since boot, so ``rate()`` over it gives back the same utilisation;
-- disk and network rates are affine in the CPU ratio, so their bucket means
-  are exact too, and ``outgoing_traffic`` is the integral of the outbound
-  bandwidth since the start of the billing month.
+- disk and network rates are affine in the CPU work (the ratio, until a type
+  change rescales it: :class:`Resize`), so their bucket means are exact too, and
+  ``outgoing_traffic`` is the integral of the outbound bandwidth since the start
+  of the billing month.
 
 Tests compute expected values with :meth:`Workload.mean_cpu` and friends.
 """
@@ -153,12 +154,43 @@ def params_from_config(config: dict[str, Any] | None, where: str) -> tuple[str, 
 
 
 @dataclass(frozen=True)
+class Resize:
+    """From tick ``tick`` on, the server's work runs on a machine of a different size.
+
+    ``cores`` and ``memory`` are the new size over the size the workload was defined
+    for (its first server type): the work itself — cores busy, bytes in use — stays,
+    so the utilisation ratios are divided by them (1 core busy of 4 is 25 %; after a
+    resize to 2 cores, ``cores = 0.5``, it is 50 %).
+    """
+
+    tick: int
+    cores: float
+    memory: float
+
+
+@dataclass(frozen=True)
 class Workload:
     """CPU and memory utilisation of one server, deterministic in time."""
 
     params: WorkloadParams = field(default_factory=WorkloadParams)
     seed: int = 0
     profile: str = "custom"
+    resizes: tuple[Resize, ...] = ()
+
+    def resized(self, at: float, cores: float, memory: float) -> Workload:
+        """The same work on a server resized at ``at`` (effective from the next tick on,
+        so that every tick keeps one value), relative to the original size."""
+        tick = math.ceil(at / TICK_SECONDS)
+        kept = tuple(r for r in self.resizes if r.tick < tick)
+        return replace(self, resizes=(*kept, Resize(tick, cores, memory)))
+
+    def _size(self, ticks: np.ndarray, which: str) -> np.ndarray | float:
+        if not self.resizes:
+            return 1.0
+        out = np.ones(ticks.shape)
+        for r in self.resizes:  # ordered by tick: a later resize overrides
+            out[ticks >= r.tick] = r.cores if which == "cpu" else r.memory
+        return out
 
     # --- per-tick values -------------------------------------------------
     def _activity(self, ticks: np.ndarray) -> np.ndarray:
@@ -175,13 +207,15 @@ class Workload:
         p = self.params
         a = self._activity(ticks)
         jitter = (uniform_noise(self.seed, ticks, 1) - 0.5) * 2.0 * p.cpu_jitter
-        return np.clip(p.cpu_base + (p.cpu_peak - p.cpu_base) * a + jitter, 0.0, 1.0)
+        work = p.cpu_base + (p.cpu_peak - p.cpu_base) * a + jitter
+        return np.clip(work / self._size(ticks, "cpu"), 0.0, 1.0)
 
     def mem_ticks(self, ticks: np.ndarray) -> np.ndarray:
         p = self.params
         a = self._activity(ticks)
         jitter = (uniform_noise(self.seed, ticks, 2) - 0.5) * 2.0 * p.mem_jitter
-        return np.clip(p.mem_base + (p.mem_peak - p.mem_base) * a + jitter, 0.0, 1.0)
+        work = p.mem_base + (p.mem_peak - p.mem_base) * a + jitter
+        return np.clip(work / self._size(ticks, "mem"), 0.0, 1.0)
 
     def cpu_at(self, t: float) -> float:
         return float(self.cpu_ticks(np.array([math.floor(t / TICK_SECONDS)], dtype=np.int64))[0])
@@ -190,13 +224,25 @@ class Workload:
         return float(self.mem_ticks(np.array([math.floor(t / TICK_SECONDS)], dtype=np.int64))[0])
 
     # --- exact integrals -------------------------------------------------
+    def work_ticks(self, ticks: np.ndarray) -> np.ndarray:
+        """CPU work in units of the original size: the ratio times the size at each tick.
+
+        The same as :meth:`cpu_ticks` until a resize; traffic and disk I/O follow the
+        work (a server resized to half the cores sends the same bytes), and the Cloud
+        API's CPU percent is ``100 × original cores × work``.
+        """
+        values = self.cpu_ticks(ticks)
+        return values if not self.resizes else values * self._size(ticks, "cpu")
+
     def _cumulative(self, series: str, edges: np.ndarray) -> np.ndarray:
-        """Integral of the series from ``edges[0]`` to each edge, in ratio-seconds."""
+        """Integral of the series (``cpu``, ``mem`` or ``work``) from ``edges[0]`` to each
+        edge, in ratio-seconds."""
         lo, hi = float(edges.min()), float(edges.max())
         k0 = math.floor(lo / TICK_SECONDS)
         k1 = max(k0 + 1, math.ceil(hi / TICK_SECONDS))
         ticks = np.arange(k0, k1, dtype=np.int64)
-        values = self.cpu_ticks(ticks) if series == "cpu" else self.mem_ticks(ticks)
+        values = {"cpu": self.cpu_ticks, "mem": self.mem_ticks,
+                  "work": self.work_ticks}[series](ticks)
         cum = np.concatenate(([0.0], np.cumsum(values * TICK_SECONDS)))
         idx = np.clip(np.floor(edges / TICK_SECONDS).astype(np.int64) - k0, 0, len(values) - 1)
         at_edge = cum[idx] + values[idx] * (edges - (idx + k0) * TICK_SECONDS)
@@ -244,7 +290,7 @@ class Workload:
         if end <= start:
             return 0.0
         return self.params.net_out_base * (end - start) + self.params.net_out_at_full * \
-            self.integrate("cpu", start, end)
+            self.integrate("work", start, end)
 
     def ingoing_bytes(self, start: float, end: float) -> float:
         return self.outgoing_bytes(start, end) * self.params.net_in_ratio
