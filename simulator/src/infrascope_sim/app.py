@@ -13,7 +13,8 @@ from starlette.routing import Route
 from infrascope_core.exposition import TEXT_CONTENT_TYPE, TextExposition
 
 from .agents import AgentsAPI
-from .cloud_api import CloudAPI, parse_iso
+from .cloud_api import parse_iso
+from .cloud_writes import CloudWriteAPI
 from .faults import FaultError, fault_from_dict
 from .fleet import CloudServer
 from .http import json_response
@@ -173,7 +174,7 @@ def create_app(sim: Simulator) -> Starlette:
     routes += ControlAPI(sim).routes()
     routes += AgentsAPI(sim, AGENTS_PREFIX).routes()
     routes += RobotAPI(sim, ROBOT_PREFIX).routes()
-    routes += CloudAPI(sim, CLOUD_PREFIX).routes()
+    routes += CloudWriteAPI(sim, CLOUD_PREFIX).routes()
     app = Starlette(routes=routes)
     app.state.sim = sim
     return app

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most points per metrics response (default 500)")
     serve.add_argument("--refill-per-second", type=float, default=None,
                        help="Cloud bucket refill rate (default: limit/3600, i.e. 1/s)")
+    serve.add_argument("--action-seconds", type=float, default=0.0,
+                       help="how long a Cloud action (a write) runs, locking its server "
+                            "(default 0: finished when answered)")
     serve.add_argument("--robot-block-after", type=int, default=3,
                        help="failed Robot logins before the client IP is blocked (0: never)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -224,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet = load_fleet(args.fleet)
         settings = Settings(metrics_point_cap=args.metrics_point_cap,
                             refill_per_second=args.refill_per_second,
-                            robot_block_after_failures=args.robot_block_after)
+                            robot_block_after_failures=args.robot_block_after,
+                            action_seconds=args.action_seconds)
         sim = Simulator(fleet, settings)
         for spec in args.fault:
             sim.faults.add(parse_fault_spec(spec))

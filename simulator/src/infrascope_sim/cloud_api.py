@@ -1,4 +1,4 @@
-"""The simulated Hetzner Cloud API (``/v1``), read-only.
+"""The simulated Hetzner Cloud API (``/v1``): its reads (writes: ``cloud_writes``).
 
 Follows ``shared/reference/hetzner-api.md``: bearer-token projects,
 ``meta.pagination`` plus ``Link`` headers on every list, ``per_page`` at most
@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from . import catalogue
 from .catalogue import LOAD_BALANCER_TYPES, LOCATIONS, SERVER_TYPES, SERVER_TYPES_BY_ID
+from .errors import ApiError, error_response, invalid_field
 from .faults import Fault
 from .fleet import (
     PLACEMENT_GROUP_TYPES,
@@ -46,28 +47,6 @@ ERROR_CODES = {
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 50
 METRIC_TYPES = ("cpu", "disk", "network")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.details = details or {}
-
-    def response(self, headers: dict[str, str] | None = None) -> Response:
-        return error_response(self.status, self.code, self.message, self.details, headers)
-
-
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": {"code": code, "message": message, "details": details or {}}},
-                         status, headers)
-
-
-def invalid_field(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_input", f"invalid input in field '{name}'",
-                    {"fields": [{"name": name, "messages": [message]}]})
 
 
 def iso(ts: float) -> str:
@@ -124,10 +103,12 @@ def server_json(server: CloudServer, project: CloudProject, sim: Simulator,
     image = _SYSTEM_IMAGE_BY_NAME.get((server.image, stype.architecture))
     outgoing = sim.outgoing_traffic(server, now)
     group = project.placement_group(server.placement_group)
+    running = sim.actions.running_on(server.id, now)
+    status = running.server_status if running and running.server_status else server.status
     return {
         "id": server.id,
         "name": server.name,
-        "status": server.status,
+        "status": status,
         "created": iso(server.created),
         "public_net": {
             "ipv4": None if server.ipv4 is None else {
@@ -150,12 +131,13 @@ def server_json(server: CloudServer, project: CloudProject, sim: Simulator,
         "image": image,
         "iso": None,
         "rescue_enabled": False,
-        "locked": False,
+        "locked": running is not None,
         "backup_window": "22-02" if server.backups else None,
         "outgoing_traffic": outgoing,
         "ingoing_traffic": int(outgoing * server.workload.params.net_in_ratio),
         "included_traffic": price["included_traffic"],
-        "protection": {"delete": False, "rebuild": False},
+        "protection": {"delete": server.protection_delete,
+                       "rebuild": server.protection_rebuild},
         "labels": dict(server.labels),
         "volumes": list(server.volume_ids),
         "load_balancers": list(server.load_balancer_ids),
@@ -248,7 +230,7 @@ def _int_param(request: Request, name: str, default: int, lo: int = 1) -> int:
     return value
 
 
-def _multi(request: Request, name: str) -> list[str]:
+def multi_param(request: Request, name: str) -> list[str]:
     out: list[str] = []
     for raw in request.query_params.getlist(name):
         out.extend(v for v in raw.split(",") if v)
@@ -267,8 +249,9 @@ def _filter_labels(request: Request, items: list[Any],
     return [i for i in items if match(labels_of(i))]
 
 
-def _sort(request: Request, items: list[Any], fields: dict[str, Callable[[Any], Any]]) -> list[Any]:
-    for raw in reversed(_multi(request, "sort")):
+def sort_items(request: Request, items: list[Any],
+               fields: dict[str, Callable[[Any], Any]]) -> list[Any]:
+    for raw in reversed(multi_param(request, "sort")):
         field, _, direction = raw.partition(":")
         if field not in fields or direction not in ("", "asc", "desc"):
             raise invalid_field("sort", f"'{raw}' is not a valid sort value")
@@ -313,7 +296,7 @@ def paginate(request: Request, key: str, items: list[Any],
     return json_response(body, headers={"Link": ", ".join(links)})
 
 
-def _find(items: Iterable[Any], raw_id: str, kind: str) -> Any:
+def find_item(items: Iterable[Any], raw_id: str, kind: str) -> Any:
     try:
         wanted = int(raw_id)
     except ValueError as exc:
@@ -334,9 +317,9 @@ class CloudAPI:
         self.sim = sim
         self.prefix = prefix
 
-    def routes(self) -> list[Route]:
-        p = self.prefix
-        table: list[tuple[str, str, Callable[..., Any]]] = [
+    def table(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        """(path, endpoint, handler); the endpoint names the method: ``GET /servers``."""
+        return [
             ("/servers", "GET /servers", self.list_servers),
             ("/servers/{id}", "GET /servers/{id}", self.get_server),
             ("/servers/{id}/metrics", "GET /servers/{id}/metrics", self.server_metrics),
@@ -359,8 +342,11 @@ class CloudAPI:
             ("/placement_groups", "GET /placement_groups", self.list_placement_groups),
             ("/placement_groups/{id}", "GET /placement_groups/{id}", self.get_placement_group),
         ]
-        routes = [Route(p + path, self._wrap(name, fn), methods=["GET"], name=name)
-                  for path, name, fn in table]
+
+    def routes(self) -> list[Route]:
+        p = self.prefix
+        routes = [Route(p + path, self._wrap(name, fn), methods=[name.split()[0]], name=name)
+                  for path, name, fn in self.table()]
         routes.append(Route(p + "/{rest:path}", self._wrap("unknown", self.not_found),
                             methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))
         return routes
@@ -398,6 +384,12 @@ class CloudAPI:
                         headers=decision.headers())
                 else:
                     try:
+                        if request.method != "GET":
+                            if token in project.read_only_tokens:
+                                raise ApiError(401, "token_readonly",
+                                               "the token is only allowed to perform GET "
+                                               "requests")
+                            request.state.body = await request.body()
                         response = fn(request, project)
                     except ApiError as exc:
                         response = exc.response()
@@ -423,7 +415,7 @@ class CloudAPI:
         name = request.query_params.get("name")
         if name:
             items = [s for s in items if s.name == name]
-        statuses = _multi(request, "status")
+        statuses = multi_param(request, "status")
         bad = [s for s in statuses if s not in ("initializing", "starting", "running", "stopping",
                                                 "off", "deleting", "migrating", "rebuilding",
                                                 "unknown")]
@@ -432,20 +424,20 @@ class CloudAPI:
         if statuses:
             items = [s for s in items if s.status in statuses]
         items = _filter_labels(request, items, lambda s: s.labels)
-        items = _sort(request, items, {"id": lambda s: s.id, "name": lambda s: s.name,
+        items = sort_items(request, items, {"id": lambda s: s.id, "name": lambda s: s.name,
                                        "created": lambda s: s.created})
         now = self.sim.clock()
         return paginate(request, "servers", items,
                         lambda s: server_json(s, project, self.sim, now))
 
     def get_server(self, request: Request, project: CloudProject) -> Response:
-        server = _find(project.servers, request.path_params["id"], "server")
+        server = find_item(project.servers, request.path_params["id"], "server")
         return json_response({"server": server_json(server, project, self.sim, self.sim.clock())})
 
     def server_metrics(self, request: Request, project: CloudProject) -> Response:
-        server: CloudServer = _find(project.servers, request.path_params["id"], "server")
+        server: CloudServer = find_item(project.servers, request.path_params["id"], "server")
         q = request.query_params
-        types = _multi(request, "type")
+        types = multi_param(request, "type")
         if not types:
             raise invalid_field("type", "is required")
         for t in types:
@@ -487,7 +479,7 @@ class CloudAPI:
         return paginate(request, "server_types", items, lambda t: t.to_api())
 
     def get_server_type(self, request: Request, project: CloudProject) -> Response:
-        stype = _find(SERVER_TYPES_BY_ID.values(), request.path_params["id"], "server_type")
+        stype = find_item(SERVER_TYPES_BY_ID.values(), request.path_params["id"], "server_type")
         return json_response({"server_type": stype.to_api()})
 
     def pricing(self, request: Request, project: CloudProject) -> Response:
@@ -497,7 +489,7 @@ class CloudAPI:
         return paginate(request, "locations", list(LOCATIONS.values()), lambda loc: loc.to_api())
 
     def get_location(self, request: Request, project: CloudProject) -> Response:
-        loc = _find(LOCATIONS.values(), request.path_params["id"], "location")
+        loc = find_item(LOCATIONS.values(), request.path_params["id"], "location")
         return json_response({"location": loc.to_api()})
 
     def list_lb_types(self, request: Request, project: CloudProject) -> Response:
@@ -513,8 +505,8 @@ class CloudAPI:
         return paginate(request, "volumes", items, volume_json)
 
     def get_volume(self, request: Request, project: CloudProject) -> Response:
-        return json_response(
-            {"volume": volume_json(_find(project.volumes, request.path_params["id"], "volume"))})
+        volume = find_item(project.volumes, request.path_params["id"], "volume")
+        return json_response({"volume": volume_json(volume)})
 
     def list_primary_ips(self, request: Request, project: CloudProject) -> Response:
         items = _filter_labels(request, list(project.primary_ips), lambda v: v.labels)
@@ -525,7 +517,7 @@ class CloudAPI:
         return paginate(request, "primary_ips", items, primary_ip_json)
 
     def get_primary_ip(self, request: Request, project: CloudProject) -> Response:
-        ip = _find(project.primary_ips, request.path_params["id"], "primary_ip")
+        ip = find_item(project.primary_ips, request.path_params["id"], "primary_ip")
         return json_response({"primary_ip": primary_ip_json(ip)})
 
     def list_floating_ips(self, request: Request, project: CloudProject) -> Response:
@@ -533,7 +525,7 @@ class CloudAPI:
         return paginate(request, "floating_ips", items, floating_ip_json)
 
     def get_floating_ip(self, request: Request, project: CloudProject) -> Response:
-        ip = _find(project.floating_ips, request.path_params["id"], "floating_ip")
+        ip = find_item(project.floating_ips, request.path_params["id"], "floating_ip")
         return json_response({"floating_ip": floating_ip_json(ip)})
 
     def list_load_balancers(self, request: Request, project: CloudProject) -> Response:
@@ -541,12 +533,12 @@ class CloudAPI:
         return paginate(request, "load_balancers", items, load_balancer_json)
 
     def get_load_balancer(self, request: Request, project: CloudProject) -> Response:
-        lb = _find(project.load_balancers, request.path_params["id"], "load_balancer")
+        lb = find_item(project.load_balancers, request.path_params["id"], "load_balancer")
         return json_response({"load_balancer": load_balancer_json(lb)})
 
     def list_images(self, request: Request, project: CloudProject) -> Response:
         items: list[dict[str, Any]] = SYSTEM_IMAGES + [image_json(i) for i in project.images]
-        types = _multi(request, "type")
+        types = multi_param(request, "type")
         for t in types:
             if t not in ("system", "snapshot", "backup", "app"):
                 raise invalid_field("type", f"'{t}' is not a valid image type")
@@ -573,18 +565,18 @@ class CloudAPI:
         name = request.query_params.get("name")
         if name:
             items = [g for g in items if g.name == name]
-        types = _multi(request, "type")
+        types = multi_param(request, "type")
         for t in types:
             if t not in PLACEMENT_GROUP_TYPES:
                 raise invalid_field("type", f"'{t}' is not a valid placement group type")
         if types:
             items = [g for g in items if g.type in types]
-        items = _sort(request, items, {"id": lambda g: g.id, "name": lambda g: g.name,
+        items = sort_items(request, items, {"id": lambda g: g.id, "name": lambda g: g.name,
                                        "created": lambda g: g.created})
         return paginate(request, "placement_groups", items, placement_group_json)
 
     def get_placement_group(self, request: Request, project: CloudProject) -> Response:
-        group = _find(project.placement_groups, request.path_params["id"], "placement_group")
+        group = find_item(project.placement_groups, request.path_params["id"], "placement_group")
         return json_response({"placement_group": placement_group_json(group)})
 
     def not_found(self, request: Request, project: CloudProject) -> Response:
@@ -620,7 +612,10 @@ def metrics_series(server: CloudServer, types: list[str], start: float, end: flo
     edges = np.empty(len(ts) * 2)
     edges[0::2], edges[1::2] = b0, b1
     # Integrate once over the whole range; each bucket is a difference.
-    cum = server.workload._cumulative("cpu", np.concatenate(([lo], edges)))[1:]
+    # The work (in units of the server's original size) is what traffic and disk I/O
+    # follow, and CPU percent is that work on the original cores: the same before and
+    # after a type change (capped by the cores of the type at each tick).
+    cum = server.workload._cumulative("work", np.concatenate(([lo], edges)))[1:]
     means = (cum[1::2] - cum[0::2]) / (b1 - b0)
     w = server.workload
     p = w.params
@@ -630,7 +625,7 @@ def metrics_series(server: CloudServer, types: list[str], start: float, end: flo
         return [[t, repr(float(v))] for t, v in zip(stamps, arr, strict=True)]
 
     if "cpu" in types:
-        out["cpu"] = {"values": values(means * 100.0 * server.cores)}
+        out["cpu"] = {"values": values(means * 100.0 * server.original_type.cores)}
     if "disk" in types:
         iops = np.asarray(w.disk_iops(means))
         read, write = iops * p.disk_read_share, iops * (1 - p.disk_read_share)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .actions import ActionLog
 from .faults import FaultSet
 from .fleet import CloudServer, Fleet
 from .ratelimit import TokenBucket, WindowCounter
@@ -32,6 +34,7 @@ class Settings:
     robot_block_after_failures: int = 3
     robot_block_seconds: int = 600
     robot_product_limit_per_hour: int = 500
+    action_seconds: float = 0.0  # how long a Cloud action runs (0: finished when answered)
 
 
 @dataclass
@@ -45,6 +48,10 @@ class Simulator:
     robot_blocked_until: dict[str, float] = field(default_factory=dict)
     requests: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     faults: FaultSet = field(init=False)
+    actions: ActionLog = field(default_factory=ActionLog)
+    # Held by every change to the fleet (the API's writes), so that a change is whole
+    # when anything else in the process (a test, the agents) looks at the fleet.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _traffic_cache: dict[int, tuple[float, int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +86,10 @@ class Simulator:
                 for (a, e, p, s), n in sorted(self.requests.items())
             ],
         }
+
+    def forget_server(self, server_id: int) -> None:
+        """Drop what is cached for a deleted server."""
+        self._traffic_cache.pop(server_id, None)
 
     # --- traffic ---------------------------------------------------------
     def outgoing_traffic(self, server: CloudServer, now: float) -> int:
