@@ -184,9 +184,8 @@ class Workload:
         kept = tuple(r for r in self.resizes if r.tick < tick)
         return replace(self, resizes=(*kept, Resize(tick, cores, memory)))
 
-    def _size(self, ticks: np.ndarray, which: str) -> np.ndarray | float:
-        if not self.resizes:
-            return 1.0
+    def _size(self, ticks: np.ndarray, which: str) -> np.ndarray:
+        """The size at each tick over the original size (1 before the first resize)."""
         out = np.ones(ticks.shape)
         for r in self.resizes:  # ordered by tick: a later resize overrides
             out[ticks >= r.tick] = r.cores if which == "cpu" else r.memory
@@ -208,14 +207,18 @@ class Workload:
         a = self._activity(ticks)
         jitter = (uniform_noise(self.seed, ticks, 1) - 0.5) * 2.0 * p.cpu_jitter
         work = p.cpu_base + (p.cpu_peak - p.cpu_base) * a + jitter
-        return np.clip(work / self._size(ticks, "cpu"), 0.0, 1.0)
+        if self.resizes:
+            work = work / self._size(ticks, "cpu")
+        return np.clip(work, 0.0, 1.0)
 
     def mem_ticks(self, ticks: np.ndarray) -> np.ndarray:
         p = self.params
         a = self._activity(ticks)
         jitter = (uniform_noise(self.seed, ticks, 2) - 0.5) * 2.0 * p.mem_jitter
         work = p.mem_base + (p.mem_peak - p.mem_base) * a + jitter
-        return np.clip(work / self._size(ticks, "mem"), 0.0, 1.0)
+        if self.resizes:
+            work = work / self._size(ticks, "mem")
+        return np.clip(work, 0.0, 1.0)
 
     def cpu_at(self, t: float) -> float:
         return float(self.cpu_ticks(np.array([math.floor(t / TICK_SECONDS)], dtype=np.int64))[0])
