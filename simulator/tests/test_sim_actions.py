@@ -249,6 +249,33 @@ def test_a_running_action_locks_its_server_until_it_finishes(
     assert (done.status, done.locked) == ("off", False)
 
 
+def test_reboot_is_a_boot_and_create_image_adds_a_billed_snapshot(
+        ops: Endpoints, clock: FakeClock) -> None:
+    client = client_for(ops, TOKEN)
+    server = client.servers.get_by_id(7001)
+    assert agent_metrics(ops, 7001)["node_boot_time_seconds"] == T0 - 30 * 86_400
+    clock.now = T0 + 600
+    reboot = client.servers.reboot(server)
+    assert reboot.command == "reboot_server"
+    assert agent_metrics(ops, 7001)["node_boot_time_seconds"] == T0 + 600
+    client.servers.reset(server).wait_until_finished()
+    assert client.servers.get_by_id(7001).status == "running"
+
+    made = client.servers.create_image(server, description="before resize", type="snapshot",
+                                       labels={"reason": "resize"})
+    assert made.action.command == "create_image"
+    assert made.action.resources == [{"id": 7001, "type": "server"},
+                                     {"id": made.image.id, "type": "image"}]
+    [snapshot] = client.images.get_all(type=["snapshot"])
+    assert snapshot.id == made.image.id and snapshot.description == "before resize"
+    # What the disk uses (the workload's disk_used_ratio, 0.35 of 40 GB), billed per GB.
+    assert (snapshot.image_size, snapshot.disk_size) == (14.0, 40)
+    assert snapshot.created_from.id == 7001 and snapshot.labels == {"reason": "resize"}
+    with pytest.raises(APIException) as no_backups:
+        client.servers.create_image(server, type="backup")
+    assert no_backups.value.code == "unsupported_error"
+
+
 # --------------------------------------------------------------------------
 # Delete, protection, create
 # --------------------------------------------------------------------------
