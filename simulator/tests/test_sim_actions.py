@@ -327,7 +327,8 @@ def test_a_primary_ip_without_auto_delete_stays_unassigned(
     kept.auto_delete = False
     client = client_for(endpoints, TOKEN)
     client.servers.delete(client.servers.get_by_id(7001))
-    assert client.primary_ips.get_by_id(kept.id).assignee_id is None  # kept, billed
+    kept_ip = client.primary_ips.get_by_id(kept.id)  # kept (and billed), unassigned
+    assert (kept_ip.assignee_id, kept_ip.assignee_type) == (None, "unassigned")
     with pytest.raises(APIException) as gone:  # the IPv6 one (auto_delete) went with it
         client.primary_ips.get_by_id(server.ipv6_primary_ip_id)
     assert gone.value.code == "not_found"

@@ -165,7 +165,10 @@ def volume_json(v: Volume) -> dict[str, Any]:
 def primary_ip_json(p: PrimaryIP) -> dict[str, Any]:
     return {
         "id": p.id, "name": p.name, "type": p.type, "ip": p.ip,
-        "assignee_id": p.assignee_id, "assignee_type": "server", "auto_delete": p.auto_delete,
+        # Since 2026-08 an unassigned Primary IP says so (shared/reference/hetzner-api.md).
+        "assignee_id": p.assignee_id,
+        "assignee_type": "server" if p.assignee_id is not None else "unassigned",
+        "auto_delete": p.auto_delete,
         "blocked": False, "created": iso(p.created), "location": location_json(p.location),
         "dns_ptr": [], "protection": {"delete": False}, "labels": dict(p.labels),
     }
