@@ -331,14 +331,6 @@ def number(value: float) -> str:
     return f"{value:g}"
 
 
-def byte_rate(value: float) -> str:
-    """``50 kB/s``: bytes per second in decimal units, as the recommender writes them."""
-    for unit, size in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
-        if value >= size:
-            return f"{value / size:g} {unit}"
-    return f"{value:g} B/s"
-
-
 class Builder:
     """Builds every rule from the validated configuration."""
 
@@ -817,8 +809,9 @@ class Builder:
                 f'"tier", "unknown", "", "")')
         cpu_b, mem_b = (", ".join(f"{k} ≥ {pct(t[m][k])}" for k in TIERS if k in t[m])
                         for m in ("cpu", "memory"))
-        net_b = (f"; traffic (30-day average, in + out): low ≥ {byte_rate(t['network']['low'])}"
-                 if "low" in t["network"] else "")
+        low = t["network"].get("low")
+        net_b = (f"; traffic (30-day average, in + out): low ≥ {contract.byte_rate_text(low)}"
+                 if low is not None else "")
         return Record(
             "source_server_id:utilisation:tier30d", expr,
             "tier number: 0 idle, 1 low, 2 moderate, 3 high, 4 critical, -1 unknown",
@@ -993,8 +986,9 @@ class Builder:
 
     def _ServerIdle(self, lv: dict) -> tuple[str, str, str, str, str]:
         t = self.cfg["tiers"]
-        quiet = (f", traffic below {byte_rate(t['network']['low'])} where measured"
-                 if "low" in t["network"] else "")
+        low = t["network"].get("low")
+        quiet = (f", traffic below {contract.byte_rate_text(low)} where measured"
+                 if low is not None else "")
         return (f"""
             source_server_id:monthly_cost_euros:sum
             and on ($ID) source_server_id:utilisation:tier30d{{tier="idle"}}

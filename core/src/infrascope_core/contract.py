@@ -94,6 +94,20 @@ the exporter's traffic overage and the simulator's included traffic. Checked by
 (10.5·10^12 bytes, projected to 21·10^12, are no overage of 20 TB)."""
 
 
+def byte_rate_text(bytes_per_second: float) -> str:
+    """A rate in decimal units, as network tools print them: 52000 -> '52 kB/s' (one
+    decimal at most; 999,999.99 is '1 MB/s'). The recommender's reasons and the rules
+    pack's descriptions both write rates with it."""
+    def short(value: float, digits: int) -> str:
+        text = f"{value:.{digits}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+
+    for unit, size in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if round(bytes_per_second / size, 1) >= 1:
+            return f"{short(bytes_per_second / size, 1)} {unit}"
+    return f"{short(bytes_per_second, 0)} B/s"
+
+
 # ---- components ------------------------------------------------------------------
 
 EXPORTER = "exporter"

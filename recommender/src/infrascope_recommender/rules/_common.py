@@ -65,12 +65,7 @@ def gb(size: float) -> str:
     return f"{num(size / DISK_BYTES_PER_GB, 0)} GB"
 
 
-def rate(bytes_per_second: float) -> str:
-    """Decimal units, as network tools print them: 52000 -> '52 kB/s'."""
-    for unit, size in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
-        if round(bytes_per_second / size, 1) >= 1:  # 999,999.99 is "1 MB/s"
-            return f"{num(bytes_per_second / size, 1)} {unit}"
-    return f"{num(bytes_per_second, 0)} B/s"
+rate = contract.byte_rate_text  # 52000 -> '52 kB/s'
 
 
 def monthly_traffic(bytes_per_second: float) -> str:
@@ -441,9 +436,6 @@ def sizing_need(server: Server, a: Assessment, th: Thresholds, fleet: Fleet) -> 
     return failover_need(server, need, th, fleet)
 
 
-_EPS = 1e-9
-
-
 def failover_need(server: Server, need: Need, th: Thresholds, fleet: Fleet) -> Need:
     """``need`` with the load ``server`` takes over when its busiest HA peer fails: a
     replica is sized to carry its peer (a standby smaller than its primary cannot take
@@ -471,8 +463,8 @@ def failover_need(server: Server, need: Need, th: Thresholds, fleet: Fleet) -> N
         peer_memory = (pu.memory_max * other.memory_bytes
                        if a.memory_ok and pu.memory_max is not None and other.memory_bytes
                        else None)
-        if peer_cores > need.cpu_cores + _EPS or (
-                peer_memory is not None and peer_memory > (need.memory_bytes or 0) + _EPS):
+        if peer_cores > need.cpu_cores or (
+                peer_memory is not None and peer_memory > (need.memory_bytes or 0)):
             cores = max(cores or 0.0, peer_cores)
             memory = max(memory or 0.0, peer_memory) if peer_memory is not None else memory
             whose.append(f"{name} ({peer.why}: p95 CPU {num(peer_cores)} cores"
